@@ -1,0 +1,12 @@
+//! What the norgopolis server and its clients must agree on without talking:
+//! where things live ([`places`]) and which module names are acceptable
+//! ([`names`]).
+
+pub mod names;
+pub mod places;
+
+pub use names::{validate_module_name, NameError};
+pub use places::{Places, PlacesError};
+
+/// Version of this norgopolis build, shown by `--version` and `Status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,99 @@
+//! MessagePack encoding of call arguments and results.
+//!
+//! Structs are encoded as maps (named fields), not positional arrays, so
+//! that modules in any language see self-describing values.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A value could not be converted to or from MessagePack.
+#[derive(Debug, thiserror::Error)]
+pub enum MsgpackError {
+    /// Serialising a value failed.
+    #[error("cannot encode value as MessagePack: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The bytes were not the expected MessagePack shape.
+    #[error("cannot decode MessagePack: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
+
+/// MessagePack encoding of nil: what "no arguments" means on the wire.
+pub const NIL: &[u8] = &[0xc0];
+
+/// Encodes a serde value as MessagePack, structs as maps.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, MsgpackError> {
+    Ok(rmp_serde::to_vec_named(value)?)
+}
+
+/// Decodes MessagePack bytes into a serde value. Empty input is read as nil,
+/// since the public protocol sends no `args` for argument-less calls.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MsgpackError> {
+    let bytes = if bytes.is_empty() { NIL } else { bytes };
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// Decodes MessagePack bytes into a dynamic value.
+pub fn decode_value(bytes: &[u8]) -> Result<rmpv::Value, MsgpackError> {
+    decode(bytes)
+}
+
+impl crate::communication::MessagePack {
+    /// Wraps an encoded serde value.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, MsgpackError> {
+        Ok(Self {
+            data: encode(value)?,
+        })
+    }
+
+    /// Decodes the carried bytes.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, MsgpackError> {
+        decode(&self.data)
+    }
+}
+
+impl crate::module_communication::MessagePack {
+    /// Wraps an encoded serde value.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, MsgpackError> {
+        Ok(Self {
+            data: encode(value)?,
+        })
+    }
+
+    /// Decodes the carried bytes.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, MsgpackError> {
+        decode(&self.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Point {
+        x: i64,
+        y: String,
+    }
+
+    #[test]
+    fn structs_are_maps() {
+        let bytes = encode(&Point {
+            x: 1,
+            y: "a".into(),
+        })
+        .unwrap();
+        let v = decode_value(&bytes).unwrap();
+        assert!(v.is_map(), "expected map, got {v:?}");
+        assert_eq!(
+            decode::<Point>(&bytes).unwrap(),
+            Point {
+                x: 1,
+                y: "a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn empty_is_nil() {
+        assert_eq!(decode::<Option<i32>>(&[]).unwrap(), None);
+    }
+}
