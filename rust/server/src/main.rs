@@ -1,1 +1,81 @@
-fn main() {}
+//! `norgopolis-server`: the per-user singleton router daemon.
+//!
+//! Start-up order matters: settings are read and checked first (so errors
+//! reach the spawning client), then the process detaches (before any thread
+//! exists, as `fork` requires), and only then is the tokio runtime built.
+
+mod attach;
+mod config;
+mod control;
+mod daemon;
+mod events;
+mod forwarder;
+mod lifetime;
+mod listener;
+mod modules;
+mod ready;
+mod server;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = settings::Args::parse();
+    if args.version {
+        println!("norgopolis-server {}", norgopolis_common::VERSION);
+        return ExitCode::SUCCESS;
+    }
+    let mut ready = ready::ReadyPipe::from_fd(args.ready_fd);
+    let settings = match settings::Settings::resolve(args) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("norgopolis-server: {msg}");
+            ready.fail(&msg);
+            return ExitCode::FAILURE;
+        }
+    };
+    if !settings.foreground {
+        if let Err(e) = daemon::detach(&settings.log_path) {
+            let msg = format!("cannot detach: {e:#}");
+            eprintln!("norgopolis-server: {msg}");
+            ready.fail(&msg);
+            return ExitCode::FAILURE;
+        }
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("norgopolis")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            ready.fail(&format!("cannot start runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(settings, ready)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr: the terminal with `--foreground`, the log file otherwise
+/// (the daemon redirects stderr there).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NORGOPOLIS_LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}

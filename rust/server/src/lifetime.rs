@@ -1,0 +1,317 @@
+//! The one task that decides when the server exits.
+//!
+//! Sessions opening and closing, calls starting and ending, and the linger
+//! and idle timers are all serialised through this task, so "the last client
+//! leaves" and "a new client arrives" can never race: every attach or call
+//! is either counted before the exit decision (and cancels it) or refused
+//! after it (and the client starts a fresh server).
+
+use std::time::Duration;
+
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+
+/// Why the server is going away; sent to every session before it is dropped.
+pub type ExitReason = String;
+
+enum Msg {
+    Open {
+        keeps_alive: bool,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    Close {
+        id: u64,
+        keeps_alive: bool,
+    },
+    CallStart {
+        reply: oneshot::Sender<bool>,
+    },
+    CallEnd,
+    Shutdown {
+        reason: ExitReason,
+    },
+    Counts {
+        reply: oneshot::Sender<Counts>,
+    },
+}
+
+/// Current numbers, for `Status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Attached sessions (all kinds).
+    pub sessions: u32,
+    /// Calls in flight.
+    pub calls: u32,
+}
+
+/// Handle to the lifetime task; cheap to clone.
+#[derive(Clone)]
+pub struct Lifetime {
+    tx: mpsc::UnboundedSender<Msg>,
+    exit: watch::Receiver<Option<ExitReason>>,
+}
+
+/// An attached session; dropping it tells the lifetime task it left.
+pub struct SessionGuard {
+    id: u64,
+    keeps_alive: bool,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl SessionGuard {
+    /// The session's id, unique for this server's life.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Close {
+            id: self.id,
+            keeps_alive: self.keeps_alive,
+        });
+    }
+}
+
+/// A call in flight; dropping it marks the call finished.
+pub struct CallGuard {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::CallEnd);
+    }
+}
+
+/// The server is exiting and takes no new sessions or calls.
+#[derive(Debug, thiserror::Error)]
+#[error("server is shutting down")]
+pub struct ShuttingDown;
+
+impl Lifetime {
+    /// Starts the lifetime task. `linger` applies once a session has been
+    /// seen; `idle_timeout` to a server that never had one.
+    pub fn start(linger: Duration, idle_timeout: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (exit_tx, exit) = watch::channel(None);
+        tokio::spawn(run(rx, exit_tx, linger, idle_timeout));
+        Lifetime { tx, exit }
+    }
+
+    /// Registers a session; refused once the exit has been decided.
+    pub async fn open_session(&self, keeps_alive: bool) -> Result<SessionGuard, ShuttingDown> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Open { keeps_alive, reply })
+            .map_err(|_| ShuttingDown)?;
+        let id = rx.await.map_err(|_| ShuttingDown)?.ok_or(ShuttingDown)?;
+        Ok(SessionGuard {
+            id,
+            keeps_alive,
+            tx: self.tx.clone(),
+        })
+    }
+
+    /// Registers a call; refused once the exit has been decided.
+    pub async fn begin_call(&self) -> Result<CallGuard, ShuttingDown> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::CallStart { reply })
+            .map_err(|_| ShuttingDown)?;
+        if rx.await.map_err(|_| ShuttingDown)? {
+            Ok(CallGuard {
+                tx: self.tx.clone(),
+            })
+        } else {
+            Err(ShuttingDown)
+        }
+    }
+
+    /// Decides to exit now (the `Shutdown` call, a signal).
+    pub fn shutdown(&self, reason: impl Into<ExitReason>) {
+        let _ = self.tx.send(Msg::Shutdown {
+            reason: reason.into(),
+        });
+    }
+
+    /// Current session and call counts.
+    pub async fn counts(&self) -> Counts {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Counts { reply }).is_err() {
+            return Counts::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Watches for the exit decision: `Some(reason)` once made.
+    pub fn exit_watch(&self) -> watch::Receiver<Option<ExitReason>> {
+        self.exit.clone()
+    }
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    exit: watch::Sender<Option<ExitReason>>,
+    linger: Duration,
+    idle_timeout: Duration,
+) {
+    let mut next_id: u64 = 1;
+    let mut sessions: u32 = 0;
+    let mut keeping_sessions: u32 = 0;
+    let mut calls: u32 = 0;
+    let mut had_session = false;
+    let mut closing = false;
+    let mut deadline: Option<Instant> = Some(Instant::now() + idle_timeout);
+
+    loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            _ = sleep_until(deadline) => {
+                let reason = if had_session {
+                    format!("last client left {} ms ago", linger.as_millis())
+                } else {
+                    format!("no client for {} s", idle_timeout.as_secs())
+                };
+                tracing::info!("exiting: {reason}");
+                closing = true;
+                deadline = None;
+                let _ = exit.send(Some(reason));
+                continue;
+            }
+        };
+        let Some(msg) = msg else { return };
+        match msg {
+            Msg::Open { keeps_alive, reply } => {
+                if closing {
+                    let _ = reply.send(None);
+                    continue;
+                }
+                let id = next_id;
+                next_id += 1;
+                sessions += 1;
+                if keeps_alive {
+                    keeping_sessions += 1;
+                    had_session = true;
+                }
+                if reply.send(Some(id)).is_err() {
+                    // The attach gave up before hearing back; its guard was
+                    // never built, so undo the count here.
+                    sessions -= 1;
+                    keeping_sessions -= u32::from(keeps_alive);
+                }
+            }
+            Msg::Close { id, keeps_alive } => {
+                sessions = sessions.saturating_sub(1);
+                if keeps_alive {
+                    keeping_sessions = keeping_sessions.saturating_sub(1);
+                }
+                tracing::debug!(session = id, "session closed");
+            }
+            Msg::CallStart { reply } => {
+                if closing {
+                    let _ = reply.send(false);
+                    continue;
+                }
+                calls += 1;
+                if reply.send(true).is_err() {
+                    calls -= 1;
+                }
+            }
+            Msg::CallEnd => calls = calls.saturating_sub(1),
+            Msg::Shutdown { reason } => {
+                if !closing {
+                    tracing::info!("exiting: {reason}");
+                    closing = true;
+                    deadline = None;
+                    let _ = exit.send(Some(reason));
+                }
+                continue;
+            }
+            Msg::Counts { reply } => {
+                let _ = reply.send(Counts { sessions, calls });
+                continue;
+            }
+        }
+        if closing {
+            continue;
+        }
+        let idle = keeping_sessions == 0 && calls == 0;
+        deadline = match (idle, deadline) {
+            // Still idle: keep the running timer, except that a finished call
+            // restarts the idle timeout of a server that never had a session.
+            (true, Some(d)) if had_session => Some(d),
+            (true, _) => Some(Instant::now() + if had_session { linger } else { idle_timeout }),
+            (false, _) => None,
+        };
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn linger_starts_when_last_session_leaves() {
+        let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300));
+        let mut exit = life.exit_watch();
+        let s = life.open_session(true).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(400)).await;
+        assert!(exit.borrow().is_none(), "exited with a session attached");
+        drop(s);
+        exit.changed().await.unwrap();
+        assert!(exit
+            .borrow()
+            .as_deref()
+            .unwrap()
+            .contains("last client left"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attach_during_linger_cancels_it() {
+        let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300));
+        drop(life.open_session(true).await.unwrap());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let s = life.open_session(true).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(life.exit_watch().borrow().is_none());
+        drop(s);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_hold_the_server() {
+        let life = Lifetime::start(Duration::from_secs(1), Duration::from_secs(300));
+        let s = life.open_session(true).await.unwrap();
+        let call = life.begin_call().await.unwrap();
+        drop(s);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(life.exit_watch().borrow().is_none());
+        drop(call);
+        life.exit_watch().changed().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_keeping_sessions_do_not_hold_the_server() {
+        let life = Lifetime::start(Duration::from_secs(1), Duration::from_secs(5));
+        let _module_session = life.open_session(false).await.unwrap();
+        life.exit_watch().changed().await.unwrap();
+        assert!(
+            life.open_session(true).await.is_err(),
+            "attach accepted after exit decision"
+        );
+        assert!(
+            life.begin_call().await.is_err(),
+            "call accepted after exit decision"
+        );
+    }
+}

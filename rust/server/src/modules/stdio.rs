@@ -1,0 +1,116 @@
+//! A module's stdin/stdout as one duplex byte stream for HTTP/2.
+//!
+//! Closing stdin is how we ask a module to stop, but the HTTP/2 connection
+//! owns the stream; so the stream carries a [`CloseSignal`] that, once
+//! raised, drops stdin and reports EOF, ending the connection from our side.
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+};
+
+use futures::task::AtomicWaker;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    process::{ChildStdin, ChildStdout},
+};
+
+/// Raised to close a module's stdin from outside the connection.
+#[derive(Default, Clone)]
+pub struct CloseSignal(Arc<CloseInner>);
+
+#[derive(Default)]
+struct CloseInner {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl CloseSignal {
+    /// Closes the module's stdin (at the connection's next poll, woken now).
+    pub fn raise(&self) {
+        self.0.raised.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+
+    fn is_raised(&self) -> bool {
+        self.0.raised.load(Ordering::Acquire)
+    }
+}
+
+/// The module's pipes, read from stdout and written to stdin.
+pub struct ModuleIo {
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+    close: CloseSignal,
+}
+
+impl ModuleIo {
+    /// Joins the pipes; `close` ends the stream when raised.
+    pub fn new(stdin: ChildStdin, stdout: ChildStdout, close: CloseSignal) -> Self {
+        ModuleIo {
+            stdin: Some(stdin),
+            stdout,
+            close,
+        }
+    }
+
+    fn closed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.close.0.waker.register(cx.waker());
+        if self.close.is_raised() {
+            self.stdin = None;
+            return true;
+        }
+        false
+    }
+}
+
+fn broken_pipe() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "module stdin closed")
+}
+
+impl AsyncRead for ModuleIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.closed(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stdout).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ModuleIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.closed(cx) {
+            return Poll::Ready(Err(broken_pipe()));
+        }
+        match self.stdin.as_mut() {
+            Some(stdin) => Pin::new(stdin).poll_write(cx, buf),
+            None => Poll::Ready(Err(broken_pipe())),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.stdin.as_mut() {
+            Some(stdin) => Pin::new(stdin).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.stdin.as_mut() {
+            Some(stdin) => Pin::new(stdin).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}

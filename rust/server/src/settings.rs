@@ -1,0 +1,156 @@
+//! Command line and the effective settings (flags over environment over
+//! config file over defaults).
+
+use std::{os::fd::RawFd, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use norgopolis_common::{places, Places};
+
+use crate::config::Config;
+
+/// Command-line flags of `norgopolis-server`.
+#[derive(Debug, Parser)]
+#[command(name = "norgopolis-server", disable_version_flag = true)]
+#[command(about = "Per-user router daemon for native Neorg modules")]
+pub struct Args {
+    /// Print the version and exit.
+    #[arg(long, short = 'V')]
+    pub version: bool,
+    /// Stay in the foreground and log to stderr.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Socket path (default: $NORGOPOLIS_SOCKET, else the per-user runtime dir).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Modules directory, searched in order (repeatable).
+    #[arg(long = "modules-dir", visible_alias = "path", value_name = "DIR")]
+    pub modules_dirs: Vec<PathBuf>,
+    /// Exit this long after the last session leaves ("20ms", "3s", or seconds).
+    #[arg(long, value_parser = parse_duration)]
+    pub linger: Option<Duration>,
+    /// A server that never had a session exits after this long without calls.
+    #[arg(long = "idle-timeout", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Write "ready <pid>" or "error <message>" to this fd once listening.
+    #[arg(long = "ready-fd")]
+    pub ready_fd: Option<RawFd>,
+    /// Log file (used when not in the foreground).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Config file (default: $XDG_CONFIG_HOME/norgopolis/config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Everything the running server needs to know, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Socket and lock file paths.
+    pub places: Places,
+    /// Module dirs, searched in order.
+    pub modules_dirs: Vec<PathBuf>,
+    /// Delay between the last session leaving and exit.
+    pub linger: Duration,
+    /// Exit delay for a server that never had a session.
+    pub idle_timeout: Duration,
+    /// How often clients are asked to ping.
+    pub keepalive_interval: Duration,
+    /// A session silent for this long is dropped.
+    pub client_timeout: Duration,
+    /// Largest message accepted or sent, in bytes.
+    pub max_message_size: usize,
+    /// How long a module gets after stdin closes, and again after SIGTERM.
+    pub module_grace: Duration,
+    /// Log file path (reported by Status).
+    pub log_path: PathBuf,
+    /// Whether we stay attached to the terminal.
+    pub foreground: bool,
+}
+
+impl Settings {
+    /// Combines flags, environment, config file and defaults.
+    pub fn resolve(args: Args) -> anyhow::Result<Self> {
+        let config_path = match args.config {
+            Some(p) => Some(p),
+            None => places::config_path().ok(),
+        };
+        let config = match &config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        let places = match args.socket.or(config.socket.clone()) {
+            Some(sock) => Places::for_socket(sock),
+            None => Places::from_env()?,
+        };
+        let modules_dirs = if !args.modules_dirs.is_empty() {
+            args.modules_dirs
+        } else if let Some(dirs) = places::modules_dirs_from_env() {
+            dirs
+        } else if let Some(dirs) = config.modules_dirs.clone() {
+            dirs
+        } else {
+            vec![places::default_modules_dir()?]
+        };
+        let log_path = match args.log {
+            Some(p) => p,
+            None => places::log_path().context("cannot place the log file")?,
+        };
+        Ok(Settings {
+            places,
+            modules_dirs,
+            linger: args
+                .linger
+                .or(config.linger())
+                .unwrap_or(Duration::from_secs(3)),
+            idle_timeout: args
+                .idle_timeout
+                .or(config.idle_timeout())
+                .unwrap_or(Duration::from_secs(300)),
+            keepalive_interval: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(30),
+            max_message_size: config.max_message_size.unwrap_or(64 * 1024 * 1024),
+            module_grace: Duration::from_millis(1500),
+            log_path,
+            foreground: args.foreground,
+        })
+    }
+}
+
+/// Parses "20ms", "3s", "1.5s", "2m" or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try \"250ms\", \"3s\" or \"2m\")"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text:?} is not a non-negative duration"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
