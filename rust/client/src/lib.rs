@@ -1,1 +1,38 @@
-//! placeholder
+//! Rust client for norgopolis.
+//!
+//! [`Client::connect`] finds the per-user server (starting one, detached,
+//! if none answers — exactly one however many clients start at once),
+//! attaches a session that keeps it alive while the client lives, and then
+//! offers streaming calls to modules ([`Client::invoke`]) and the control
+//! calls (status, load, unload, shutdown, publish). Arguments and results
+//! are serde values carried as MessagePack (structs as maps).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), norgopolis_client::ClientError> {
+//! use norgopolis_client::{Client, ConnectOptions};
+//! let client = Client::connect(ConnectOptions::new("rust")).await?;
+//! let echoed: Vec<String> = client.call("echo", "echo", &"hello").await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod connect;
+mod error;
+mod locate;
+mod options;
+pub mod readiness;
+mod session;
+mod spawn;
+mod transport;
+
+pub use client::{CallStream, Client, RawCallStream, MAX_MESSAGE_SIZE};
+pub use error::{code_name, ClientError};
+pub use locate::{find_server_binary, SERVER_BINARY_NAME};
+pub use norgopolis_proto::v1::{
+    Event, ListModulesReply, LoadReply, ModuleInfo, ModuleStatus, StatusReply,
+};
+pub use norgopolis_proto::PROTOCOL_VERSION;
+pub use options::ConnectOptions;
+pub use session::SessionEvent;
+/// The gRPC status code type used in [`ClientError::Call`].
+pub use tonic::Code;
