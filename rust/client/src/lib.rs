@@ -18,6 +18,7 @@
 mod client;
 mod connect;
 mod error;
+mod exit;
 mod locate;
 mod options;
 pub mod readiness;
@@ -27,6 +28,7 @@ mod transport;
 
 pub use client::{CallStream, Client, RawCallStream, MAX_MESSAGE_SIZE};
 pub use error::{code_name, ClientError};
+pub use exit::wait_for_server_exit;
 pub use locate::{find_server_binary, SERVER_BINARY_NAME};
 pub use norgopolis_proto::v1::{
     Event, ListModulesReply, LoadReply, ModuleInfo, ModuleStatus, StatusReply,

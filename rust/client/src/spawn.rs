@@ -54,7 +54,7 @@ pub(crate) async fn lock_spawn(path: &Path, deadline: Instant) -> Result<SpawnLo
     std::thread::Builder::new()
         .name("norgopolis-spawn-lock".into())
         .spawn(move || {
-            let res = flock_exclusive(&file).map(|()| file);
+            let res = flock_blocking(&file, libc::LOCK_EX).map(|()| file);
             // If the waiter gave up, the send fails and the file (and with
             // it the lock) is dropped right here.
             let _ = tx.send(res);
@@ -71,10 +71,12 @@ pub(crate) async fn lock_spawn(path: &Path, deadline: Instant) -> Result<SpawnLo
     }
 }
 
-fn flock_exclusive(file: &File) -> io::Result<()> {
+/// `flock(op)`, waiting as long as it takes (callers run it on a thread of
+/// its own).
+pub(crate) fn flock_blocking(file: &File, op: libc::c_int) -> io::Result<()> {
     loop {
         // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
             return Ok(());
         }
         let e = io::Error::last_os_error();

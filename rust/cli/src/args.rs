@@ -1,0 +1,82 @@
+//! Command-line syntax.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Call norgopolis modules and control the norgopolis server.
+///
+/// Starts the server when none is running (except for `shutdown`).
+#[derive(Debug, Parser)]
+#[command(name = "norgopolis", version, propagate_version = true)]
+pub struct Cli {
+    /// Socket of the server (default: $NORGOPOLIS_SOCKET, else the per-user runtime dir).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Server binary to start when needed (default: $NORGOPOLIS_SERVER,
+    /// beside this program, then PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub server: Option<PathBuf>,
+    /// Fail instead of starting a server when none is running.
+    #[arg(long, global = true)]
+    pub no_spawn: bool,
+    /// For a server this command starts: a modules dir (repeatable, searched in order).
+    #[arg(long, global = true, value_name = "DIR", alias = "path")]
+    pub modules_dir: Vec<PathBuf>,
+    /// For a server this command starts: how long it stays after its last client leaves ("20ms", "3s", or seconds).
+    #[arg(long, global = true, value_name = "DUR")]
+    pub linger: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Call FUNCTION of MODULE; prints each result as one line of JSON as it arrives.
+    ///
+    /// ARGS is JSON ("-" reads it from stdin; absent means nil). Integers stay
+    /// integers, other numbers are floats. In results, binary data is printed as a
+    /// string when it is valid UTF-8 and as an array of byte values otherwise;
+    /// non-string map keys are turned into their JSON text; NaN and infinities
+    /// become null; extension values become {"ext": TYPE, "data": [BYTES]}.
+    Call {
+        /// Module name.
+        module: String,
+        /// Function name.
+        function: String,
+        /// Arguments as JSON.
+        args: Option<String>,
+    },
+    /// Show the server and its loaded modules.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List modules available on disk and loaded.
+    Modules {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a module by name, or from a path to its executable or folder.
+    Load {
+        /// Module name, or a path (anything containing '/').
+        target: String,
+        /// Name to load a path under (default: its file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop a loaded module.
+    Unload {
+        /// Module name.
+        name: String,
+    },
+    /// Ask the server to exit, and wait until it has.
+    Shutdown {
+        /// Reason recorded in the server log and sent to clients.
+        #[arg(long, default_value = "requested from the norgopolis command line")]
+        reason: String,
+    },
+}
