@@ -17,9 +17,6 @@ use futures::Stream;
 use norgopolis_common::Places;
 use tokio::net::{UnixListener, UnixStream};
 
-/// How long a new server waits for an exiting one to release the lock.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
-
 /// The bound socket plus the lock that makes us its only owner. Dropping it
 /// removes the socket and pid file.
 pub struct Bound {
@@ -32,9 +29,9 @@ pub struct Bound {
 impl Bound {
     /// Takes the server lock (waiting for an exiting server), removes a stale
     /// socket, binds, and writes the pid file.
-    pub async fn acquire(places: &Places) -> anyhow::Result<Self> {
+    pub async fn acquire(places: &Places, lock_wait: Duration) -> anyhow::Result<Self> {
         places.ensure_dir()?;
-        let lock = take_lock(places).await?;
+        let lock = take_lock(places, lock_wait).await?;
         remove_stale_socket(&places.socket)?;
         let listener = UnixListener::bind(&places.socket)
             .with_context(|| format!("cannot bind {}", places.socket.display()))?;
@@ -88,7 +85,7 @@ impl Drop for Bound {
     }
 }
 
-async fn take_lock(places: &Places) -> anyhow::Result<File> {
+async fn take_lock(places: &Places, lock_wait: Duration) -> anyhow::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -108,7 +105,7 @@ async fn take_lock(places: &Places) -> anyhow::Result<File> {
             return Err(err)
                 .with_context(|| format!("cannot lock {}", places.server_lock.display()));
         }
-        if start.elapsed() > LOCK_WAIT {
+        if start.elapsed() > lock_wait {
             let pid = std::fs::read_to_string(&places.pid_file).unwrap_or_default();
             bail!(
                 "another norgopolis server (pid {}) is running on {}",

@@ -19,7 +19,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the server until the lifetime task decides to exit.
 pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()> {
-    let bound = match Bound::acquire(&settings.places).await {
+    let bound = match Bound::acquire(&settings.places, settings.lock_wait).await {
         Ok(b) => Arc::new(b),
         Err(e) => {
             ready.fail(&format!("{e:#}"));

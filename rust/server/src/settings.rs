@@ -41,6 +41,9 @@ pub struct Args {
     /// Config file (default: $XDG_CONFIG_HOME/norgopolis/config.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// How long to wait for an exiting server to release the socket.
+    #[arg(long = "lock-wait", value_parser = parse_duration, hide = true)]
+    pub lock_wait: Option<Duration>,
 }
 
 /// Everything the running server needs to know, resolved once at start.
@@ -66,6 +69,8 @@ pub struct Settings {
     pub log_path: PathBuf,
     /// Whether we stay attached to the terminal.
     pub foreground: bool,
+    /// How long to wait for an exiting server to release the socket.
+    pub lock_wait: Duration,
 }
 
 impl Settings {
@@ -113,6 +118,7 @@ impl Settings {
             module_grace: Duration::from_millis(1500),
             log_path,
             foreground: args.foreground,
+            lock_wait: args.lock_wait.unwrap_or(Duration::from_secs(10)),
         })
     }
 }

@@ -1,0 +1,322 @@
+//! Test harness: each [`Sandbox`] is a private temp dir with its own runtime
+//! dir, socket, log and modules dir, so tests run real servers side by side.
+//!
+//! Everything here talks to the real binaries over the real socket with the
+//! generated gRPC clients; nothing of the server is mocked.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::{fd::{AsRawFd, FromRawFd, OwnedFd}, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context};
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
+use norgopolis_proto::{
+    communication::{forwarder_client::ForwarderClient, Invocation, MessagePack},
+    v1::{
+        client_message, control_client::ControlClient, server_message, ClientMessage, Hello,
+        ServerMessage, Welcome,
+    },
+    PROTOCOL_VERSION,
+};
+use tokio::{io::unix::AsyncFd, net::UnixStream, sync::mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// Directory holding the workspace's built binaries (target/debug or release).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().expect("exe dir");
+    // Integration tests live in target/<profile>/deps.
+    if dir.ends_with("deps") { dir.parent().expect("profile dir").to_path_buf() } else { dir.to_path_buf() }
+}
+
+/// Path of a workspace binary; panics with a hint when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} missing: run `make build` (or cargo build --workspace) first", p.display());
+    p
+}
+
+/// A private place for one test's server.
+pub struct Sandbox {
+    /// Temp dir removed on drop.
+    pub dir: tempfile::TempDir,
+    /// Runtime dir (0700) holding the socket.
+    pub runtime: PathBuf,
+    /// The socket path.
+    pub socket: PathBuf,
+    /// Modules dir with `echo` linked in.
+    pub modules: PathBuf,
+    /// Server log when daemonized.
+    pub log: PathBuf,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// A fresh sandbox with the echo module available.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("np-").tempdir().expect("tempdir");
+        let runtime = dir.path().join("rt");
+        norgopolis_common::places::ensure_private_dir(&runtime).expect("runtime dir");
+        let modules = dir.path().join("modules");
+        std::fs::create_dir(&modules).expect("modules dir");
+        std::os::unix::fs::symlink(bin("echo"), modules.join("echo")).expect("link echo");
+        Sandbox {
+            socket: runtime.join("norgopolis.sock"),
+            log: dir.path().join("server.log"),
+            runtime,
+            modules,
+            dir,
+        }
+    }
+
+    /// Environment for any norgopolis process of this sandbox.
+    pub fn env(&self, cmd: &mut Command) {
+        cmd.env("NORGOPOLIS_SOCKET", &self.socket)
+            .env("NORGOPOLIS_MODULES_DIR", &self.modules)
+            .env("NORGOPOLIS_LOG", &self.log)
+            .env("NORGOPOLIS_CONFIG", self.dir.path().join("config.toml"))
+            .env("XDG_RUNTIME_DIR", self.dir.path())
+            .env("NORGOPOLIS_SERVER", bin("norgopolis-server"));
+    }
+
+    /// The server command with this sandbox's places and `extra` flags.
+    pub fn server_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("norgopolis-server"));
+        self.env(&mut cmd);
+        cmd.arg("--foreground").args(extra);
+        cmd
+    }
+
+    /// Starts a foreground server and waits for its readiness line.
+    pub fn start_server(&self, extra: &[&str]) -> ServerProc {
+        let (child, line) = spawn_with_ready(self.server_command(extra)).expect("server start");
+        let pid: u32 = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("server did not become ready: {line:?}"));
+        ServerProc { child, pid }
+    }
+
+    /// Starts a server expected to fail; returns its readiness line.
+    pub fn start_server_expect_error(&self, extra: &[&str]) -> String {
+        let (mut child, line) = spawn_with_ready(self.server_command(extra)).expect("server start");
+        let _ = child.wait();
+        line
+    }
+
+    /// A gRPC channel to this sandbox's socket.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        connect(&self.socket).await
+    }
+
+    /// The server log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Runs `cmd` with a readiness pipe on fd 3 and returns its first line.
+pub fn spawn_with_ready(mut cmd: Command) -> anyhow::Result<(Child, String)> {
+    let (read, write) = nix::unistd::pipe().context("pipe")?;
+    let write_fd = write.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; fd 3 is then inherited (no CLOEXEC).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(write_fd, 3) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.arg("--ready-fd").arg("3").stdin(Stdio::null());
+    let child = cmd.spawn().context("spawn")?;
+    drop(write);
+    let mut line = String::new();
+    BufReader::new(std::fs::File::from(read)).read_line(&mut line)?;
+    Ok((child, line.trim_end().to_string()))
+}
+
+/// A server process started by a test; killed on drop.
+pub struct ServerProc {
+    /// The process.
+    pub child: Child,
+    /// Its pid (from the readiness line).
+    pub pid: u32,
+}
+
+impl ServerProc {
+    /// Waits up to `timeout` for the server to exit; true if it did.
+    pub async fn exited_within(&mut self, timeout: Duration) -> bool {
+        wait_pid_exit(self.pid, timeout).await
+            && self.child.try_wait().ok().flatten().is_some()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects a tonic channel to a Unix socket.
+pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
+    let socket = socket.to_path_buf();
+    Ok(Endpoint::from_static("http://norgopolis.test")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+        }))
+        .await?)
+}
+
+/// An attached session held by a test; dropping it detaches.
+pub struct Session {
+    /// The server's welcome.
+    pub welcome: Welcome,
+    /// Keeps the client's half of the Attach stream open.
+    pub outbound: mpsc::Sender<ClientMessage>,
+    /// Server messages after the Welcome.
+    pub inbound: tonic::Streaming<ServerMessage>,
+}
+
+/// Attaches on `channel` as a test client.
+pub async fn attach(channel: &Channel, keeps_server_alive: bool) -> Result<Session, tonic::Status> {
+    attach_with_version(channel, keeps_server_alive, PROTOCOL_VERSION).await
+}
+
+/// Attaches claiming a given protocol version.
+pub async fn attach_with_version(
+    channel: &Channel,
+    keeps_server_alive: bool,
+    protocol_version: u32,
+) -> Result<Session, tonic::Status> {
+    let (tx, rx) = mpsc::channel(8);
+    let hello = Hello {
+        protocol_version,
+        client_kind: "test".into(),
+        client_name: "norgopolis-tests".into(),
+        pid: std::process::id(),
+        keeps_server_alive,
+    };
+    tx.send(ClientMessage { kind: Some(client_message::Kind::Hello(hello)) })
+        .await
+        .map_err(|_| tonic::Status::internal("send"))?;
+    let mut inbound = ControlClient::new(channel.clone())
+        .attach(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    match inbound.message().await? {
+        Some(ServerMessage { kind: Some(server_message::Kind::Welcome(welcome)) }) => {
+            Ok(Session { welcome, outbound: tx, inbound })
+        }
+        other => Err(tonic::Status::internal(format!("expected Welcome, got {other:?}"))),
+    }
+}
+
+/// Encodes a value as MessagePack call arguments.
+pub fn args(value: rmpv::Value) -> Option<MessagePack> {
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(&mut buf, &value).expect("encode");
+    Some(MessagePack { data: buf })
+}
+
+/// Decodes one result item.
+pub fn value(item: &MessagePack) -> rmpv::Value {
+    rmpv::decode::read_value(&mut item.data.as_slice()).expect("decode")
+}
+
+/// Starts a call and returns its result stream.
+pub async fn call(
+    channel: &Channel,
+    module: &str,
+    function: &str,
+    arg: rmpv::Value,
+) -> Result<tonic::Streaming<MessagePack>, tonic::Status> {
+    Ok(ForwarderClient::new(channel.clone())
+        .forward(Invocation { module: module.into(), function_name: function.into(), args: args(arg) })
+        .await?
+        .into_inner())
+}
+
+/// Runs a call to completion: its items, or the first error.
+pub async fn call_all(
+    channel: &Channel,
+    module: &str,
+    function: &str,
+    arg: rmpv::Value,
+) -> Result<Vec<rmpv::Value>, tonic::Status> {
+    let mut stream = call(channel, module, function, arg).await?;
+    let mut out = vec![];
+    while let Some(item) = stream.next().await {
+        out.push(value(&item?));
+    }
+    Ok(out)
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits for any process (not only our children) to exit, by pidfd: an
+/// event, not a polling loop. True if it exited within `timeout`.
+pub async fn wait_pid_exit(pid: u32, timeout: Duration) -> bool {
+    // SAFETY: plain syscall; returns a new fd we own or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return true; // No such process: it is gone already.
+    }
+    // SAFETY: the fd was just returned to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: we own the pidfd and keep it registered only while we wait.
+    let Ok(async_fd) = (unsafe { AsyncFd::register(fd) }) else { return !pid_alive(pid) };
+    let exited = tokio::time::timeout(timeout, async_fd.readable()).await.is_ok();
+    // A zombie is exited for our purposes; the pidfd turns readable for it.
+    exited || !pid_alive(pid)
+}
+
+/// Pids of processes whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(str::to_owned))
+                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(ppid)
+        })
+        .collect()
+}
+
+/// Reads a spawned helper's stdout until a line starting with `prefix`.
+pub fn read_line_starting(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
+    let stdout = child.stdout.as_mut().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut reader = BufReader::new(stdout);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("EOF before a line starting with {prefix:?}");
+        }
+        if line.starts_with(prefix) {
+            return Ok(line.trim_end().to_string());
+        }
+    }
+}
