@@ -367,6 +367,29 @@ pub fn decode_mp(bytes: &[u8]) -> Result<Mp, DecodeError> {
     Ok(mp)
 }
 
+/// Checks off the main thread that a value can become a Lua value, so a
+/// stream item that cannot is reported as the call's error.
+pub fn check(mp: &Mp, depth: usize) -> Result<(), DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::TooDeep);
+    }
+    match mp {
+        Mp::Ext(kind, _) => Err(DecodeError::Ext(*kind)),
+        Mp::Array(items) => items.iter().try_for_each(|v| check(v, depth + 1)),
+        Mp::Map(entries) => entries.iter().try_for_each(|(k, v)| {
+            match k {
+                Mp::Nil => return Err(DecodeError::BadKey("nil")),
+                Mp::F32(f) if f.is_nan() => return Err(DecodeError::BadKey("NaN")),
+                Mp::F64(f) if f.is_nan() => return Err(DecodeError::BadKey("NaN")),
+                _ => {}
+            }
+            check(k, depth + 1)?;
+            check(v, depth + 1)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A number with no fractional part that fits in 64 bits is an integer (its
 /// exact value); anything else (fractions, -0.0, inf, NaN, huge) is a float.
 fn encode_number(n: f64) -> Mp {

@@ -10,7 +10,9 @@
 
 mod api;
 mod bridge;
+mod conn;
 mod convert;
+mod replies;
 mod requests;
 
 use std::ffi::c_int;

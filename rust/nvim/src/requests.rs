@@ -25,7 +25,6 @@ type TaskMap = Arc<Mutex<HashMap<u64, AbortHandle>>>;
 /// Owns the runtime (main thread only) and the table of running requests.
 pub struct Requests {
     runtime: RefCell<Option<Runtime>>,
-    handle: tokio::runtime::Handle,
     outbox: Outbox,
     tasks: TaskMap,
     next_id: AtomicU64,
@@ -40,22 +39,11 @@ impl Requests {
             .enable_all()
             .build()?;
         Ok(Requests {
-            handle: runtime.handle().clone(),
             runtime: RefCell::new(Some(runtime)),
             outbox,
             tasks: Arc::default(),
             next_id: AtomicU64::new(1),
         })
-    }
-
-    /// The runtime's handle, for tasks that are not requests (watchers).
-    pub fn handle(&self) -> Option<tokio::runtime::Handle> {
-        self.runtime.borrow().as_ref().map(|_| self.handle.clone())
-    }
-
-    /// Where tasks report to.
-    pub fn outbox(&self) -> &Outbox {
-        &self.outbox
     }
 
     /// Starts a request and returns its id. Errors once [`Requests::close`]

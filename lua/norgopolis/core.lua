@@ -1,0 +1,242 @@
+---@mod norgopolis.core Loads the native library and routes its reports
+---
+--- The native library (`norgopolis.native`) returns request ids and later
+--- hands batches of reports to one sink function, from a libuv callback.
+--- The sink only schedules: user callbacks then run on the main loop in a
+--- normal (non-fast) context, in the order the reports arrived.
+
+local config = require("norgopolis.config")
+local paths = require("norgopolis.paths")
+
+local M = {}
+
+--- Version of the Lua side; the native library must report the same.
+M.version = "0.1.0"
+
+---@class norgopolis.Pending
+---@field on_value? fun(value: any)
+---@field on_done? fun(err: norgopolis.Error?, result: any)
+---@field cancelled? boolean
+---@field err? norgopolis.Error an error seen before `done`
+
+---@type table<integer, norgopolis.Pending>
+local pending = {}
+
+---@type table?
+local native = nil
+
+--- Last known session (`{ session_id, server_pid, server_version, socket }`).
+---@type table?
+M.session = nil
+
+--- Shows a plugin message if it passes the configured level.
+---@param msg string
+---@param level? integer
+function M.notify(msg, level)
+  level = level or vim.log.levels.INFO
+  local ok, cfg = pcall(config.get)
+  local threshold = ok and config.level(cfg) or vim.log.levels.INFO
+  if level >= threshold then
+    vim.notify(msg, level, { title = "norgopolis" })
+  end
+end
+
+--- Runs a user callback; its error is reported, not propagated, so one
+--- failing callback cannot stop the delivery of others.
+---@param f? function
+local function run(f, ...)
+  if not f then
+    return
+  end
+  local ok, err = xpcall(f, debug.traceback, ...)
+  if not ok then
+    vim.notify("norgopolis: error in a callback: " .. tostring(err), vim.log.levels.ERROR)
+  end
+end
+
+---@param v table
+local function on_event(v)
+  if v.type == "attached" then
+    M.session = {
+      session_id = v.session_id,
+      server_pid = v.server_pid,
+      server_version = v.server_version,
+      socket = v.socket,
+    }
+  elseif v.type == "detached" then
+    if M.session and M.session.session_id == v.session_id then
+      M.session = nil
+    end
+  end
+  pcall(vim.api.nvim_exec_autocmds, "User", {
+    pattern = v.type == "event" and "NorgopolisEvent" or "NorgopolisSession",
+    data = v,
+    modeline = false,
+  })
+end
+
+---@param d table one report: { id, kind, value?, err?, result? }
+local function deliver(d)
+  if d.kind == "event" then
+    if d.value then
+      on_event(d.value)
+    end
+    return
+  end
+  local p = pending[d.id]
+  if not p then
+    return
+  end
+  if d.kind == "value" then
+    if not p.cancelled and not p.err then
+      run(p.on_value, d.value)
+    end
+  elseif d.kind == "bad_value" then
+    p.err = p.err or d.err
+    native.cancel(d.id)
+  elseif d.kind == "done" then
+    pending[d.id] = nil
+    run(p.on_done, p.err or d.err, d.result)
+  end
+end
+
+---@param batch table[]
+local function sink(batch)
+  vim.schedule(function()
+    for _, d in ipairs(batch) do
+      deliver(d)
+    end
+  end)
+end
+
+--- Settings for the native side from the effective configuration.
+---@param cfg norgopolis.Config
+---@return table
+local function settings(cfg)
+  local args = {}
+  if cfg.modules_dirs then
+    for _, dir in ipairs(paths.modules_dirs(cfg)) do
+      vim.list_extend(args, { "--modules-dir", dir })
+    end
+  end
+  if cfg.linger then
+    vim.list_extend(args, { "--linger", config.linger_arg(cfg.linger) })
+  end
+  local server = paths.find_server(cfg.server)
+  if server.err and (cfg.server or server.source == "$NORGOPOLIS_SERVER") then
+    -- Taken at its word: let the attach fail with this message.
+    server.path = server.tried[1]
+  end
+  return {
+    socket = cfg.socket and vim.fs.normalize(cfg.socket) or nil,
+    server = server.path,
+    server_args = args,
+    spawn_timeout_ms = cfg.spawn_timeout,
+    client_name = ("nvim %d"):format(vim.fn.getpid()),
+  }
+end
+
+--- Passes the current configuration to the native side (applies at the
+--- next attach).
+function M.configure()
+  if native then
+    local ok, err = native.configure(settings(config.get()))
+    if not ok then
+      error("norgopolis: " .. tostring(err), 0)
+    end
+  end
+end
+
+--- Where the native library would be loaded from, or nil.
+---@return string?
+function M.native_path()
+  return package.searchpath("norgopolis.native", package.cpath)
+end
+
+--- Loads the native library without raising.
+---@return table? native
+---@return string? err
+function M.try_native()
+  if native then
+    return native
+  end
+  local ok, mod = pcall(require, "norgopolis.native")
+  if not ok then
+    return nil,
+      ("cannot load the native library norgopolis.native: %s\nBuild it with `make build-nvim` in %s (or reinstall the rock)"):format(
+        tostring(mod),
+        paths.plugin_root()
+      )
+  end
+  if type(mod) ~= "table" or mod.version ~= M.version then
+    return nil,
+      ("native library version %s does not match the Lua side's %s: rebuild it with `make build-nvim` in %s"):format(
+        type(mod) == "table" and tostring(mod.version) or "?",
+        M.version,
+        paths.plugin_root()
+      )
+  end
+  mod.set_sink(sink)
+  native = mod
+  local ok_cfg, err = pcall(M.configure)
+  if not ok_cfg then
+    return nil, err
+  end
+  -- Leaving ends this Neovim's lease at once; if Neovim dies instead, the
+  -- closed socket tells the server the same.
+  vim.api.nvim_create_autocmd("VimLeavePre", {
+    group = vim.api.nvim_create_augroup("norgopolis.exit", { clear = true }),
+    callback = function()
+      mod.close()
+    end,
+  })
+  return native
+end
+
+--- The native library; raises a clear error if it cannot be loaded.
+---@return table
+function M.native()
+  local mod, err = M.try_native()
+  if not mod then
+    error("norgopolis: " .. err, 0)
+  end
+  return mod
+end
+
+--- Tracks a request started on the native side.
+---@param id integer?
+---@param err table? the immediate error when `id` is nil
+---@param handlers norgopolis.Pending
+---@return integer? id
+function M.track(id, err, handlers)
+  if not id then
+    -- Still asynchronous, so callers see one calling convention.
+    vim.schedule(function()
+      run(handlers.on_done, err or { code = "Internal", message = "request not started" })
+    end)
+    return nil
+  end
+  pending[id] = handlers
+  return id
+end
+
+--- Stops delivering items of a request and asks the native side to stop
+--- it; its on_done still runs once (with a Cancelled error unless it had
+--- already finished).
+---@param id integer
+function M.cancel(id)
+  local p = pending[id]
+  if p then
+    p.cancelled = true
+    native.cancel(id)
+  end
+end
+
+--- Whether a request is still pending.
+---@param id integer
+---@return boolean
+function M.is_pending(id)
+  return pending[id] ~= nil
+end
+
+return M

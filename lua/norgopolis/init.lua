@@ -1,0 +1,310 @@
+---@mod norgopolis Norgopolis for Neovim
+---
+--- Calls native Neorg modules through the per-user norgopolis server. The
+--- first call attaches this Neovim to the server (starting it if needed);
+--- the attachment keeps the server alive and ends when Neovim exits.
+--- Everything is asynchronous and callback based; callbacks run on the main
+--- loop. Errors are tables `{ code = "NotFound", message = "..." }` where
+--- `code` is a gRPC status name ("InvalidArgument", "NotFound",
+--- "Unavailable", "Cancelled", "DeadlineExceeded", "Internal", ...).
+---
+--- ```lua
+--- local norgopolis = require("norgopolis")
+--- norgopolis.invoke("echo", "count", 3, {
+---   on_value = function(v) print("item", v) end,
+---   on_done = function(err) print("done", err and err.message) end,
+--- })
+--- norgopolis.call("echo", "echo", { a = 1 }, function(err, values) end)
+--- local values, err = norgopolis.call_sync("echo", "echo", "hi", { timeout = 2000 })
+--- ```
+---
+--- Values: Lua <-> MessagePack
+---
+--- | Lua (sent)                                | MessagePack          | Lua (received)                    |
+--- |-------------------------------------------|----------------------|-----------------------------------|
+--- | nil, vim.NIL                              | nil                  | nil at top level; vim.NIL inside lists/maps |
+--- | true / false                              | bool                 | true / false                      |
+--- | number without fraction, fits 64 bits     | int (exact value)    | number if |n| <= 2^53, else int64_t/uint64_t cdata (exact) |
+--- | int64_t / uint64_t cdata (`1LL`, `1ULL`)  | int                  | as above                          |
+--- | other numbers (1.5, -0.0, inf, nan, 1e300)| float64              | number                            |
+--- | string, valid UTF-8                       | str                  | string                            |
+--- | string, not UTF-8 (any bytes, NUL-safe)   | bin                  | string (bytes unchanged)          |
+--- | table with keys exactly 1..n              | array                | list                              |
+--- | table with only string keys               | map (keys sorted)    | table                             |
+--- | `{}` (empty, no metatable)                | empty array          | `{}`                              |
+--- | `vim.empty_dict()`                        | empty map            | `vim.empty_dict()`                |
+--- | table with holes (1, 3) or keys 0, -1, 2.5| error "sparse array" | —                                 |
+--- | table mixing 1..n and string keys         | error "mixes"        | —                                 |
+--- | boolean/table/function keys               | error                | —                                 |
+--- | function, userdata, thread, other cdata   | error naming where   | —                                 |
+--- | tables nested > 100 deep (cycles)         | error                | —                                 |
+--- | —                                         | map with int keys    | table with number keys            |
+--- | —                                         | ext types            | the call fails (Internal)         |
+---
+--- Errors name the place in the value, e.g. `args.items[3] is a sparse
+--- array`. Items a call streams are delivered one by one; in the list that
+--- `call`/`call_sync` collect, a nil item is stored as `vim.NIL` so the list
+--- has no holes.
+
+local config = require("norgopolis.config")
+local core = require("norgopolis.core")
+
+local M = {}
+
+--- Version of the plugin (the native library must match it).
+M.version = core.version
+
+---@class norgopolis.Error
+---@field code string gRPC status name, e.g. "NotFound"
+---@field message string what went wrong
+
+---@class norgopolis.InvokeOpts
+---@field on_value? fun(value: any) called for each item as it arrives
+---@field on_done? fun(err: norgopolis.Error?) called once at the end
+
+---@class norgopolis.Call
+---@field id? integer request id (nil if the call could not start)
+local Call = {}
+Call.__index = Call
+
+--- Cancels the call: no more items are delivered, the module's call is
+--- cancelled, and `on_done` runs with a "Cancelled" error (unless the call
+--- had already finished).
+function Call:cancel()
+  if self.id then
+    core.cancel(self.id)
+  end
+end
+
+--- Whether the call is still running (its `on_done` has not run yet).
+---@return boolean
+function Call:is_running()
+  return self.id ~= nil and core.is_pending(self.id)
+end
+
+--- Configures the plugin (optional; `vim.g.norgopolis` works too). Raises
+--- a clear error for unknown options or wrong types. Takes effect at the
+--- next attach.
+---@param opts? norgopolis.Config
+function M.setup(opts)
+  config.set(opts)
+  core.configure()
+end
+
+---@param name string
+---@param v any
+---@param level integer
+local function check_name(name, v, level)
+  if type(v) ~= "string" or v == "" then
+    error(("norgopolis: %s must be a non-empty string, got %s"):format(name, vim.inspect(v)), level + 1)
+  end
+end
+
+---@param fname string
+---@param cb any
+local function check_cb(fname, cb)
+  if cb ~= nil and not vim.is_callable(cb) then
+    error(("norgopolis.%s: callback must be a function, got %s"):format(fname, type(cb)), 3)
+  end
+end
+
+--- Calls `fn` of `module` with `args`, streaming results.
+---@param module string module name
+---@param fn string function name
+---@param args any arguments (see the value table); nil for none
+---@param opts? norgopolis.InvokeOpts
+---@return norgopolis.Call
+function M.invoke(module, fn, args, opts)
+  check_name("module", module, 2)
+  check_name("function name", fn, 2)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("norgopolis.invoke: opts must be a table { on_value = fn, on_done = fn }", 2)
+  end
+  check_cb("invoke", opts.on_value)
+  check_cb("invoke", opts.on_done)
+  local native = core.native()
+  local id, err = native.invoke(module, fn, { args })
+  if not id and err and err.code == "InvalidArgument" then
+    -- Unsendable arguments are the caller's bug: say so where it happened.
+    error("norgopolis.invoke: " .. err.message, 2)
+  end
+  core.track(id, err, {
+    on_value = opts.on_value,
+    on_done = opts.on_done and function(e)
+      opts.on_done(e)
+    end,
+  })
+  return setmetatable({ id = id }, Call)
+end
+
+--- Calls and collects every item: `cb(err, values)`; on error `values`
+--- holds the items received before it.
+---@param module string
+---@param fn string
+---@param args any
+---@param cb fun(err: norgopolis.Error?, values: any[])
+---@return norgopolis.Call
+function M.call(module, fn, args, cb)
+  check_cb("call", cb)
+  local values, n = {}, 0
+  return M.invoke(module, fn, args, {
+    on_value = function(v)
+      n = n + 1
+      values[n] = v == nil and vim.NIL or v
+    end,
+    on_done = function(err)
+      if cb then
+        cb(err, values)
+      end
+    end,
+  })
+end
+
+--- Blocking helper for scripts and tests: waits (processing events, see
+--- `vim.wait`) for the call to finish. Returns the items, or nil and an
+--- error; on timeout the call is cancelled and the error is
+--- "DeadlineExceeded". Not usable in fast callbacks.
+---@param module string
+---@param fn string
+---@param args any
+---@param opts? { timeout?: integer } milliseconds (default: the `call_timeout` option)
+---@return any[]? values
+---@return norgopolis.Error? err
+function M.call_sync(module, fn, args, opts)
+  opts = opts or {}
+  local timeout = opts.timeout or config.get().call_timeout
+  local finished, result, failure = false, nil, nil
+  local handle = M.call(module, fn, args, function(err, values)
+    finished, result, failure = true, values, err
+  end)
+  if not vim.wait(timeout, function()
+    return finished
+  end, 5) then
+    handle:cancel()
+    return nil,
+      {
+        code = "DeadlineExceeded",
+        message = ("%s.%s did not finish within %d ms"):format(module, fn, timeout),
+      }
+  end
+  if failure then
+    return nil, failure
+  end
+  return result
+end
+
+--- Starts a control request and routes its result to `cb(err, result)`.
+---@param start fun(native: table): integer?, table?
+---@param cb? fun(err: norgopolis.Error?, result: any)
+---@param fname string
+local function control(start, cb, fname)
+  check_cb(fname, cb)
+  local id, err = start(core.native())
+  core.track(id, err, {
+    on_done = function(e, result)
+      if cb then
+        cb(e, e == nil and result or nil)
+      end
+    end,
+  })
+end
+
+--- Attaches now (normally the first call does): `cb(err, session)` with
+--- `{ session_id, server_pid, server_version, socket }`.
+---@param cb? fun(err: norgopolis.Error?, session: table?)
+function M.attach(cb)
+  control(function(n)
+    return n.connect()
+  end, cb, "attach")
+end
+
+--- Ends this Neovim's session (its lease on the server) now; the next
+--- call attaches again. `cb(err, was_attached)`.
+---@param cb? fun(err: norgopolis.Error?, was_attached: boolean?)
+function M.detach(cb)
+  control(function(n)
+    return n.detach()
+  end, cb, "detach")
+end
+
+--- The server's status: `cb(err, status)` with `{ pid, version,
+--- uptime_ms, socket, sessions, calls_in_flight, modules = { { name, pid,
+--- state, uptime_ms, calls_served, calls_in_flight, restarts, last_exit,
+--- path } }, modules_dirs, log_path, protocol_version }`.
+---@param cb fun(err: norgopolis.Error?, status: table?)
+function M.status(cb)
+  control(function(n)
+    return n.status(true)
+  end, cb, "status")
+end
+
+--- Modules on disk and whether each is loaded: `cb(err, reply)` with
+--- `{ modules = { { name, path, loaded, version, description, functions,
+--- dependencies, autostart, error } }, dirs }`.
+---@param cb fun(err: norgopolis.Error?, reply: table?)
+function M.modules(cb)
+  control(function(n)
+    return n.modules()
+  end, function(err, reply)
+    if reply then
+      require("norgopolis.complete").remember(reply)
+    end
+    if cb then
+      cb(err, reply)
+    end
+  end, "modules")
+end
+
+--- Loads (starts) a module: `cb(err, { module = <status>, already_loaded })`.
+---@param name string
+---@param cb? fun(err: norgopolis.Error?, reply: table?)
+function M.load(name, cb)
+  check_name("module", name, 2)
+  control(function(n)
+    return n.load(name)
+  end, cb, "load")
+end
+
+--- Stops a module: `cb(err, was_loaded)`.
+---@param name string
+---@param cb? fun(err: norgopolis.Error?, was_loaded: boolean?)
+function M.unload(name, cb)
+  check_name("module", name, 2)
+  control(function(n)
+    return n.unload(name)
+  end, cb, "unload")
+end
+
+--- Asks the server to exit (every attached front end is told): `cb(err)`.
+---@param cb? fun(err: norgopolis.Error?)
+function M.shutdown(cb)
+  control(function(n)
+    return n.shutdown("requested from Neovim " .. vim.fn.getpid())
+  end, cb, "shutdown")
+end
+
+--- Encodes a value as MessagePack bytes (see the value table); raises on
+--- values that cannot be sent.
+---@param value any
+---@return string
+function M.encode(value)
+  local bytes, err = core.native().encode({ value })
+  if not bytes then
+    error("norgopolis.encode: " .. err, 2)
+  end
+  return bytes
+end
+
+--- Decodes MessagePack bytes; raises on invalid input.
+---@param bytes string
+---@return any
+function M.decode(bytes)
+  local value, err = core.native().decode(bytes)
+  if err then
+    error("norgopolis.decode: " .. err, 2)
+  end
+  return value
+end
+
+return M

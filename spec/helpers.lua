@@ -1,0 +1,144 @@
+-- Shared test setup: an isolated socket, runtime dir, log and modules dir
+-- per run, the real server and echo module from target/debug, and helpers
+-- to wait for asynchronous results without sleeping.
+
+local M = {}
+
+---@param path string
+local function mkdir(path)
+  vim.fn.mkdir(path, "p", "0o700")
+  vim.uv.fs_chmod(path, tonumber("700", 8))
+end
+
+--- Points every path the plugin and the server use into a fresh temp dir
+--- and loads the plugin. Runs once, from spec/runner.lua.
+---@param root string the repository root
+function M.isolate(root)
+  M.root = root
+  M.tmp = vim.fn.tempname() .. "-np"
+  mkdir(M.tmp)
+  M.runtime = M.tmp .. "/run"
+  mkdir(M.runtime)
+  mkdir(M.tmp .. "/sock")
+  M.socket = M.tmp .. "/sock/np.sock"
+  M.modules = M.tmp .. "/modules"
+  mkdir(M.modules)
+  M.server = root .. "/target/debug/norgopolis-server"
+  M.echo = root .. "/target/debug/echo"
+  vim.uv.fs_symlink(M.echo, M.modules .. "/echo")
+  M.log = M.tmp .. "/server.log"
+
+  vim.env.XDG_RUNTIME_DIR = M.runtime
+  vim.env.XDG_STATE_HOME = M.tmp .. "/state"
+  vim.env.XDG_DATA_HOME = M.tmp .. "/data"
+  vim.env.XDG_CONFIG_HOME = M.tmp .. "/config"
+  vim.env.NORGOPOLIS_SOCKET = M.socket
+  vim.env.NORGOPOLIS_LOG = M.log
+  vim.env.NORGOPOLIS_MODULES_DIR = M.modules
+  vim.env.NORGOPOLIS_SERVER = M.server
+  vim.env.NORGOPOLIS_CONFIG = M.tmp .. "/config.toml"
+
+  vim.opt.rtp:prepend(root)
+  vim.cmd.runtime("plugin/norgopolis.lua")
+  -- Loaded before busted starts so its per-file insulation keeps them:
+  -- one native library, one runtime, one session for the whole run.
+  require("norgopolis")
+  require("norgopolis.core").native()
+end
+
+--- Stops the server this run started and removes the temp dir.
+function M.teardown()
+  local ok, native = pcall(require, "norgopolis.native")
+  if ok and type(native) == "table" then
+    local id = native.shutdown("spec run finished")
+    if id then
+      vim.wait(3000, function()
+        return native.in_flight() == 0
+      end)
+    end
+    native.close()
+  end
+  if M.tmp then
+    vim.fn.delete(M.tmp, "rf")
+  end
+end
+
+--- Waits for `cond` (processing events), failing the test on timeout.
+---@param ms integer
+---@param cond fun(): any
+---@param what string
+function M.wait(ms, cond, what)
+  if not vim.wait(ms, cond, 5) then
+    error("timed out after " .. ms .. " ms waiting for " .. what, 2)
+  end
+end
+
+--- Runs an async API function `f(..., cb)` and waits for `cb(err, result)`.
+---@return any err
+---@return any result
+function M.await(f, ...)
+  local done, e, r = false, nil, nil
+  local args = { ... }
+  table.insert(args, function(err, result)
+    done, e, r = true, err, result
+  end)
+  f(unpack(args))
+  M.wait(15000, function()
+    return done
+  end, "a callback")
+  return e, r
+end
+
+--- Captures vim.notify messages while `f` runs and until `until_fn` holds.
+---@param f fun()
+---@param until_fn fun(msgs: table[]): boolean
+---@return table[] msgs { msg, level }
+function M.capture_notify(f, until_fn)
+  local msgs = {}
+  local real = vim.notify
+  vim.notify = function(msg, level)
+    table.insert(msgs, { msg = msg, level = level or vim.log.levels.INFO })
+  end
+  local ok, err = pcall(function()
+    f()
+    M.wait(15000, function()
+      return until_fn(msgs)
+    end, "a notification")
+  end)
+  vim.notify = real
+  if not ok then
+    error(err .. "\nmessages: " .. vim.inspect(msgs), 0)
+  end
+  return msgs
+end
+
+--- Whether a process exists.
+---@param pid integer
+---@return boolean
+function M.alive(pid)
+  return vim.uv.kill(pid, 0) == 0
+end
+
+--- Runs a Lua script in a second headless Neovim with the same environment
+--- (socket, modules, server). Returns the vim.system object.
+---@param script string Lua source
+---@param opts? table vim.system options
+function M.spawn_nvim(script, opts)
+  local file = vim.fn.tempname() .. ".lua"
+  vim.fn.writefile(vim.split(script, "\n"), file)
+  local cmd = {
+    vim.v.progpath,
+    "--headless",
+    "-u",
+    "NONE",
+    "-i",
+    "NONE",
+    "--cmd",
+    "set rtp^=" .. vim.fn.fnameescape(M.root),
+    "-l",
+    file,
+  }
+  return vim.system(cmd, vim.tbl_extend("force", { text = true }, opts or {}))
+end
+
+return M
