@@ -1,1 +1,75 @@
-//! placeholder
+//! Write norgopolis modules in a few lines.
+//!
+//! A module is an executable the norgopolis router starts and talks to over
+//! the module's stdin and stdout with gRPC
+//! (`module_communication.Invoker/Invoke`), exactly as modules built on the
+//! public `norgopolis-module` 2.x crate do, so either kind works with either
+//! router. Arguments and results are MessagePack; this crate decodes and
+//! encodes them with serde.
+//!
+//! ```no_run
+//! use norgopolis_sdk::{Code, Emitter, Error, Module};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     Module::new("demo")
+//!         // One result; `rmpv::Value` takes any argument.
+//!         .function("echo", |v: rmpv::Value| async move { Ok(v) })
+//!         // Any number of results, each sent to the caller as produced.
+//!         .stream("count", |n: u64, out: Emitter| async move {
+//!             for i in 0..n {
+//!                 out.send(&i).await?; // fails once the caller went away
+//!             }
+//!             Ok(())
+//!         })
+//!         // Errors carry a gRPC code to the caller.
+//!         .function("nope", |(): ()| async move {
+//!             Err::<(), _>(Error::new(Code::Unimplemented, "not yet"))
+//!         })
+//!         .run() // until stdin closes or SIGTERM; exit code 0
+//!         .await
+//! }
+//! ```
+//!
+//! # Calls
+//! Each call runs in its own tokio task, so calls run concurrently. Unknown
+//! functions answer `NotFound` listing the functions the module has;
+//! arguments that do not decode answer `InvalidArgument` naming the
+//! function and the expected shape; a panicking handler answers `Internal`
+//! and leaves the module running. When the caller cancels, the handler's
+//! future is dropped.
+//!
+//! # Logging
+//! stdout belongs to the protocol. [`Module::run`] points fd 1 at stderr so
+//! that a stray `println!` cannot corrupt it, and installs a `tracing`
+//! subscriber writing to stderr ([`init_logging`]) unless one is set. The
+//! router copies every stderr line into its log, prefixed with the module's
+//! name, so `tracing::info!` or `eprintln!` is all a module needs.
+//!
+//! # Environment
+//! The router tells a module its name and the router socket ([`env`]); a
+//! module may use the socket to call other modules as a client.
+
+mod codec;
+mod conn_probe;
+mod emitter;
+pub mod env;
+mod error;
+mod handler;
+mod logging;
+mod module;
+mod serve;
+mod service;
+mod stdio;
+mod stream_probe;
+pub mod testing;
+
+pub use emitter::Emitter;
+pub use error::{Code, Error};
+pub use logging::init_logging;
+pub use module::Module;
+pub use serve::ServeError;
+
+/// Re-exported so modules can name dynamic values without another
+/// dependency line.
+pub use rmpv;
