@@ -5,6 +5,7 @@ mod support;
 
 use std::{
     collections::BTreeSet,
+    io::{BufRead, BufReader},
     process::{Command, Output, Stdio},
 };
 
@@ -117,6 +118,120 @@ fn status_table_lists_the_server() {
     assert!(text.contains("sessions  1"), "{text}");
     let pid = status_pid(&sb, &[]);
     assert!(text.contains(&format!("pid {pid},")), "{text}");
+}
+
+#[test]
+fn call_prints_one_json_line_per_result() {
+    let sb = Sandbox::new();
+    let out = run(&sb, &["call", "echo", "count", "4"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), sb.log_text());
+    assert_eq!(stdout(&out), "0\n1\n2\n3\n");
+
+    let value = r#"{"a":[1,-2,2.5,"x",null,true],"b":{},"big":18446744073709551615}"#;
+    let out = run(&sb, &["call", "echo", "echo", value]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Value = serde_json::from_str(stdout(&out).trim_end()).unwrap();
+    assert_eq!(got, serde_json::from_str::<Value>(value).unwrap());
+    assert_eq!(stdout(&out).lines().count(), 1);
+
+    // No arguments is nil; "-" reads them from stdin.
+    let out = run(&sb, &["call", "echo", "echo"]);
+    assert_eq!(stdout(&out), "null\n");
+    let mut child = cli(&sb)
+        .args(["call", "echo", "echo", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"[7.0]").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "[7.0]\n");
+
+    // Binary: a string when it is UTF-8, else bytes.
+    let out = run(&sb, &["call", "echo", "big", "300"]);
+    let bytes: Vec<u8> = serde_json::from_str(stdout(&out).trim_end()).unwrap();
+    assert_eq!(bytes, (0..300).map(|i| i as u8).collect::<Vec<_>>());
+}
+
+#[test]
+fn call_prints_each_result_as_it_arrives() {
+    let sb = Sandbox::new();
+    // Item 0 at once, item 1 after an hour: the first line must show up
+    // while the call is still running.
+    let mut child = cli(&sb)
+        .args(["call", "echo", "count", r#"{"n":2,"delay_ms":3600000}"#])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(first, "0\n", "{}\n{}", stderr(&out), sb.log_text());
+    assert!(still_running);
+}
+
+#[test]
+fn a_module_error_is_printed_with_its_code() {
+    let sb = Sandbox::new();
+    let out = run(
+        &sb,
+        &[
+            "call",
+            "echo",
+            "fail",
+            r#"{"code":"NotFound","message":"no such note"}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "error: NotFound: no such note\n");
+}
+
+#[test]
+fn modules_load_and_unload() {
+    let sb = Sandbox::new();
+    let out = run(&sb, &["modules", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let echo = v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "echo")
+        .expect("echo listed")
+        .clone();
+    assert_eq!(echo["loaded"], false);
+
+    let out = run(&sb, &["load", "echo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("loaded echo (pid "),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&sb, &["status"]);
+    let table = stdout(&out);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("echo "))
+        .unwrap_or_else(|| panic!("no echo row:\n{table}"));
+    assert!(row.contains("running"), "{row}");
+
+    let out = run(&sb, &["unload", "echo"]);
+    assert_eq!(stdout(&out), "unloaded echo\n");
+    let out = run(&sb, &["unload", "echo"]);
+    assert_eq!(stdout(&out), "echo was not loaded\n");
+
+    // By path, from somewhere else.
+    let path = sb.modules.join("echo");
+    let out = run(&sb, &["load", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("loaded echo"), "{}", stdout(&out));
 }
 
 #[test]

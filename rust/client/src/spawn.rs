@@ -303,10 +303,11 @@ extra=$(ls /proc/self/fd | grep -v -x -e 0 -e 1 -e 2 -e 3 | wc -l)
 [ "$extra" -le 1 ] || { echo "error leaked fds: $(ls -l /proc/$$/fd | tr '\n' ' ')" >&3; exit 1; }
 echo "ready 4242" >&3"#,
         );
-        // An fd opened without close-on-exec, as a host program might have.
-        // SAFETY: dup of stderr; closed below.
-        let leaky = unsafe { libc::dup(2) };
-        assert!(leaky > 3);
+        // An fd opened without close-on-exec, as a host program might have
+        // (above 3, which the child's readiness pipe takes).
+        // SAFETY: duplicates stderr; closed below.
+        let leaky = unsafe { libc::fcntl(2, libc::F_DUPFD, 10) };
+        assert!(leaky >= 10);
         let args: Vec<OsString> = vec!["--log".into(), tmp.path().join("l").into()];
         let got = spawn_server(request(&bin, &args)).await;
         // SAFETY: our own dup.
