@@ -107,3 +107,151 @@ async fn try_attach(places: &Places, opts: &ConnectOptions) -> Result<Session, A
     };
     session::attach(channel, &places.socket, opts, deadline).await
 }
+
+#[cfg(test)]
+mod tests {
+    //! The real server cannot be made to speak another protocol version, so
+    //! these use a stand-in that answers only the handshake.
+
+    use std::{os::unix::fs::PermissionsExt, path::Path, pin::Pin, time::Duration};
+
+    use futures::StreamExt;
+    use norgopolis_proto::v1::{
+        control_server::{Control, ControlServer},
+        server_message, ClientMessage, ListModulesReply, ListModulesRequest, LoadReply,
+        LoadRequest, PublishReply, PublishRequest, ServerMessage, ShutdownReply, ShutdownRequest,
+        StatusReply, StatusRequest, UnloadReply, UnloadRequest, Welcome,
+    };
+    use tokio_stream::{wrappers::UnixListenerStream, Stream};
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// Refuses like a newer server: FailedPrecondition naming both versions.
+        Refuse,
+        /// Welcomes us with another version number.
+        WelcomeOtherVersion,
+    }
+
+    struct StandIn(Answer);
+
+    type Replies = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Control for StandIn {
+        type AttachStream = Replies;
+
+        async fn attach(
+            &self,
+            request: Request<Streaming<ClientMessage>>,
+        ) -> Result<Response<Replies>, Status> {
+            let mut incoming = request.into_inner();
+            let hello = incoming.message().await?;
+            assert!(hello.is_some(), "the client sends Hello first");
+            match self.0 {
+                Answer::Refuse => Err(Status::failed_precondition(format!(
+                    "client speaks protocol {PROTOCOL}, server speaks 99",
+                    PROTOCOL = norgopolis_proto::PROTOCOL_VERSION
+                ))),
+                Answer::WelcomeOtherVersion => {
+                    let welcome = ServerMessage {
+                        kind: Some(server_message::Kind::Welcome(Welcome {
+                            protocol_version: 99,
+                            session_id: 1,
+                            server_pid: 1,
+                            server_version: "future".into(),
+                            keepalive_interval_ms: 1000,
+                        })),
+                    };
+                    // Keep the stream open, as a real session would.
+                    let replies =
+                        futures::stream::iter([Ok(welcome)]).chain(futures::stream::pending());
+                    Ok(Response::new(Box::pin(replies)))
+                }
+            }
+        }
+        async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
+        async fn list_modules(
+            &self,
+            _: Request<ListModulesRequest>,
+        ) -> Result<Response<ListModulesReply>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
+        async fn load(&self, _: Request<LoadRequest>) -> Result<Response<LoadReply>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
+        async fn unload(&self, _: Request<UnloadRequest>) -> Result<Response<UnloadReply>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
+        async fn shutdown(
+            &self,
+            _: Request<ShutdownRequest>,
+        ) -> Result<Response<ShutdownReply>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
+        async fn publish(
+            &self,
+            _: Request<PublishRequest>,
+        ) -> Result<Response<PublishReply>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
+    }
+
+    /// Runs the stand-in on `socket`; returns options whose "server binary"
+    /// only leaves a mark if it is ever started.
+    fn stand_in(dir: &Path, answer: Answer) -> (ConnectOptions, PathBuf) {
+        let socket = dir.join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ControlServer::new(StandIn(answer)))
+                .serve_with_incoming(UnixListenerStream::new(listener)),
+        );
+        let mark = dir.join("spawned");
+        let bin = dir.join("fake-server");
+        std::fs::write(&bin, format!("#!/bin/sh\ntouch {}\n", mark.display())).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let opts = ConnectOptions::new("rust")
+            .socket(&socket)
+            .server_binary(&bin)
+            .spawn_timeout(Duration::from_secs(20));
+        (opts, mark)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refusing_newer_server_is_a_protocol_mismatch_and_nothing_is_spawned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (opts, mark) = stand_in(tmp.path(), Answer::Refuse);
+        let err = find_or_spawn(&opts).await.err().expect("must fail");
+        match &err {
+            ClientError::ProtocolMismatch { ours, theirs } => {
+                assert_eq!(*ours, norgopolis_proto::PROTOCOL_VERSION);
+                assert!(theirs.contains("99"), "{theirs}");
+            }
+            other => panic!("expected a protocol mismatch, got {other:?}"),
+        }
+        assert!(err.to_string().contains("99"), "{err}");
+        assert!(!mark.exists(), "a server was spawned");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_welcome_with_another_version_is_a_protocol_mismatch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (opts, mark) = stand_in(tmp.path(), Answer::WelcomeOtherVersion);
+        let err = find_or_spawn(&opts).await.err().expect("must fail");
+        assert!(
+            matches!(&err, ClientError::ProtocolMismatch { theirs, .. } if theirs == "99"),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("version {}", norgopolis_proto::PROTOCOL_VERSION)),
+            "{msg}"
+        );
+        assert!(!mark.exists(), "a server was spawned");
+    }
+}
