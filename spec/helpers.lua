@@ -26,6 +26,17 @@ function M.isolate(root)
   M.server = root .. "/target/debug/norgopolis-server"
   M.echo = root .. "/target/debug/echo"
   vim.uv.fs_symlink(M.echo, M.modules .. "/echo")
+  -- A module folder with a manifest (the echo binary under another name),
+  -- for completion of declared functions and for health checks.
+  mkdir(M.modules .. "/notes")
+  vim.uv.fs_symlink(M.echo, M.modules .. "/notes/notes-bin")
+  vim.fn.writefile({
+    'name = "notes"',
+    'version = "0.3.0"',
+    'description = "echo behind a manifest"',
+    'exec = "notes-bin"',
+    'functions = ["echo", "count", { name = "sleep", doc = "sleeps" }]',
+  }, M.modules .. "/notes/module.toml")
   M.log = M.tmp .. "/server.log"
 
   vim.env.XDG_RUNTIME_DIR = M.runtime

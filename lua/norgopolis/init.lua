@@ -203,8 +203,10 @@ local function control(start, cb, fname)
   local id, err = start(core.native())
   core.track(id, err, {
     on_done = function(e, result)
-      if cb then
-        cb(e, e == nil and result or nil)
+      if cb and e then
+        cb(e, nil)
+      elseif cb then
+        cb(nil, result)
       end
     end,
   })

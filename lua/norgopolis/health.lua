@@ -1,0 +1,265 @@
+---@mod norgopolis.health :checkhealth norgopolis
+---
+--- Every problem reported here says how to fix it.
+
+local M = {}
+
+local health = vim.health
+
+---@param cmd string[]
+---@return string? stdout
+---@return string? err
+local function run(cmd)
+  local ok, proc = pcall(vim.system, cmd, { text = true })
+  if not ok then
+    return nil, tostring(proc)
+  end
+  local res = proc:wait(5000)
+  if res.code ~= 0 then
+    return nil, ("exited with code %s: %s"):format(tostring(res.code), vim.trim(res.stderr or ""))
+  end
+  return vim.trim(res.stdout or "")
+end
+
+local function check_neovim()
+  health.start("norgopolis: Neovim")
+  local v = vim.version()
+  local text = ("%d.%d.%d"):format(v.major, v.minor, v.patch)
+  if vim.version.lt(v, { 0, 11, 0 }) then
+    health.error("Neovim " .. text .. " is too old", { "norgopolis needs Neovim 0.11 or newer: upgrade Neovim" })
+  else
+    health.ok("Neovim " .. text)
+  end
+end
+
+---@return table? native
+local function check_native()
+  health.start("norgopolis: native library")
+  local core = require("norgopolis.core")
+  local native, err = core.try_native()
+  if not native then
+    health.error(err or "cannot load norgopolis.native", {
+      "run `make build-nvim` (or `make build`) in " .. require("norgopolis.paths").plugin_root(),
+      "or reinstall the rock: `luarocks make rockspec/norgopolis-scm-1.rockspec`",
+    })
+    return nil
+  end
+  health.ok(("norgopolis.native %s loaded from %s (matches the Lua side)"):format(
+    native.version,
+    core.native_path() or "?"
+  ))
+  return native
+end
+
+---@param cfg norgopolis.Config
+local function check_server_binary(cfg)
+  health.start("norgopolis: server binary")
+  local found = require("norgopolis.paths").find_server(cfg.server)
+  if not found.path then
+    health.error(found.err)
+    return
+  end
+  local version, err = run({ found.path, "--version" })
+  if not version then
+    health.error(("%s (found via %s) does not run: %s"):format(found.path, found.source, err), {
+      "rebuild it with `make build` or point the `server` option / $NORGOPOLIS_SERVER at a working binary",
+    })
+    return
+  end
+  health.ok(("%s (found via %s): %s"):format(found.path, found.source, version))
+end
+
+---@param native table
+---@param cfg norgopolis.Config
+local function check_runtime_dir(native, cfg)
+  health.start("norgopolis: runtime dir")
+  local places = native.places()
+  local socket = cfg.socket and vim.fs.normalize(cfg.socket) or places.socket
+  if not socket then
+    health.error("cannot locate the runtime dir", { "set $XDG_RUNTIME_DIR or the `socket` option" })
+    return
+  end
+  local dir = vim.fs.dirname(socket)
+  health.info("socket: " .. socket)
+  if not vim.uv.fs_stat(dir) then
+    health.ok(dir .. " does not exist yet; it is created (mode 0700) when the server starts")
+    return
+  end
+  local ok, err = native.check_dir(dir)
+  if ok then
+    health.ok(dir .. " exists, is yours and is private (0700)")
+  else
+    health.error(err, { "fix the directory as the message says, or choose another with the `socket` option" })
+  end
+end
+
+---@param native table
+---@return table? status
+local function check_server(native)
+  health.start("norgopolis: server")
+  local done, err, st = false, nil, nil
+  -- A probe: never starts a server, never keeps one alive.
+  local id, immediate = native.status(false)
+  require("norgopolis.core").track(id, immediate, {
+    on_done = function(e, result)
+      done, err, st = true, e, result
+    end,
+  })
+  if not vim.wait(5000, function()
+    return done
+  end, 10) then
+    health.warn("the server did not answer within 5 s", { "see the server log (`:Norgopolis log`)" })
+    return nil
+  end
+  if err then
+    if err.code == "Unavailable" or err.code == "NotFound" then
+      health.ok("no server running (fine: the first call starts one)")
+      health.info(err.message)
+    else
+      health.error(("cannot talk to the server: %s: %s"):format(err.code, err.message), {
+        "restart it with `:Norgopolis restart`, or see the server log (`:Norgopolis log`)",
+      })
+    end
+    return nil
+  end
+  health.ok(("running: pid %d, version %s, up %s, %d session(s), %d call(s) in flight"):format(
+    st.pid,
+    st.version,
+    require("norgopolis.ui").duration(st.uptime_ms),
+    st.sessions,
+    st.calls_in_flight
+  ))
+  for _, m in ipairs(st.modules) do
+    health.info(("module %s: %s, pid %d, %d calls served"):format(m.name, m.state, m.pid, m.calls_served))
+  end
+  return st
+end
+
+---@param native table
+---@param cfg norgopolis.Config
+---@param status? table
+local function check_modules(native, cfg, status)
+  health.start("norgopolis: modules")
+  local paths = require("norgopolis.paths")
+  local dirs, source = paths.modules_dirs(cfg)
+  if status then
+    health.info("the running server searches: " .. table.concat(status.modules_dirs, ", "))
+  end
+  local explicit = source ~= "the default"
+  local any_dir = false
+  for _, dir in ipairs(dirs) do
+    local stat = vim.uv.fs_stat(dir)
+    if not stat then
+      if explicit then
+        health.error(("modules dir %s (from %s) does not exist"):format(dir, source), {
+          "create it and put modules there, or fix " .. source,
+        })
+      else
+        health.ok(("modules dir %s does not exist yet (no modules installed)"):format(dir))
+      end
+    elseif stat.type ~= "directory" then
+      health.error(("modules dir %s (from %s) is not a directory"):format(dir, source), { "fix " .. source })
+    else
+      any_dir = true
+      health.ok(("modules dir %s (from %s)"):format(dir, source))
+    end
+  end
+  if not any_dir then
+    return
+  end
+  local found = paths.disk_modules(dirs)
+  local names = {}
+  for _, m in ipairs(found) do
+    names[m.name] = true
+  end
+  if #found == 0 then
+    health.warn("no modules found in " .. table.concat(dirs, ", "), {
+      "install modules there (an executable named after the module, or a folder with module.toml)",
+    })
+  end
+  for _, m in ipairs(found) do
+    M.check_module(native, m, names)
+  end
+end
+
+--- Checks one module found on disk: manifest, executable, dependencies.
+---@param native table
+---@param m norgopolis.DiskModule
+---@param names table<string, boolean> every module found
+function M.check_module(native, m, names)
+  if not m.manifest then
+    health.ok(("%s: executable %s"):format(m.name, m.path))
+    return
+  end
+  local manifest, err = native.read_toml(m.manifest)
+  if not manifest then
+    health.error(("%s: cannot read its manifest: %s"):format(m.name, err), { "fix the TOML in " .. m.manifest })
+    return
+  end
+  local problems = {}
+  if manifest.name and manifest.name ~= m.name then
+    table.insert(problems, {
+      ("name %q does not match the folder name"):format(tostring(manifest.name)),
+      "rename the folder or fix `name` in " .. m.manifest,
+    })
+  end
+  local exec = m.path .. "/" .. (type(manifest.exec) == "string" and manifest.exec or m.name)
+  if vim.fn.executable(exec) ~= 1 then
+    table.insert(problems, {
+      ("executable %s is missing or not executable"):format(exec),
+      ("build or install it, or `chmod +x %s`, or fix `exec` in %s"):format(exec, m.manifest),
+    })
+  end
+  for _, dep in ipairs(type(manifest.dependencies) == "table" and manifest.dependencies or {}) do
+    if not names[dep] then
+      table.insert(problems, {
+        ("dependency %q is not installed"):format(tostring(dep)),
+        ("install module %s in a modules dir"):format(tostring(dep)),
+      })
+    end
+  end
+  if #problems == 0 then
+    health.ok(("%s %s: %s"):format(m.name, manifest.version or "", manifest.description or m.manifest))
+  end
+  for _, p in ipairs(problems) do
+    health.error(("%s: %s"):format(m.name, p[1]), { p[2] })
+  end
+end
+
+---@param native table
+---@param status? table
+local function check_log(native, status)
+  health.start("norgopolis: log")
+  local path = status and status.log_path or native.places().log
+  if not path then
+    health.warn("cannot locate the server log", { "set $XDG_STATE_HOME or $NORGOPOLIS_LOG" })
+    return
+  end
+  local stat = vim.uv.fs_stat(path)
+  if stat then
+    health.ok(("server log: %s (%d bytes); open it with `:Norgopolis log`"):format(path, stat.size))
+  else
+    health.ok(("server log: %s (not written yet)"):format(path))
+  end
+end
+
+function M.check()
+  check_neovim()
+  local cfg_ok, cfg = pcall(require("norgopolis.config").get)
+  if not cfg_ok then
+    health.start("norgopolis: configuration")
+    health.error(tostring(cfg), { "fix the option in setup() or vim.g.norgopolis" })
+    cfg = require("norgopolis.config").defaults
+  end
+  local native = check_native()
+  check_server_binary(cfg)
+  if not native then
+    return
+  end
+  check_runtime_dir(native, cfg)
+  local status = check_server(native)
+  check_modules(native, cfg, status)
+  check_log(native, status)
+end
+
+return M
