@@ -7,6 +7,12 @@
 //! calls (status, load, unload, shutdown, publish). Arguments and results
 //! are serde values carried as MessagePack (structs as maps).
 //!
+//! The client runs on the tokio runtime it is called from, which needs its
+//! IO and time drivers (`enable_all`); it spawns one task per session there
+//! (keepalive and events). It never installs a SIGCHLD handler: the
+//! server's short-lived parent is reaped on a plain thread, so hosts with
+//! their own child handling (Neovim's libuv) are not disturbed.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), norgopolis_client::ClientError> {
 //! use norgopolis_client::{Client, ConnectOptions};
@@ -21,7 +27,7 @@ mod error;
 mod exit;
 mod locate;
 mod options;
-pub mod readiness;
+mod readiness;
 mod session;
 mod spawn;
 mod transport;
