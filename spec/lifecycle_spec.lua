@@ -71,6 +71,16 @@ local function status()
   return st
 end
 
+--- Waits until this Neovim is the server's only client and nothing runs
+--- (children of earlier tests may still be leaving).
+local function only_us()
+  helpers.wait(10000, function()
+    local st = status()
+    return st.sessions == 1 and st.calls_in_flight == 0
+  end, "earlier clients to leave")
+  return status()
+end
+
 describe("lifecycle", function()
   it("two Neovims share one server started by the first; it survives the first quitting", function()
     -- No server and no lease of ours: the first child must spawn one.
@@ -96,7 +106,7 @@ describe("lifecycle", function()
   end)
 
   it("quitting with calls in flight exits promptly, cleanly, and ends the lease", function()
-    local before = status()
+    local before = only_us()
     local c = child()
     assert.equal(before.pid, tonumber(c.expect("^pid (%d+)$")))
     helpers.wait(5000, function()
@@ -115,7 +125,7 @@ describe("lifecycle", function()
   end)
 
   it("a Neovim killed mid-call leaves the server healthy", function()
-    local before = status()
+    local before = only_us()
     local c = child()
     c.expect("^pid %d+$")
     c.proc:write("stream\n")
