@@ -19,5 +19,8 @@ pub fn init_logging() {
         .with_ansi(false)
         .without_time()
         .with_target(false)
+        // Reporting a failed write would itself write to stderr, and
+        // `eprintln!` panics when the router has closed it.
+        .log_internal_errors(false)
         .try_init();
 }
