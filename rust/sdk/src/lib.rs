@@ -47,8 +47,10 @@
 //! name, so `tracing::info!` or `eprintln!` is all a module needs.
 //!
 //! # Environment
-//! The router tells a module its name and the router socket ([`env`]); a
+//! The router tells a module its name and the router socket ([`env`](mod@env)); a
 //! module may use the socket to call other modules as a client.
+
+#![warn(missing_docs)]
 
 mod codec;
 mod conn_probe;

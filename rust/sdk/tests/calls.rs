@@ -264,6 +264,44 @@ async fn cancelling_drops_the_handler() {
 }
 
 #[tokio::test]
+async fn sends_fail_with_cancelled_once_the_caller_is_gone() {
+    // An emitter clone in a task of its own outlives the handler's future
+    // and sees the cancellation as a failing send.
+    let (code_tx, code_rx) = oneshot::channel::<Code>();
+    let code_tx = Arc::new(Mutex::new(Some(code_tx)));
+    let module = Module::new("test").stream("detached", move |(): (), out: Emitter| {
+        let code_tx = Arc::clone(&code_tx);
+        async move {
+            let code_tx = code_tx.lock().await.take();
+            let worker = out.clone();
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                let err = loop {
+                    if let Err(err) = worker.send(&i).await {
+                        break err;
+                    }
+                    i += 1;
+                };
+                assert!(worker.is_closed());
+                worker.closed().await;
+                if let Some(tx) = code_tx {
+                    let _ = tx.send(err.code());
+                }
+            });
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let mut c = client(module).await;
+    let mut stream = within(invoke::<()>(&mut c, "detached", None))
+        .await
+        .unwrap();
+    within(stream.message()).await.unwrap().unwrap();
+    drop(stream);
+    assert_eq!(within(code_rx).await.unwrap(), Code::Cancelled);
+}
+
+#[tokio::test]
 async fn a_stalled_caller_holds_the_handler_back() {
     // Backpressure: with nobody reading, the handler cannot run ahead
     // without bound; it is still inside `send` when cancelled.
