@@ -22,7 +22,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = settings::Args::parse();
+    let args = match settings::Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // A spawning client waits on the readiness pipe: tell it what was
+            // wrong instead of leaving it with a bare exit status.
+            if e.use_stderr() {
+                let mut ready = ready::ReadyPipe::from_fd(settings::ready_fd_from_argv());
+                ready.fail(e.to_string().lines().next().unwrap_or("bad command line"));
+            }
+            e.exit();
+        }
+    };
     if args.version {
         println!("norgopolis-server {}", norgopolis_common::VERSION);
         return ExitCode::SUCCESS;

@@ -44,6 +44,26 @@ pub struct Args {
     /// How long to wait for an exiting server to release the socket.
     #[arg(long = "lock-wait", value_parser = parse_duration, hide = true)]
     pub lock_wait: Option<Duration>,
+    /// How often clients are asked to ping (tests shorten it).
+    #[arg(long = "keepalive-interval", value_parser = parse_duration, hide = true)]
+    pub keepalive_interval: Option<Duration>,
+    /// A session silent for this long is dropped (default 3 keepalive intervals).
+    #[arg(long = "client-timeout", value_parser = parse_duration, hide = true)]
+    pub client_timeout: Option<Duration>,
+}
+
+/// The `--ready-fd` value read straight from argv, for reporting a command
+/// line that clap refused.
+pub fn ready_fd_from_argv() -> Option<RawFd> {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter().enumerate().find_map(|(i, a)| {
+        let value = a.strip_prefix("--ready-fd=").or_else(|| {
+            (a == "--ready-fd")
+                .then(|| argv.get(i + 1).map(String::as_str))
+                .flatten()
+        })?;
+        value.parse().ok()
+    })
 }
 
 /// Everything the running server needs to know, resolved once at start.
@@ -101,6 +121,7 @@ impl Settings {
             Some(p) => p,
             None => places::log_path().context("cannot place the log file")?,
         };
+        let keepalive_interval = args.keepalive_interval.unwrap_or(Duration::from_secs(10));
         Ok(Settings {
             places,
             modules_dirs,
@@ -112,8 +133,8 @@ impl Settings {
                 .idle_timeout
                 .or(config.idle_timeout())
                 .unwrap_or(Duration::from_secs(300)),
-            keepalive_interval: Duration::from_secs(10),
-            client_timeout: Duration::from_secs(30),
+            keepalive_interval,
+            client_timeout: args.client_timeout.unwrap_or(keepalive_interval * 3),
             max_message_size: config.max_message_size.unwrap_or(64 * 1024 * 1024),
             module_grace: Duration::from_millis(1500),
             log_path,

@@ -6,7 +6,10 @@
 
 use std::{
     io::{BufRead, BufReader},
-    os::{fd::{AsRawFd, FromRawFd, OwnedFd}, unix::process::CommandExt},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -32,13 +35,21 @@ pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().expect("exe dir");
     // Integration tests live in target/<profile>/deps.
-    if dir.ends_with("deps") { dir.parent().expect("profile dir").to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with a hint when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} missing: run `make build` (or cargo build --workspace) first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `make build` (or cargo build --workspace) first",
+        p.display()
+    );
     p
 }
 
@@ -65,7 +76,10 @@ impl Default for Sandbox {
 impl Sandbox {
     /// A fresh sandbox with the echo module available.
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("np-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("np-")
+            .tempdir()
+            .expect("tempdir");
         let runtime = dir.path().join("rt");
         norgopolis_common::places::ensure_private_dir(&runtime).expect("runtime dir");
         let modules = dir.path().join("modules");
@@ -158,8 +172,7 @@ pub struct ServerProc {
 impl ServerProc {
     /// Waits up to `timeout` for the server to exit; true if it did.
     pub async fn exited_within(&mut self, timeout: Duration) -> bool {
-        wait_pid_exit(self.pid, timeout).await
-            && self.child.try_wait().ok().flatten().is_some()
+        wait_pid_exit(self.pid, timeout).await && self.child.try_wait().ok().flatten().is_some()
     }
 }
 
@@ -210,18 +223,26 @@ pub async fn attach_with_version(
         pid: std::process::id(),
         keeps_server_alive,
     };
-    tx.send(ClientMessage { kind: Some(client_message::Kind::Hello(hello)) })
-        .await
-        .map_err(|_| tonic::Status::internal("send"))?;
+    tx.send(ClientMessage {
+        kind: Some(client_message::Kind::Hello(hello)),
+    })
+    .await
+    .map_err(|_| tonic::Status::internal("send"))?;
     let mut inbound = ControlClient::new(channel.clone())
         .attach(ReceiverStream::new(rx))
         .await?
         .into_inner();
     match inbound.message().await? {
-        Some(ServerMessage { kind: Some(server_message::Kind::Welcome(welcome)) }) => {
-            Ok(Session { welcome, outbound: tx, inbound })
-        }
-        other => Err(tonic::Status::internal(format!("expected Welcome, got {other:?}"))),
+        Some(ServerMessage {
+            kind: Some(server_message::Kind::Welcome(welcome)),
+        }) => Ok(Session {
+            welcome,
+            outbound: tx,
+            inbound,
+        }),
+        other => Err(tonic::Status::internal(format!(
+            "expected Welcome, got {other:?}"
+        ))),
     }
 }
 
@@ -245,7 +266,11 @@ pub async fn call(
     arg: rmpv::Value,
 ) -> Result<tonic::Streaming<MessagePack>, tonic::Status> {
     Ok(ForwarderClient::new(channel.clone())
-        .forward(Invocation { module: module.into(), function_name: function.into(), args: args(arg) })
+        .forward(Invocation {
+            module: module.into(),
+            function_name: function.into(),
+            args: args(arg),
+        })
         .await?
         .into_inner())
 }
@@ -268,7 +293,10 @@ pub async fn call_all(
 /// Whether a process exists (and is not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -284,15 +312,21 @@ pub async fn wait_pid_exit(pid: u32, timeout: Duration) -> bool {
     // SAFETY: the fd was just returned to us.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     // SAFETY: we own the pidfd and keep it registered only while we wait.
-    let Ok(async_fd) = (unsafe { AsyncFd::register(fd) }) else { return !pid_alive(pid) };
-    let exited = tokio::time::timeout(timeout, async_fd.readable()).await.is_ok();
+    let Ok(async_fd) = (unsafe { AsyncFd::register(fd) }) else {
+        return !pid_alive(pid);
+    };
+    let exited = tokio::time::timeout(timeout, async_fd.readable())
+        .await
+        .is_ok();
     // A zombie is exited for our purposes; the pidfd turns readable for it.
     exited || !pid_alive(pid)
 }
 
 /// Pids of processes whose parent is `ppid`.
 pub fn children_of(ppid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())

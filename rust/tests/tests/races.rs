@@ -36,7 +36,13 @@ async fn leave_and_arrive_around_a_short_linger_never_fails() {
         let pause = (i * 7919) % 45;
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-    assert!(servers.len() > 1, "the linger never expired: the race was not exercised");
-    assert!(wait_pid_exit(last_pid, Duration::from_secs(3)).await, "last server did not exit");
+    assert!(
+        servers.len() > 1,
+        "the linger never expired: the race was not exercised"
+    );
+    assert!(
+        wait_pid_exit(last_pid, Duration::from_secs(3)).await,
+        "last server did not exit"
+    );
     eprintln!("200 sessions over {} servers", servers.len());
 }

@@ -8,7 +8,12 @@ use rmpv::Value;
 use tonic::Code;
 
 fn map(pairs: &[(&str, Value)]) -> Value {
-    Value::Map(pairs.iter().map(|(k, v)| (Value::from(*k), v.clone())).collect())
+    Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| (Value::from(*k), v.clone()))
+            .collect(),
+    )
 }
 
 #[tokio::test]
@@ -19,10 +24,19 @@ async fn echo_round_trips_any_value() {
     let nested = map(&[
         ("int", Value::from(-(1i64 << 60))),
         ("bin", Value::Binary(vec![0, 255, 10])),
-        ("list", Value::Array(vec![Value::Nil, Value::from(1.5), Value::from("s")])),
+        (
+            "list",
+            Value::Array(vec![Value::Nil, Value::from(1.5), Value::from("s")]),
+        ),
     ]);
-    assert_eq!(call_all(&ch, "echo", "echo", nested.clone()).await.unwrap(), vec![nested]);
-    assert_eq!(call_all(&ch, "echo", "echo", Value::Nil).await.unwrap(), vec![Value::Nil]);
+    assert_eq!(
+        call_all(&ch, "echo", "echo", nested.clone()).await.unwrap(),
+        vec![nested]
+    );
+    assert_eq!(
+        call_all(&ch, "echo", "echo", Value::Nil).await.unwrap(),
+        vec![Value::Nil]
+    );
 }
 
 #[tokio::test]
@@ -53,9 +67,14 @@ async fn stream_items_arrive_in_order_and_before_the_stream_ends() {
 
     let delay = 300u64;
     let started = Instant::now();
-    let mut stream = call(&ch, "echo", "count", map(&[("n", 3.into()), ("delay_ms", delay.into())]))
-        .await
-        .unwrap();
+    let mut stream = call(
+        &ch,
+        "echo",
+        "count",
+        map(&[("n", 3.into()), ("delay_ms", delay.into())]),
+    )
+    .await
+    .unwrap();
     let first = stream.next().await.unwrap().unwrap();
     let first_at = started.elapsed();
     let mut rest = vec![];
@@ -78,13 +97,23 @@ async fn module_errors_keep_code_and_message_after_items() {
     let sb = Sandbox::new();
     let _server = sb.start_server(&[]);
     let ch = sb.channel().await.unwrap();
-    let err = call_all(&ch, "echo", "fail", map(&[("code", "PermissionDenied".into()), ("message", "no way".into())]))
-        .await
-        .unwrap_err();
+    let err = call_all(
+        &ch,
+        "echo",
+        "fail",
+        map(&[
+            ("code", "PermissionDenied".into()),
+            ("message", "no way".into()),
+        ]),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(err.message(), "no way");
 
-    let err = call_all(&ch, "echo", "no-such-function", Value::Nil).await.unwrap_err();
+    let err = call_all(&ch, "echo", "no-such-function", Value::Nil)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains("no-such-function"), "{err:?}");
 }
@@ -95,7 +124,14 @@ async fn bad_module_names_are_refused_before_touching_disk() {
     let _server = sb.start_server(&[]);
     let ch = sb.channel().await.unwrap();
     let long = "a".repeat(65);
-    for bad in ["../x", "/bin/sh", "", "a/../../echo", long.as_str(), "echo\0"] {
+    for bad in [
+        "../x",
+        "/bin/sh",
+        "",
+        "a/../../echo",
+        long.as_str(),
+        "echo\0",
+    ] {
         let err = call_all(&ch, bad, "echo", Value::Nil).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err:?}");
         assert!(err.message().contains("module name"), "{bad:?}: {err:?}");
@@ -107,10 +143,15 @@ async fn unknown_module_is_not_found_naming_module_and_dirs() {
     let sb = Sandbox::new();
     let _server = sb.start_server(&[]);
     let ch = sb.channel().await.unwrap();
-    let err = call_all(&ch, "nonexistent", "f", Value::Nil).await.unwrap_err();
+    let err = call_all(&ch, "nonexistent", "f", Value::Nil)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("'nonexistent'"), "{err:?}");
-    assert!(err.message().contains(sb.modules.to_str().unwrap()), "{err:?}");
+    assert!(
+        err.message().contains(sb.modules.to_str().unwrap()),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -118,10 +159,27 @@ async fn module_gets_its_name_socket_and_path() {
     let sb = Sandbox::new();
     let _server = sb.start_server(&[]);
     let ch = sb.channel().await.unwrap();
-    assert_eq!(call_all(&ch, "echo", "env", Value::Nil).await.unwrap(), vec![Value::from("echo")]);
-    let all = call_all(&ch, "echo", "env_all", Value::Nil).await.unwrap().remove(0);
-    let get = |k: &str| all.as_map().unwrap().iter().find(|(kk, _)| kk.as_str() == Some(k)).map(|(_, v)| v.clone());
-    assert_eq!(get("socket").and_then(|v| v.as_str().map(str::to_owned)).as_deref(), sb.socket.to_str());
+    assert_eq!(
+        call_all(&ch, "echo", "env", Value::Nil).await.unwrap(),
+        vec![Value::from("echo")]
+    );
+    let all = call_all(&ch, "echo", "env_all", Value::Nil)
+        .await
+        .unwrap()
+        .remove(0);
+    let get = |k: &str| {
+        all.as_map()
+            .unwrap()
+            .iter()
+            .find(|(kk, _)| kk.as_str() == Some(k))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        get("socket")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .as_deref(),
+        sb.socket.to_str()
+    );
     assert_eq!(
         get("path").and_then(|v| v.as_str().map(str::to_owned)),
         std::env::var("PATH").ok(),
@@ -149,24 +207,42 @@ async fn caller_going_away_cancels_the_module_call() {
     let _server = sb.start_server(&[]);
     let ch = sb.channel().await.unwrap();
     let mut control = norgopolis_proto::v1::control_client::ControlClient::new(ch.clone());
-    let stream = call(&ch, "echo", "count", map(&[("n", 1_000_000.into()), ("delay_ms", 10.into())]))
-        .await
-        .unwrap();
+    let stream = call(
+        &ch,
+        "echo",
+        "count",
+        map(&[("n", 1_000_000.into()), ("delay_ms", 10.into())]),
+    )
+    .await
+    .unwrap();
     let mut stream = stream;
     stream.next().await.unwrap().unwrap();
-    let in_flight = |s: &norgopolis_proto::v1::StatusReply| s.modules.iter().map(|m| m.calls_in_flight).sum::<u32>();
-    let status = control.status(norgopolis_proto::v1::StatusRequest {}).await.unwrap().into_inner();
+    let in_flight = |s: &norgopolis_proto::v1::StatusReply| {
+        s.modules.iter().map(|m| m.calls_in_flight).sum::<u32>()
+    };
+    let status = control
+        .status(norgopolis_proto::v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(in_flight(&status), 1);
     drop(stream);
     // The server's accounting is what tells us the cancel reached it; ask
     // until it does, with a deadline.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let status = control.status(norgopolis_proto::v1::StatusRequest {}).await.unwrap().into_inner();
+        let status = control
+            .status(norgopolis_proto::v1::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         if in_flight(&status) == 0 && status.calls_in_flight == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "call still in flight after the caller left: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "call still in flight after the caller left: {status:?}"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
