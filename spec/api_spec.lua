@@ -182,6 +182,47 @@ describe("norgopolis API", function()
   end)
 end)
 
+describe("events", function()
+  it("published events arrive as User NorgopolisEvent autocmds", function()
+    local got
+    local id = vim.api.nvim_create_autocmd("User", {
+      pattern = "NorgopolisEvent",
+      callback = function(ev)
+        got = ev.data
+      end,
+    })
+    local err, delivered = helpers.await(norgopolis.publish, "notes", "saved", { file = "a.norg", lines = { 1, 2 } })
+    assert.is_nil(err)
+    assert.is_true(delivered >= 1)
+    helpers.wait(5000, function()
+      return got
+    end, "the event")
+    vim.api.nvim_del_autocmd(id)
+    assert.equal("event", got.type)
+    assert.equal("notes", got.module)
+    assert.equal("saved", got.topic)
+    assert.same({ file = "a.norg", lines = { 1, 2 } }, got.payload)
+    assert.is_true(got.seq > 0)
+  end)
+
+  it("attaching and detaching fire User NorgopolisSession", function()
+    local seen = {}
+    local id = vim.api.nvim_create_autocmd("User", {
+      pattern = "NorgopolisSession",
+      callback = function(ev)
+        table.insert(seen, ev.data.type)
+      end,
+    })
+    helpers.await(norgopolis.detach)
+    assert.is_nil((helpers.await(norgopolis.attach)))
+    helpers.wait(5000, function()
+      return vim.tbl_contains(seen, "detached") and vim.tbl_contains(seen, "attached")
+    end, "session notices (got " .. vim.inspect(seen) .. ")")
+    vim.api.nvim_del_autocmd(id)
+    assert.is_not_nil(require("norgopolis.core").session)
+  end)
+end)
+
 describe("value mapping through echo", function()
   local cases = {
     { "nil", nil, nil },

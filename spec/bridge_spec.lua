@@ -59,3 +59,28 @@ describe("bridge", function()
     assert.is_true(ticks >= 5, "timer fired " .. ticks .. " times")
   end)
 end)
+
+describe("panics", function()
+  it("a panic in a native function is a Lua error, and the library keeps working", function()
+    local ok, err = pcall(native._panic, "boom")
+    assert.is_false(ok)
+    assert.matches("boom", tostring(err))
+    local _, got, done = ticker(3, 0)
+    helpers.wait(5000, done, "a ticker after the panic")
+    assert.same({ 0, 1, 2 }, got)
+  end)
+
+  it("a panic in a background task fails that request with Internal", function()
+    local err
+    core.track(native._panic("task boom", true), nil, {
+      on_done = function(e)
+        err = e
+      end,
+    })
+    helpers.wait(5000, function()
+      return err
+    end, "the panicked request's done")
+    assert.equal("Internal", err.code)
+    assert.matches("task boom", err.message)
+  end)
+end)

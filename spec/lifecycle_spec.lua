@@ -141,4 +141,25 @@ describe("lifecycle", function()
     assert.same({ "still here" }, v)
     assert.equal(before.pid, status().pid)
   end)
+
+  it("after the server is killed, the next call attaches to a new one", function()
+    local old = only_us().pid
+    local detached = false
+    local id = vim.api.nvim_create_autocmd("User", {
+      pattern = "NorgopolisSession",
+      callback = function(ev)
+        detached = detached or ev.data.type == "detached"
+      end,
+    })
+    vim.uv.kill(old, 9)
+    helpers.wait(10000, function()
+      return detached
+    end, "the lost session to be noticed")
+    vim.api.nvim_del_autocmd(id)
+    local v, err = norgopolis.call_sync("echo", "echo", "back", { timeout = 15000 })
+    assert.is_nil(err)
+    assert.same({ "back" }, v)
+    local new = status().pid
+    assert.are_not.equal(old, new)
+  end)
 end)

@@ -4,7 +4,9 @@
 --- first call attaches this Neovim to the server (starting it if needed);
 --- the attachment keeps the server alive and ends when Neovim exits.
 --- Everything is asynchronous and callback based; callbacks run on the main
---- loop. Errors are tables `{ code = "NotFound", message = "..." }` where
+--- loop. Events published through the server arrive as `User
+--- NorgopolisEvent` autocmds; attaching and detaching as `User
+--- NorgopolisSession` (`data.type` is "attached" or "detached"). Errors are tables `{ code = "NotFound", message = "..." }` where
 --- `code` is a gRPC status name ("InvalidArgument", "NotFound",
 --- "Unavailable", "Cancelled", "DeadlineExceeded", "Internal", ...).
 ---
@@ -284,6 +286,27 @@ function M.shutdown(cb)
   control(function(n)
     return n.shutdown("requested from Neovim " .. vim.fn.getpid())
   end, cb, "shutdown")
+end
+
+--- Publishes an event to every attached front end; each receives it as a
+--- `User NorgopolisEvent` autocmd whose `data` is `{ type = "event",
+--- module, topic, payload, seq }`. `cb(err, delivered)` with the number of
+--- sessions reached.
+---@param module string the publishing module's name (any plain name)
+---@param topic string
+---@param payload any encoded like call arguments
+---@param cb? fun(err: norgopolis.Error?, delivered: integer?)
+function M.publish(module, topic, payload, cb)
+  check_name("module", module, 2)
+  check_name("topic", topic, 2)
+  local native = core.native()
+  local id, err = native.publish(module, topic, { payload })
+  if not id and err and err.code == "InvalidArgument" then
+    error("norgopolis.publish: " .. err.message, 2)
+  end
+  control(function()
+    return id, err
+  end, cb, "publish")
 end
 
 --- Encodes a value as MessagePack bytes (see the value table); raises on

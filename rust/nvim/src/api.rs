@@ -20,9 +20,11 @@
 //! | `status(spawn)` | id → status table (`spawn=false`: probe, never start a server) |
 //! | `modules()`, `load(name, path?)`, `unload(name)` | id → reply |
 //! | `shutdown(reason)` | id → nil (never starts a server to stop it) |
+//! | `publish(module, topic, {payload})` | id → number of sessions reached |
 //! | `detach()` | id → whether a session was attached |
 //! | `session()` | current session table or nil |
 //! | `cancel(id)`, `in_flight()` | bool, count |
+//! | `_ticker(n, ms)`, `_panic(msg)` | self-tests of the bridge and of panic handling |
 //! | `places()`, `check_dir(path)`, `read_toml(path)` | paths table; `true` or `nil, message`; table or `nil, message` |
 //! | `close()` | stops everything (VimLeavePre) |
 
@@ -46,7 +48,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Shared by every function in the table.
 struct Ctx {
-    codec: Codec,
+    codec: Rc<Codec>,
     requests: Requests,
     conn: Arc<Connection>,
 }
@@ -73,8 +75,8 @@ impl Ctx {
 
 /// Builds the module table (main thread, at load).
 pub fn build(lua: &Lua) -> mlua::Result<Table> {
-    let codec = Codec::new(lua)?;
-    let outbox = bridge::install(lua, Rc::new(Codec::new(lua)?))?;
+    let codec = Rc::new(Codec::new(lua)?);
+    let outbox = bridge::install(lua, codec.clone())?;
     let requests = Requests::new(outbox.clone())
         .map_err(|e| mlua::Error::runtime(format!("cannot start the I/O runtime: {e}")))?;
     let ctx = Rc::new(Ctx {
@@ -196,6 +198,23 @@ fn add_requests(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
                     reporter.value(Mp::from(i));
                 }
                 reporter.finish(Ok(Mp::from(n)));
+            });
+            id_or_error(lua, spawned)
+        })?,
+    )?;
+
+    // Proves that a Rust panic surfaces as a Lua error (or, in a task, as
+    // the request's error) and never reaches Neovim.
+    let c = ctx.clone();
+    m.set(
+        "_panic",
+        lua.create_function(move |lua, (msg, in_task): (String, Option<bool>)| {
+            if !in_task.unwrap_or(false) {
+                panic!("{msg}");
+            }
+            let spawned = c.requests.spawn(|reporter| async move {
+                let _reporter = reporter;
+                panic!("{msg}");
             });
             id_or_error(lua, spawned)
         })?,
@@ -349,6 +368,31 @@ fn add_control(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
             });
             id_or_error(lua, spawned)
         })?,
+    )?;
+
+    let c = ctx.clone();
+    m.set(
+        "publish",
+        lua.create_function(
+            move |lua, (module, topic, boxed): (String, String, Table)| {
+                let payload = exact_get(&boxed, Value::Integer(1))?;
+                let bytes = match c.codec.encode_bytes(&payload, "payload") {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let err =
+                            ErrorInfo::new("InvalidArgument", format!("cannot send payload: {e}"));
+                        return (Value::Nil, bridge::error_table(lua, &err)?).into_lua_multi(lua);
+                    }
+                };
+                c.with_client(lua, |client| async move {
+                    client
+                        .publish(&module, &topic, bytes)
+                        .await
+                        .map(Mp::from)
+                        .map_err(error_info)
+                })
+            },
+        )?,
     )?;
 
     let c = ctx.clone();

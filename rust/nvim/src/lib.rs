@@ -12,6 +12,7 @@ mod api;
 mod bridge;
 mod conn;
 mod convert;
+mod panics;
 mod replies;
 mod requests;
 
@@ -35,6 +36,7 @@ impl Pushable for Exported {
 
 #[nvim_oxi::plugin]
 fn norgopolis_native() -> Result<Exported, String> {
+    panics::install_hook();
     // Neither a panic nor an error may unwind into Neovim's C frames.
     match std::panic::catch_unwind(|| {
         let lua = nvim_oxi::mlua::lua();

@@ -142,7 +142,10 @@ impl Drop for Reporter {
         let err = if std::thread::panicking() {
             ErrorInfo::new(
                 "Internal",
-                "norgopolis-nvim: the request's task panicked (a bug; please report it)",
+                format!(
+                    "norgopolis-nvim: the request's task panicked (a bug; please report it): {}",
+                    crate::panics::last().unwrap_or_default()
+                ),
             )
         } else {
             ErrorInfo::new("Cancelled", "the call was cancelled")
