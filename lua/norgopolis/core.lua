@@ -163,17 +163,14 @@ function M.try_native()
   local ok, mod = pcall(require, "norgopolis.native")
   if not ok then
     return nil,
-      ("cannot load the native library norgopolis.native: %s\nBuild it with `make build-nvim` in %s (or reinstall the rock)"):format(
-        tostring(mod),
-        paths.plugin_root()
-      )
+      ("cannot load the native library norgopolis.native: %s\nTo fix it, %s"):format(tostring(mod), paths.build_hint())
   end
   if type(mod) ~= "table" or mod.version ~= M.version then
     return nil,
-      ("native library version %s does not match the Lua side's %s: rebuild it with `make build-nvim` in %s"):format(
+      ("native library version %s does not match the Lua side's %s: to fix it, %s"):format(
         type(mod) == "table" and tostring(mod.version) or "?",
         M.version,
-        paths.plugin_root()
+        paths.build_hint()
       )
   end
   mod.set_sink(sink)

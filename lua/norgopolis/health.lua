@@ -38,10 +38,7 @@ local function check_native()
   local core = require("norgopolis.core")
   local native, err = core.try_native()
   if not native then
-    health.error(err or "cannot load norgopolis.native", {
-      "run `make build-nvim` (or `make build`) in " .. require("norgopolis.paths").plugin_root(),
-      "or reinstall the rock: `luarocks make rockspec/norgopolis-scm-1.rockspec`",
-    })
+    health.error(err or "cannot load norgopolis.native", { require("norgopolis.paths").build_hint() })
     return nil
   end
   health.ok(("norgopolis.native %s loaded from %s (matches the Lua side)"):format(
@@ -62,7 +59,8 @@ local function check_server_binary(cfg)
   local version, err = run({ found.path, "--version" })
   if not version then
     health.error(("%s (found via %s) does not run: %s"):format(found.path, found.source, err), {
-      "rebuild it with `make build` or point the `server` option / $NORGOPOLIS_SERVER at a working binary",
+      require("norgopolis.paths").build_hint(),
+      "or point the `server` option / $NORGOPOLIS_SERVER at a working binary",
     })
     return
   end

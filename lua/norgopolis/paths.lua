@@ -21,6 +21,15 @@ function M.rock_tree()
   return source:match("^(.*)/share/lua/[^/]+/norgopolis/paths%.lua$")
 end
 
+--- How to (re)build the native library and server for this install.
+---@return string
+function M.build_hint()
+  if M.rock_tree() then
+    return "reinstall the rock: `luarocks --lua-version 5.1 make rockspec/norgopolis-scm-1.rockspec` in the norgopolis sources"
+  end
+  return "run `make build` (or `make build-nvim` for the native library alone) in " .. M.plugin_root()
+end
+
 ---@param path string
 ---@return boolean
 local function executable(path)
@@ -88,10 +97,10 @@ function M.find_server(explicit)
   return {
     source = "nowhere",
     tried = tried,
-    err = ("%s not found (looked at %s): build it with `make build` (or `cargo build -p norgopolis-server`) in %s, set the `server` option or $NORGOPOLIS_SERVER, or put it on PATH"):format(
+    err = ("%s not found (looked at %s): %s, set the `server` option or $NORGOPOLIS_SERVER, or put it on PATH"):format(
       M.server_name,
       table.concat(tried, ", "),
-      root
+      M.build_hint()
     ),
   }
 end
