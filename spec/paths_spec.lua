@@ -64,3 +64,21 @@ describe("modules on disk", function()
     assert.same({ "echo@" .. helpers.modules .. "/echo", "notes@" .. helpers.modules .. "/notes" }, names)
   end)
 end)
+
+describe("modules dirs", function()
+  it("the option wins, made absolute; then $NORGOPOLIS_MODULES_DIR; then the default", function()
+    local cwd = vim.fn.getcwd()
+    local dirs, source = paths.modules_dirs({ modules_dirs = { "rel/mods", "~/m" } })
+    assert.equal("the `modules_dirs` option", source)
+    assert.same({ cwd .. "/rel/mods", vim.fs.normalize("~/m") }, dirs)
+    dirs, source = paths.modules_dirs({})
+    assert.equal("$NORGOPOLIS_MODULES_DIR", source)
+    assert.same({ helpers.modules }, dirs)
+    local saved = vim.env.NORGOPOLIS_MODULES_DIR
+    vim.env.NORGOPOLIS_MODULES_DIR = nil
+    dirs, source = paths.modules_dirs({})
+    vim.env.NORGOPOLIS_MODULES_DIR = saved
+    assert.equal("the default", source)
+    assert.same({ vim.env.XDG_DATA_HOME .. "/norgopolis/modules" }, dirs)
+  end)
+end)

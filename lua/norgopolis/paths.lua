@@ -123,7 +123,11 @@ end
 ---@return string source
 function M.modules_dirs(cfg)
   if cfg.modules_dirs then
-    return vim.tbl_map(vim.fs.normalize, cfg.modules_dirs), "the `modules_dirs` option"
+    -- Absolute: the server runs from "/" once it has daemonized.
+    return vim.tbl_map(function(d)
+      return (vim.fn.fnamemodify(vim.fs.normalize(d), ":p"):gsub("(.)/$", "%1"))
+    end, cfg.modules_dirs),
+      "the `modules_dirs` option"
   end
   local env = vim.env.NORGOPOLIS_MODULES_DIR
   if env and env ~= "" then
