@@ -205,8 +205,11 @@ impl Codec {
 
     fn encode_table(&self, t: &mlua::Table, path: &str, depth: usize) -> Result<Mp, EncodeError> {
         if depth >= MAX_DEPTH {
+            // The full path of a cycle is 100 steps long; its start says enough.
+            let shown: String = path.chars().take(60).collect();
+            let ellipsis = if shown.len() < path.len() { "…" } else { "" };
             return Err(EncodeError::TooDeep {
-                path: path.to_owned(),
+                path: format!("{shown}{ellipsis}"),
             });
         }
         let mut ints: Vec<(f64, Value)> = Vec::new();
