@@ -84,7 +84,8 @@ pub async fn attach(
                     }
                     Ok(Ok(Some(_))) => {}
                     Ok(Ok(None)) => break "client detached".to_string(),
-                    Ok(Err(e)) => break format!("client stream failed: {}", e.message()),
+                    // A client that dies without detaching shows up as a broken stream.
+                    Ok(Err(e)) => break format!("client connection lost ({})", e.message()),
                     Err(_) => {
                         let reason = format!("no keepalive for {} s", timeout.as_secs());
                         let _ = tx.try_send(Ok(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));

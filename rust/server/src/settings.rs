@@ -117,6 +117,11 @@ impl Settings {
         } else {
             vec![places::default_modules_dir()?]
         };
+        // The daemon runs from "/", so relative dirs must be resolved now.
+        let modules_dirs = modules_dirs
+            .into_iter()
+            .map(|d| std::path::absolute(&d).unwrap_or(d))
+            .collect();
         let log_path = match args.log {
             Some(p) => p,
             None => places::log_path().context("cannot place the log file")?,
