@@ -1,5 +1,6 @@
 -- Installs the Neovim plugin: Lua modules, plugin/ (the :Norgopolis
--- command), the native library (as norgopolis.native) and the server.
+-- command), the native library (as norgopolis.native), the server and the
+-- `norgopolis` CLI (`:Norgopolis install` runs it from beside the server).
 -- Built from the working tree with cargo, so it needs no network beyond
 -- what cargo already has:
 --   luarocks --lua-version 5.1 make rockspec/norgopolis-scm-1.rockspec [--tree DIR]
@@ -34,10 +35,11 @@ set -e
 profile="${NORGOPOLIS_ROCK_PROFILE:-release}"
 flag=--release
 if [ "$profile" != release ]; then flag=; fi
-cargo build $flag -p norgopolis-nvim -p norgopolis-server
+cargo build $flag -p norgopolis-nvim -p norgopolis-server -p norgopolis-cli
 mkdir -p target/rock
 cp -f "target/$profile/libnorgopolis_nvim.so" target/rock/native.so
 cp -f "target/$profile/norgopolis-server" target/rock/norgopolis-server
+cp -f "target/$profile/norgopolis" target/rock/norgopolis
 ]],
   install = {
     lua = {
@@ -46,6 +48,7 @@ cp -f "target/$profile/norgopolis-server" target/rock/norgopolis-server
       ["norgopolis.complete"] = "lua/norgopolis/complete.lua",
       ["norgopolis.config"] = "lua/norgopolis/config.lua",
       ["norgopolis.core"] = "lua/norgopolis/core.lua",
+      ["norgopolis.events"] = "lua/norgopolis/events.lua",
       ["norgopolis.health"] = "lua/norgopolis/health.lua",
       ["norgopolis.paths"] = "lua/norgopolis/paths.lua",
       ["norgopolis.ui"] = "lua/norgopolis/ui.lua",
@@ -55,6 +58,7 @@ cp -f "target/$profile/norgopolis-server" target/rock/norgopolis-server
     },
     bin = {
       ["norgopolis-server"] = "target/rock/norgopolis-server",
+      ["norgopolis"] = "target/rock/norgopolis",
     },
   },
   copy_directories = { "plugin" },

@@ -198,7 +198,6 @@ describe("events", function()
       return got
     end, "the event")
     vim.api.nvim_del_autocmd(id)
-    assert.equal("event", got.type)
     assert.equal("notes", got.module)
     assert.equal("saved", got.topic)
     assert.same({ file = "a.norg", lines = { 1, 2 } }, got.payload)

@@ -89,11 +89,13 @@ end
 ---@return any result
 function M.await(f, ...)
   local done, e, r = false, nil, nil
+  -- Counted with select: trailing nil arguments (a nil payload) count too.
+  local n = select("#", ...)
   local args = { ... }
-  table.insert(args, function(err, result)
+  args[n + 1] = function(err, result)
     done, e, r = true, err, result
-  end)
-  f(unpack(args))
+  end
+  f(unpack(args, 1, n + 1))
   M.wait(15000, function()
     return done
   end, "a callback")

@@ -36,6 +36,7 @@ describe("rockspec", function()
       tree .. "/share/lua/5.1/norgopolis/core.lua",
       tree .. "/lib/lua/5.1/norgopolis/native.so",
       tree .. "/bin/norgopolis-server",
+      tree .. "/bin/norgopolis",
       rockdir .. "/plugin/norgopolis.lua",
     }) do
       assert.is_not_nil(vim.uv.fs_stat(f), f .. " not installed")

@@ -68,8 +68,12 @@ local function on_event(v)
       M.session = nil
     end
   end
+  if v.type == "event" then
+    require("norgopolis.events").dispatch(v)
+    return
+  end
   pcall(vim.api.nvim_exec_autocmds, "User", {
-    pattern = v.type == "event" and "NorgopolisEvent" or "NorgopolisSession",
+    pattern = "NorgopolisSession",
     data = v,
     modeline = false,
   })

@@ -4,11 +4,13 @@
 --- first call attaches this Neovim to the server (starting it if needed);
 --- the attachment keeps the server alive and ends when Neovim exits.
 --- Everything is asynchronous and callback based; callbacks run on the main
---- loop. Events published through the server arrive as `User
---- NorgopolisEvent` autocmds; attaching and detaching as `User
---- NorgopolisSession` (`data.type` is "attached" or "detached"). Errors are tables `{ code = "NotFound", message = "..." }` where
---- `code` is a gRPC status name ("InvalidArgument", "NotFound",
---- "Unavailable", "Cancelled", "DeadlineExceeded", "Internal", ...).
+--- loop. Events published through the server reach `on(topic, fn)`
+--- handlers and `User NorgopolisEvent` autocmds (see "Events" below);
+--- attaching and detaching fire `User NorgopolisSession` (`data.type` is
+--- "attached" or "detached"). Errors are tables `{ code = "NotFound",
+--- message = "..." }` where `code` is a gRPC status name
+--- ("InvalidArgument", "NotFound", "Unavailable", "Cancelled",
+--- "DeadlineExceeded", "Internal", ...).
 ---
 --- ```lua
 --- local norgopolis = require("norgopolis")
@@ -47,6 +49,42 @@
 --- array`. Items a call streams are delivered one by one; in the list that
 --- `call`/`call_sync` collect, a nil item is stored as `vim.NIL` so the list
 --- has no holes.
+---
+--- Events
+---
+--- Any client or module publishes `{ module, topic, payload }` through the
+--- server; every attached front end receives it, in the same order
+--- everywhere. In Neovim each event is a table
+--- `{ module, topic, payload, seq }` (payload decoded by the value table;
+--- `payload_error` explains a payload that could not be decoded), handed
+--- first to the `on()` handlers whose topic equals the event's topic
+--- exactly (no patterns, no prefixes; optionally also its module), in the
+--- order they subscribed, then to the `User NorgopolisEvent` autocmd as
+--- `ev.data`. Autocmd data passes through Neovim's API conversion, which
+--- cannot carry 64-bit integer cdata (such a payload is left out, with
+--- `payload_error` saying so) and turns integer-keyed maps into lists;
+--- `on()` handlers get the payload exactly.
+---
+--- The server publishes its own lifecycle as module "norgopolis":
+---
+--- | topic             | payload |
+--- |-------------------|---------|
+--- | `module.loaded`   | `{ name, pid, path, cause, restarts }` (cause: "call", "load", "autostart", "dependency", "restart") |
+--- | `module.exited`   | `{ name, pid, status, requested }` |
+--- | `module.crashed`  | `{ name, pid, status, restarts, restart_in_ms }` |
+--- | `module.failed`   | `{ name, error }` |
+--- | `server.shutdown` | `{ reason }`, just before the server says goodbye |
+---
+--- ```lua
+--- local off = norgopolis.on("module.crashed", function(ev)
+---   vim.notify(ev.payload.name .. " crashed: " .. ev.payload.status)
+--- end)
+--- vim.api.nvim_create_autocmd("User", {
+---   pattern = "NorgopolisEvent",
+---   callback = function(ev) print(ev.data.module, ev.data.topic) end,
+--- })
+--- off() -- unsubscribes
+--- ```
 
 local config = require("norgopolis.config")
 local core = require("norgopolis.core")
@@ -288,10 +326,11 @@ function M.shutdown(cb)
   end, cb, "shutdown")
 end
 
---- Publishes an event to every attached front end; each receives it as a
---- `User NorgopolisEvent` autocmd whose `data` is `{ type = "event",
---- module, topic, payload, seq }`. `cb(err, delivered)` with the number of
---- sessions reached.
+--- Publishes an event to every attached front end (this one included);
+--- each receives it through its `on()` handlers and `User
+--- NorgopolisEvent` autocmd as `{ module, topic, payload, seq }`.
+--- `cb(err, delivered)` with the number of sessions reached. The server
+--- refuses module "norgopolis" (reserved for its own events).
 ---@param module string the publishing module's name (any plain name)
 ---@param topic string
 ---@param payload any encoded like call arguments
@@ -307,6 +346,47 @@ function M.publish(module, topic, payload, cb)
   control(function()
     return id, err
   end, cb, "publish")
+end
+
+---@class norgopolis.OnOpts
+---@field module? string only events published by this module (exact match)
+---@field attach? boolean attach now if not attached, so events start to flow (default true)
+
+--- Subscribes `fn` to events whose topic is exactly `topic` (no patterns
+--- or prefixes). Handlers run on the main loop, in event order, before the
+--- `User NorgopolisEvent` autocmd; an error in one is reported and does
+--- not stop the others. Events arrive only while this Neovim is attached,
+--- so `on` attaches (starting a server if needed) unless `opts.attach` is
+--- false; subscriptions outlive sessions (after a server restart they get
+--- the new server's events once something attaches again).
+---@param topic string
+---@param fn fun(event: norgopolis.Event)
+---@param opts? norgopolis.OnOpts
+---@return fun() unsubscribe removes the handler; calling it again does nothing
+function M.on(topic, fn, opts)
+  check_name("topic", topic, 2)
+  if not vim.is_callable(fn) then
+    error(("norgopolis.on: handler must be a function, got %s"):format(type(fn)), 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("norgopolis.on: opts must be a table { module = string, attach = boolean }", 2)
+  end
+  if opts.module ~= nil then
+    check_name("opts.module", opts.module, 2)
+  end
+  local off = require("norgopolis.events").subscribe(topic, fn, opts.module)
+  if opts.attach ~= false and not core.native().session() then
+    M.attach(function(err)
+      if err then
+        core.notify(
+          ("cannot attach to receive %q events: %s: %s"):format(topic, err.code, err.message),
+          vim.log.levels.WARN
+        )
+      end
+    end)
+  end
+  return off
 end
 
 --- Encodes a value as MessagePack bytes (see the value table); raises on

@@ -147,17 +147,28 @@ impl Connection {
             loop {
                 match events.recv().await {
                     Ok(SessionEvent::Event(e)) => {
-                        let payload = crate::convert::decode_mp(&e.payload).unwrap_or(Mp::Nil);
-                        outbox.send(
-                            0,
-                            Kind::Event(map(vec![
-                                ("type", Mp::from("event")),
-                                ("module", Mp::from(e.module)),
-                                ("topic", Mp::from(e.topic)),
-                                ("payload", payload),
-                                ("seq", Mp::from(e.seq)),
-                            ])),
-                        );
+                        let mut fields = vec![
+                            ("type", Mp::from("event")),
+                            ("module", Mp::from(e.module.as_str())),
+                            ("topic", Mp::from(e.topic.as_str())),
+                            ("seq", Mp::from(e.seq)),
+                        ];
+                        // A payload Lua cannot hold still announces the
+                        // event: subscribers learn that it happened and why
+                        // its payload is missing.
+                        match crate::convert::decode_mp(&e.payload)
+                            .and_then(|v| crate::convert::check(&v, 1).map(|()| v))
+                        {
+                            Ok(payload) => fields.push(("payload", payload)),
+                            Err(err) => fields.push((
+                                "payload_error",
+                                Mp::from(format!(
+                                    "the payload of {}/{} cannot be converted to Lua: {err}",
+                                    e.module, e.topic
+                                )),
+                            )),
+                        }
+                        outbox.send(0, Kind::Event(map(fields)));
                     }
                     Ok(SessionEvent::Goodbye(r)) => reason = Some(r),
                     Ok(SessionEvent::Closed) => break,
