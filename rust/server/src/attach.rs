@@ -13,7 +13,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use crate::{events::EventHub, lifetime::Lifetime};
+use crate::{
+    events::EventHub,
+    lifetime::{Lifetime, Refused},
+};
 
 /// How long a client has to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,7 +51,10 @@ pub async fn attach(
     let guard = lifetime
         .open_session(hello.keeps_server_alive)
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+        .map_err(|e| match e {
+            Refused::ShuttingDown => Status::unavailable(e.to_string()),
+            Refused::TooManySessions(_) => Status::resource_exhausted(e.to_string()),
+        })?;
     let id = guard.id();
     tracing::info!(
         session = id,
@@ -94,6 +100,8 @@ pub async fn attach(
                 },
                 reason = exit.wait_for(Option::is_some) => {
                     let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
+                    // The reserved `server.shutdown` event, then the Goodbye.
+                    let _ = tx.try_send(Ok(hub.shutdown_event(&reason)));
                     let _ = tx.try_send(Ok(message(Kind::Goodbye(Goodbye {
                         reason: format!("server shutting down: {reason}"),
                     }))));

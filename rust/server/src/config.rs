@@ -1,12 +1,21 @@
 //! The optional config file (`config.toml`). Unknown keys are errors: a
-//! typo must not silently change nothing.
+//! typo must not silently change nothing. Every error names the file, the
+//! line and the key, so the message a spawning client shows is enough to
+//! fix it.
 
-use std::{path::Path, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use anyhow::Context;
-use serde::Deserialize;
+use serde::{de::Error as _, Deserialize, Deserializer};
 
-use crate::settings::parse_duration;
+use crate::{settings::parse_duration, tcp::parse_loopback};
+
+/// Smallest accepted `log_max_size`: below this a rotated log holds too
+/// little to be useful.
+pub const MIN_LOG_SIZE: u64 = 4096;
 
 /// Contents of `config.toml`; every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -17,45 +26,311 @@ pub struct Config {
     /// Module dirs, searched in order.
     pub modules_dirs: Option<Vec<PathBuf>>,
     /// Exit delay after the last session ("3s").
-    linger: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub linger: Option<Duration>,
     /// Exit delay for a server that never had a session ("300s").
-    idle_timeout: Option<String>,
-    /// Largest message, in bytes.
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Largest message accepted from or sent to anyone, in bytes.
+    #[serde(default, deserialize_with = "positive_usize")]
     pub max_message_size: Option<usize>,
+    /// Compatibility TCP listener for public-protocol clients (loopback only).
+    #[serde(default, deserialize_with = "loopback")]
+    pub listen_tcp: Option<SocketAddr>,
+    /// Deadline for calls whose caller sets none ("30s", or "off", the default).
+    #[serde(default, deserialize_with = "duration_or_off")]
+    pub call_timeout: Option<Option<Duration>>,
+    /// Most sessions attached at once.
+    #[serde(default, deserialize_with = "positive_u32")]
+    pub max_sessions: Option<u32>,
+    /// Most calls in flight on one session (one client connection).
+    #[serde(default, deserialize_with = "positive_u32")]
+    pub max_calls_per_session: Option<u32>,
+    /// Most calls one module runs at once; more wait in line.
+    #[serde(default, deserialize_with = "positive_u32")]
+    pub max_calls_per_module: Option<u32>,
+    /// How long a module gets after stdin closes, and again after SIGTERM.
+    #[serde(default, deserialize_with = "duration")]
+    pub module_grace: Option<Duration>,
+    /// How often an idle module connection is pinged.
+    #[serde(default, deserialize_with = "duration")]
+    pub module_ping_interval: Option<Duration>,
+    /// A module that leaves a ping unanswered this long is failed and killed.
+    #[serde(default, deserialize_with = "duration")]
+    pub module_ping_timeout: Option<Duration>,
+    /// The log is rotated to `<log>.1` when it grows past this many bytes.
+    #[serde(default, deserialize_with = "log_size")]
+    pub log_max_size: Option<u64>,
+    /// Stderr lines a module may log per second (0: no limit).
+    #[serde(default)]
+    pub stderr_lines_per_second: Option<u32>,
+    /// Modules to load when the server starts (besides those whose
+    /// manifest says `autostart = true`).
+    #[serde(default, deserialize_with = "module_names")]
+    pub autostart: Option<Vec<String>>,
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {}{}{}: {message}", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default(), key.as_ref().map(|k| format!(", key `{k}`")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line of the problem, when known.
+    pub line: Option<usize>,
+    /// The offending key, when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
 }
 
 impl Config {
     /// Reads `path`; a missing file is an empty config, a bad one an error
     /// naming the file, line and key.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => {
+                return Err(ConfigError {
+                    path: path.to_path_buf(),
+                    line: None,
+                    key: None,
+                    message: format!("cannot read it: {e}"),
+                })
+            }
         };
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.to_string().trim()))?;
-        for (key, value) in [
-            ("linger", &config.linger),
-            ("idle_timeout", &config.idle_timeout),
-        ] {
-            if let Some(v) = value {
-                parse_duration(v)
-                    .map_err(|e| anyhow::anyhow!("config {}: key `{key}`: {e}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text`, the contents of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            let message = e.message().trim().replace('\n', " ");
+            let key = span
+                .as_ref()
+                .and_then(|s| unknown_field(&message).or_else(|| key_at(text, s.start)));
+            ConfigError {
+                path: path.to_path_buf(),
+                line: span.map(|s| line_of(text, s.start)),
+                key,
+                message,
+            }
+        })
+    }
+}
+
+fn line_of(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// serde names an unknown key in its message ("unknown field `nme`, …").
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// The key whose value covers `pos`: the `key = …` on that line, or on the
+/// nearest line above it (values such as arrays may span lines).
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+    for line in text[..end].lines().rev() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            return None;
+        }
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_matches('"').trim_matches('\'');
+            let plain = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if plain {
+                return Some(key.to_string());
             }
         }
-        Ok(config)
+    }
+    None
+}
+
+/// A duration as text ("250ms", "3s", "2m") or a number of seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Text(String),
+    Seconds(f64),
+}
+
+impl DurationValue {
+    fn to_duration(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Text(t) => parse_duration(t),
+            DurationValue::Seconds(s) if s.is_finite() && *s >= 0.0 => {
+                Ok(Duration::from_secs_f64(*s))
+            }
+            DurationValue::Seconds(s) => Err(format!("{s} is not a non-negative duration")),
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let value = DurationValue::deserialize(d)
+        .map_err(|_| D::Error::custom("expected a duration such as \"250ms\", \"3s\" or \"2m\""))?;
+    value.to_duration().map(Some).map_err(D::Error::custom)
+}
+
+fn duration_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Duration>>, D::Error> {
+    let value = DurationValue::deserialize(d)
+        .map_err(|_| D::Error::custom("expected a duration such as \"30s\", or \"off\""))?;
+    if let DurationValue::Text(t) = &value {
+        if matches!(t.trim(), "off" | "none" | "0") {
+            return Ok(Some(None));
+        }
+    }
+    let value = value.to_duration().map_err(D::Error::custom)?;
+    Ok(Some((!value.is_zero()).then_some(value)))
+}
+
+fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(D::Error::custom("must be at least 1")),
+        n => Ok(Some(n)),
+    }
+}
+
+fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(D::Error::custom("must be at least 1")),
+        n => Ok(Some(n)),
+    }
+}
+
+fn log_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        n if n < MIN_LOG_SIZE => Err(D::Error::custom(format!(
+            "{n} bytes is too small; use at least {MIN_LOG_SIZE}"
+        ))),
+        n => Ok(Some(n)),
+    }
+}
+
+fn module_names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    for name in &names {
+        norgopolis_common::validate_module_name(name).map_err(D::Error::custom)?;
+    }
+    Ok(Some(names))
+}
+
+fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_loopback(&text).map(Some).map_err(D::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/home/u/.config/norgopolis/config.toml"), text)
     }
 
-    /// The `linger` value, already validated by [`Config::load`].
-    pub fn linger(&self) -> Option<Duration> {
-        self.linger.as_deref().and_then(|v| parse_duration(v).ok())
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
     }
 
-    /// The `idle_timeout` value, already validated by [`Config::load`].
-    pub fn idle_timeout(&self) -> Option<Duration> {
-        self.idle_timeout
-            .as_deref()
-            .and_then(|v| parse_duration(v).ok())
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"
+linger = "2s"
+idle_timeout = 60
+max_message_size = 1048576
+listen_tcp = "127.0.0.1:62020"
+call_timeout = "30s"
+max_sessions = 10
+max_calls_per_session = 20
+max_calls_per_module = 3
+module_grace = "250ms"
+module_ping_interval = "5s"
+module_ping_timeout = "10s"
+log_max_size = 65536
+stderr_lines_per_second = 0
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.linger, Some(Duration::from_secs(2)));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.call_timeout, Some(Some(Duration::from_secs(30))));
+        assert_eq!(c.listen_tcp, Some("127.0.0.1:62020".parse().unwrap()));
+        assert_eq!(c.max_calls_per_module, Some(3));
+        assert_eq!(
+            parse("call_timeout = \"off\"").unwrap().call_timeout,
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err("linger = \"1s\"\n\nlingre = \"2s\"\n");
+        assert!(e.starts_with("config file /home/u/.config/norgopolis/config.toml, line 3, key `lingre`: unknown field `lingre`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_line_and_key() {
+        let cases = [
+            (
+                "max_sessions = \"many\"\n",
+                1,
+                "max_sessions",
+                "invalid type",
+            ),
+            ("\nlinger = \"soon\"\n", 2, "linger", "not a duration"),
+            (
+                "max_calls_per_module = 0\n",
+                1,
+                "max_calls_per_module",
+                "at least 1",
+            ),
+            ("log_max_size = 10\n", 1, "log_max_size", "too small"),
+            (
+                "\n\nlisten_tcp = \"0.0.0.0:62020\"\n",
+                3,
+                "listen_tcp",
+                "loopback",
+            ),
+            (
+                "modules_dirs = [\n  \"/a\",\n  3,\n]\n",
+                3,
+                "modules_dirs",
+                "invalid type",
+            ),
+        ];
+        for (text, line, key, what) in cases {
+            let e = err(text);
+            assert!(
+                e.contains(&format!("line {line}, key `{key}`")),
+                "{text:?}: {e}"
+            );
+            assert!(e.contains(what), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = err("linger = \"1s\"\nidle_timeout = \"5s\nsocket = 1\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let c = Config::load(Path::new("/nonexistent/norgopolis/config.toml")).unwrap();
+        assert!(c.linger.is_none());
     }
 }

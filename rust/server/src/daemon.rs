@@ -9,22 +9,18 @@ use std::{fs::OpenOptions, os::fd::AsRawFd, path::Path};
 use anyhow::Context;
 use nix::unistd::{dup2, fork, setsid, ForkResult};
 
-/// Logs bigger than this are rotated to `<log>.1` when a server starts.
-const LOG_ROTATE_BYTES: u64 = 8 * 1024 * 1024;
+use crate::logfile::RotatingLog;
 
-/// Forks; the parent exits at once (the spawner reaps it), the child goes on
-/// in a new session with stdin on /dev/null and stdout/stderr on the log.
-/// Must run before any thread is started.
-pub fn detach(log: &Path) -> anyhow::Result<()> {
+/// Opens the log (rotated at `max_log` bytes), forks; the parent exits at
+/// once (the spawner reaps it), the child goes on in a new session with
+/// stdin on /dev/null and stdout/stderr on the log, and gets the log to
+/// write its records to. Must run before any thread is started.
+pub fn detach(log: &Path, max_log: u64) -> anyhow::Result<RotatingLog> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create log dir {}", dir.display()))?;
     }
-    rotate(log);
-    let log_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
+    let log_file = RotatingLog::open(log, max_log)
         .with_context(|| format!("cannot open log {}", log.display()))?;
     let null = OpenOptions::new()
         .read(true)
@@ -38,18 +34,8 @@ pub fn detach(log: &Path) -> anyhow::Result<()> {
     }
     setsid().context("setsid failed")?;
     dup2(null.as_raw_fd(), 0).context("cannot redirect stdin")?;
-    dup2(log_file.as_raw_fd(), 1).context("cannot redirect stdout")?;
-    dup2(log_file.as_raw_fd(), 2).context("cannot redirect stderr")?;
-    Ok(())
-}
-
-fn rotate(log: &Path) {
-    if std::fs::metadata(log)
-        .map(|m| m.len() > LOG_ROTATE_BYTES)
-        .unwrap_or(false)
-    {
-        let mut old = log.as_os_str().to_owned();
-        old.push(".1");
-        let _ = std::fs::rename(log, old);
-    }
+    log_file
+        .capture_stdio()
+        .context("cannot redirect stdout and stderr to the log")?;
+    Ok(log_file)
 }

@@ -19,7 +19,7 @@ pub type ExitReason = String;
 enum Msg {
     Open {
         keeps_alive: bool,
-        reply: oneshot::Sender<Option<u64>>,
+        reply: oneshot::Sender<Result<u64, Refused>>,
     },
     Close {
         id: u64,
@@ -92,23 +92,36 @@ impl Drop for CallGuard {
 #[error("server is shutting down")]
 pub struct ShuttingDown;
 
+/// Why a session was not opened.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum Refused {
+    /// The server is exiting.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// `max_sessions` sessions are attached already.
+    #[error("too many sessions: the limit of {0} (max_sessions in config.toml) is reached")]
+    TooManySessions(u32),
+}
+
 impl Lifetime {
     /// Starts the lifetime task. `linger` applies once a session has been
-    /// seen; `idle_timeout` to a server that never had one.
-    pub fn start(linger: Duration, idle_timeout: Duration) -> Self {
+    /// seen; `idle_timeout` to a server that never had one; at most
+    /// `max_sessions` sessions are attached at once.
+    pub fn start(linger: Duration, idle_timeout: Duration, max_sessions: u32) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (exit_tx, exit) = watch::channel(None);
-        tokio::spawn(run(rx, exit_tx, linger, idle_timeout));
+        tokio::spawn(run(rx, exit_tx, linger, idle_timeout, max_sessions));
         Lifetime { tx, exit }
     }
 
-    /// Registers a session; refused once the exit has been decided.
-    pub async fn open_session(&self, keeps_alive: bool) -> Result<SessionGuard, ShuttingDown> {
+    /// Registers a session; refused once the exit has been decided or
+    /// when the session limit is reached.
+    pub async fn open_session(&self, keeps_alive: bool) -> Result<SessionGuard, Refused> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Msg::Open { keeps_alive, reply })
-            .map_err(|_| ShuttingDown)?;
-        let id = rx.await.map_err(|_| ShuttingDown)?.ok_or(ShuttingDown)?;
+            .map_err(|_| Refused::ShuttingDown)?;
+        let id = rx.await.map_err(|_| Refused::ShuttingDown)??;
         Ok(SessionGuard {
             id,
             keeps_alive,
@@ -158,6 +171,7 @@ async fn run(
     exit: watch::Sender<Option<ExitReason>>,
     linger: Duration,
     idle_timeout: Duration,
+    max_sessions: u32,
 ) {
     let mut next_id: u64 = 1;
     let mut sessions: u32 = 0;
@@ -187,7 +201,11 @@ async fn run(
         match msg {
             Msg::Open { keeps_alive, reply } => {
                 if closing {
-                    let _ = reply.send(None);
+                    let _ = reply.send(Err(Refused::ShuttingDown));
+                    continue;
+                }
+                if sessions >= max_sessions {
+                    let _ = reply.send(Err(Refused::TooManySessions(max_sessions)));
                     continue;
                 }
                 let id = next_id;
@@ -197,7 +215,7 @@ async fn run(
                     keeping_sessions += 1;
                     had_session = true;
                 }
-                if reply.send(Some(id)).is_err() {
+                if reply.send(Ok(id)).is_err() {
                     // The attach gave up before hearing back; its guard was
                     // never built, so undo the count here.
                     sessions -= 1;
@@ -263,7 +281,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn linger_starts_when_last_session_leaves() {
-        let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300));
+        let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300), 8);
         let mut exit = life.exit_watch();
         let s = life.open_session(true).await.unwrap();
         tokio::time::sleep(Duration::from_secs(400)).await;
@@ -279,7 +297,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn attach_during_linger_cancels_it() {
-        let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300));
+        let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300), 8);
         drop(life.open_session(true).await.unwrap());
         tokio::time::sleep(Duration::from_secs(2)).await;
         let s = life.open_session(true).await.unwrap();
@@ -290,7 +308,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn calls_hold_the_server() {
-        let life = Lifetime::start(Duration::from_secs(1), Duration::from_secs(300));
+        let life = Lifetime::start(Duration::from_secs(1), Duration::from_secs(300), 8);
         let s = life.open_session(true).await.unwrap();
         let call = life.begin_call().await.unwrap();
         drop(s);
@@ -301,8 +319,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn sessions_over_the_limit_are_refused_until_one_leaves() {
+        let life = Lifetime::start(Duration::from_secs(1), Duration::from_secs(300), 2);
+        let a = life.open_session(true).await.unwrap();
+        let _b = life.open_session(false).await.unwrap();
+        assert!(matches!(
+            life.open_session(true).await,
+            Err(Refused::TooManySessions(2))
+        ));
+        drop(a);
+        life.open_session(true).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn non_keeping_sessions_do_not_hold_the_server() {
-        let life = Lifetime::start(Duration::from_secs(1), Duration::from_secs(5));
+        let life = Lifetime::start(Duration::from_secs(1), Duration::from_secs(5), 8);
         let _module_session = life.open_session(false).await.unwrap();
         life.exit_watch().changed().await.unwrap();
         assert!(

@@ -46,15 +46,13 @@ impl Bound {
     }
 
     /// Accepted connections from our own user; others are logged and dropped.
-    pub fn incoming(
-        self: &std::sync::Arc<Self>,
-    ) -> impl Stream<Item = std::io::Result<UnixStream>> {
+    pub fn incoming(self: &std::sync::Arc<Self>) -> impl Stream<Item = UnixStream> {
         let me = nix::unistd::geteuid().as_raw();
         futures::stream::unfold(self.clone(), move |bound| async move {
             loop {
                 match bound.listener.accept().await {
                     Ok((stream, _)) => match stream.peer_cred() {
-                        Ok(cred) if cred.uid() == me => return Some((Ok(stream), bound)),
+                        Ok(cred) if cred.uid() == me => return Some((stream, bound)),
                         Ok(cred) => {
                             tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused connection from another user");
                         }

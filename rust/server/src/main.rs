@@ -12,10 +12,13 @@ mod events;
 mod forwarder;
 mod lifetime;
 mod listener;
+mod logfile;
 mod modules;
 mod ready;
+mod serve;
 mod server;
 mod settings;
+mod tcp;
 
 use std::process::ExitCode;
 
@@ -48,15 +51,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if !settings.foreground {
-        if let Err(e) = daemon::detach(&settings.log_path) {
-            let msg = format!("cannot detach: {e:#}");
-            eprintln!("norgopolis-server: {msg}");
-            ready.fail(&msg);
-            return ExitCode::FAILURE;
+    let log = if settings.foreground {
+        None
+    } else {
+        match daemon::detach(&settings.log_path, settings.log_max_size) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                let msg = format!("cannot detach: {e:#}");
+                eprintln!("norgopolis-server: {msg}");
+                ready.fail(&msg);
+                return ExitCode::FAILURE;
+            }
         }
-    }
-    init_tracing();
+    };
+    init_tracing(log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("norgopolis")
@@ -78,15 +86,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr: the terminal with `--foreground`, the log file otherwise
-/// (the daemon redirects stderr there).
-fn init_tracing() {
+/// Logs go to stderr with `--foreground`, else to the rotating log file.
+fn init_tracing(log: Option<logfile::RotatingLog>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NORGOPOLIS_LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match log {
+        Some(log) => fmt.with_writer(log).init(),
+        None => fmt.with_writer(std::io::stderr).init(),
+    }
 }

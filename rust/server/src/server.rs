@@ -8,10 +8,20 @@ use norgopolis_proto::{
     communication::forwarder_server::ForwarderServer, v1::control_server::ControlServer,
 };
 use tokio::signal::unix::{signal, SignalKind};
+use tonic::service::Routes;
 
 use crate::{
-    attach::AttachConfig, control::ControlService, events::EventHub, forwarder::ForwarderService,
-    lifetime::Lifetime, listener::Bound, modules::ModuleHost, ready::ReadyPipe, settings::Settings,
+    attach::AttachConfig,
+    control::ControlService,
+    events::EventHub,
+    forwarder::ForwarderService,
+    lifetime::Lifetime,
+    listener::Bound,
+    modules::{spawn_autostart, FailureLog, InstanceOptions, ModuleHost, Ping, RestartPolicy},
+    ready::ReadyPipe,
+    serve::{serve, Connections, ServeOptions},
+    settings::Settings,
+    tcp::TcpCompat,
 };
 
 /// Longest we wait for open calls and sessions to finish once exiting.
@@ -26,22 +36,50 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
             return Err(e);
         }
     };
+    let tcp = match settings.listen_tcp {
+        Some(addr) => match TcpCompat::bind(addr).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                ready.fail(&format!("{e:#}"));
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let host = Arc::new(
         ModuleHost::new(
             settings.modules_dirs.clone(),
             settings.places.socket.clone(),
-            settings.max_message_size,
-            settings.module_grace,
+            InstanceOptions {
+                max_message_size: settings.max_message_size,
+                grace: settings.module_grace,
+                ping: Ping {
+                    interval: settings.module_ping_interval,
+                    timeout: settings.module_ping_timeout,
+                },
+                max_concurrent_calls: settings.max_calls_per_module,
+                stderr_lines_per_second: settings.stderr_lines_per_second,
+                failures: Arc::new(FailureLog::default()),
+            },
         )
         .context("cannot start the module spawner")?,
     );
-    let lifetime = Lifetime::start(settings.linger, settings.idle_timeout);
-    let hub = Arc::new(EventHub::default());
+    let lifetime = Lifetime::start(
+        settings.linger,
+        settings.idle_timeout,
+        settings.max_sessions,
+    );
+    let connections = Arc::new(Connections::default());
+    host.set_restart_policy(RestartPolicy::with_base(settings.restart_backoff));
+    let hub: Arc<EventHub> = host.events();
 
-    let forwarder = ForwarderService {
+    let forwarder = Arc::new(ForwarderService {
         host: host.clone(),
         lifetime: lifetime.clone(),
-    };
+        call_timeout: settings.call_timeout,
+        max_calls_per_session: settings.max_calls_per_session,
+        max_message_size: settings.max_message_size,
+    });
     let control = ControlService {
         host: host.clone(),
         lifetime: lifetime.clone(),
@@ -53,26 +91,66 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
         started: Instant::now(),
         socket: bound.socket().display().to_string(),
         log_path: settings.log_path.display().to_string(),
+        connections: connections.clone(),
+        tcp_address: tcp
+            .as_ref()
+            .map(|t| t.local.to_string())
+            .unwrap_or_default(),
     };
 
     spawn_signal_handlers(lifetime.clone())?;
-    let mut exit = lifetime.exit_watch();
-    let shutdown_signal = async move {
-        let _ = exit.wait_for(Option::is_some).await;
-    };
     let size = settings.max_message_size;
-    let serve = tonic::transport::Server::builder()
-        .add_service(
-            ForwarderServer::new(forwarder)
-                .max_decoding_message_size(size)
-                .max_encoding_message_size(size),
-        )
-        .add_service(
-            ControlServer::new(control)
-                .max_decoding_message_size(size)
-                .max_encoding_message_size(size),
-        )
-        .serve_with_incoming_shutdown(bound.incoming(), shutdown_signal);
+    let forwarder_server = || {
+        ForwarderServer::from_arc(forwarder.clone())
+            .max_decoding_message_size(size)
+            .max_encoding_message_size(size)
+    };
+    let unix_routes = Routes::new(forwarder_server()).add_service(
+        ControlServer::new(control)
+            .max_decoding_message_size(size)
+            .max_encoding_message_size(size),
+    );
+    // A little above the call limit, so callers over it get a clear error.
+    let max_streams = settings.max_calls_per_session.saturating_add(32);
+    let keepalive = settings.keepalive_interval.max(Duration::from_secs(10)) * 2;
+    let unix = serve(
+        bound.incoming(),
+        unix_routes,
+        ServeOptions {
+            transport: "unix",
+            max_streams,
+            keepalive,
+        },
+        connections.clone(),
+        lifetime.exit_watch(),
+    );
+    let tcp_address = tcp.as_ref().map(|t| t.local);
+    let tcp = async {
+        if let Some(tcp) = tcp {
+            // The public protocol only: no sessions, control or shutdown.
+            let routes = Routes::new(forwarder_server());
+            let options = ServeOptions {
+                transport: "tcp",
+                max_streams,
+                keepalive,
+            };
+            serve(
+                tcp.incoming(),
+                routes,
+                options,
+                connections.clone(),
+                lifetime.exit_watch(),
+            )
+            .await;
+        }
+    };
+    let serve = futures::future::join(unix, tcp);
+    if let Some(addr) = tcp_address {
+        tracing::warn!(
+            %addr,
+            "compatibility TCP listener on: any local user can call modules through it"
+        );
+    }
 
     tracing::info!(
         pid = std::process::id(),
@@ -81,12 +159,17 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
         "norgopolis-server {} listening",
         norgopolis_common::VERSION
     );
-    ready.ready();
+    // Autostart runs while we serve (its modules may call back in); the
+    // readiness report waits for it, briefly, so that a client that started
+    // the server finds those modules up.
+    spawn_autostart(host.clone(), settings.autostart.clone(), move || {
+        ready.ready()
+    });
 
     let mut exit = lifetime.exit_watch();
     tokio::pin!(serve);
     tokio::select! {
-        result = &mut serve => result.context("server failed")?,
+        _ = &mut serve => {}
         _ = exit.wait_for(Option::is_some) => {
             // Stop accepting at once; give open calls a bounded moment.
             if tokio::time::timeout(DRAIN_TIMEOUT, &mut serve).await.is_err() {

@@ -1,7 +1,7 @@
 //! Command line and the effective settings (flags over environment over
 //! config file over defaults).
 
-use std::{os::fd::RawFd, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, os::fd::RawFd, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
@@ -50,6 +50,14 @@ pub struct Args {
     /// A session silent for this long is dropped (default 3 keepalive intervals).
     #[arg(long = "client-timeout", value_parser = parse_duration, hide = true)]
     pub client_timeout: Option<Duration>,
+    /// First delay of the `on-failure` restart backoff (tests shorten it).
+    #[arg(long = "restart-backoff", value_parser = parse_duration, hide = true)]
+    pub restart_backoff: Option<Duration>,
+    /// Also serve the public protocol (communication.Forwarder only) on this
+    /// loopback TCP address, for clients that speak host and port
+    /// ("127.0.0.1:62020"). Every local user can reach it.
+    #[arg(long = "listen-tcp", value_name = "ADDR", value_parser = crate::tcp::parse_loopback)]
+    pub listen_tcp: Option<SocketAddr>,
 }
 
 /// The `--ready-fd` value read straight from argv, for reporting a command
@@ -91,6 +99,53 @@ pub struct Settings {
     pub foreground: bool,
     /// How long to wait for an exiting server to release the socket.
     pub lock_wait: Duration,
+    /// Modules the config asks to load at start (besides manifest autostart).
+    pub autostart: Vec<String>,
+    /// First delay of the `on-failure` restart backoff.
+    pub restart_backoff: Duration,
+    /// The compatibility TCP listener's address, if enabled.
+    pub listen_tcp: Option<SocketAddr>,
+    /// Deadline for calls whose caller set none (`None`: no deadline).
+    pub call_timeout: Option<Duration>,
+    /// Most sessions attached at once.
+    pub max_sessions: u32,
+    /// Most calls in flight on one client connection (a session's calls
+    /// share its connection).
+    pub max_calls_per_session: u32,
+    /// Most calls one module runs at once; more wait in line.
+    pub max_calls_per_module: u32,
+    /// Ping interval on module connections.
+    pub module_ping_interval: Duration,
+    /// A module leaving a ping unanswered this long is failed and killed.
+    pub module_ping_timeout: Duration,
+    /// Size at which the log is rotated.
+    pub log_max_size: u64,
+    /// Stderr lines per second each module may log (0: unlimited).
+    pub stderr_lines_per_second: u32,
+}
+
+/// Defaults of the limits, documented in the README.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `max_message_size`.
+    pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+    /// `max_sessions`.
+    pub const MAX_SESSIONS: u32 = 256;
+    /// `max_calls_per_session`.
+    pub const MAX_CALLS_PER_SESSION: u32 = 256;
+    /// `max_calls_per_module`.
+    pub const MAX_CALLS_PER_MODULE: u32 = 64;
+    /// `module_grace`.
+    pub const MODULE_GRACE: Duration = Duration::from_millis(1500);
+    /// `module_ping_interval`.
+    pub const MODULE_PING_INTERVAL: Duration = Duration::from_secs(10);
+    /// `module_ping_timeout`.
+    pub const MODULE_PING_TIMEOUT: Duration = Duration::from_secs(20);
+    /// `log_max_size`.
+    pub const LOG_MAX_SIZE: u64 = 8 * 1024 * 1024;
+    /// `stderr_lines_per_second`.
+    pub const STDERR_LINES_PER_SECOND: u32 = 100;
 }
 
 impl Settings {
@@ -132,19 +187,42 @@ impl Settings {
             modules_dirs,
             linger: args
                 .linger
-                .or(config.linger())
+                .or(config.linger)
                 .unwrap_or(Duration::from_secs(3)),
             idle_timeout: args
                 .idle_timeout
-                .or(config.idle_timeout())
+                .or(config.idle_timeout)
                 .unwrap_or(Duration::from_secs(300)),
             keepalive_interval,
             client_timeout: args.client_timeout.unwrap_or(keepalive_interval * 3),
-            max_message_size: config.max_message_size.unwrap_or(64 * 1024 * 1024),
-            module_grace: Duration::from_millis(1500),
+            max_message_size: config
+                .max_message_size
+                .unwrap_or(defaults::MAX_MESSAGE_SIZE),
+            module_grace: config.module_grace.unwrap_or(defaults::MODULE_GRACE),
             log_path,
             foreground: args.foreground,
             lock_wait: args.lock_wait.unwrap_or(Duration::from_secs(10)),
+            autostart: config.autostart.clone().unwrap_or_default(),
+            restart_backoff: args.restart_backoff.unwrap_or(Duration::from_millis(250)),
+            listen_tcp: args.listen_tcp.or(config.listen_tcp),
+            call_timeout: config.call_timeout.flatten(),
+            max_sessions: config.max_sessions.unwrap_or(defaults::MAX_SESSIONS),
+            max_calls_per_session: config
+                .max_calls_per_session
+                .unwrap_or(defaults::MAX_CALLS_PER_SESSION),
+            max_calls_per_module: config
+                .max_calls_per_module
+                .unwrap_or(defaults::MAX_CALLS_PER_MODULE),
+            module_ping_interval: config
+                .module_ping_interval
+                .unwrap_or(defaults::MODULE_PING_INTERVAL),
+            module_ping_timeout: config
+                .module_ping_timeout
+                .unwrap_or(defaults::MODULE_PING_TIMEOUT),
+            log_max_size: config.log_max_size.unwrap_or(defaults::LOG_MAX_SIZE),
+            stderr_lines_per_second: config
+                .stderr_lines_per_second
+                .unwrap_or(defaults::STDERR_LINES_PER_SECOND),
         })
     }
 }

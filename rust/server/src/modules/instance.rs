@@ -1,30 +1,72 @@
-//! One running module process: its gRPC channel, counters and supervisor.
+//! One running module process: its gRPC connection, counters, call slots
+//! and supervisor.
+//!
+//! The supervisor owns the process and its HTTP/2 connection. A module
+//! that breaks the protocol on stdout (a stray print) or stops answering
+//! pings is marked failed, its callers get `Unavailable` with the reason,
+//! and its process group is killed; the host's next call starts it fresh.
 
 use std::{
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use hyper_util::rt::TokioIo;
 use norgopolis_proto::{module_communication as mc, v1::ModuleStatus};
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, ChildStderr},
-    sync::{oneshot, watch},
+    process::Child,
+    sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore},
+    time::Instant,
 };
-use tonic::{transport::Endpoint, Status};
+use tonic::Status;
 
 use super::{
+    conn::{self, ConnEnd, ConnTask, ModuleClient, Ping},
+    failures::FailureLog,
     locate::Located,
     spawner::{SpawnRequest, Spawner},
+    stderr,
     stdio::{CloseSignal, ModuleIo},
 };
 
 /// How a module process ended, in words ("exit status 3", "signal 9 (SIGKILL)").
 pub type ExitInfo = String;
+
+/// How module processes are run; shared by every instance of a host.
+#[derive(Clone)]
+pub struct InstanceOptions {
+    /// Largest message to or from a module, in bytes.
+    pub max_message_size: usize,
+    /// Time a module gets after stdin closes, and again after SIGTERM.
+    pub grace: Duration,
+    /// Ping interval and timeout on the module connection.
+    pub ping: Ping,
+    /// Calls one module runs at once; more wait in line.
+    pub max_concurrent_calls: u32,
+    /// Stderr lines a second a module may log (0: unlimited).
+    pub stderr_lines_per_second: u32,
+    /// Where failures are remembered for `Status`.
+    pub failures: Arc<FailureLog>,
+}
+
+impl Default for InstanceOptions {
+    fn default() -> Self {
+        use crate::settings::defaults;
+        InstanceOptions {
+            max_message_size: defaults::MAX_MESSAGE_SIZE,
+            grace: defaults::MODULE_GRACE,
+            ping: Ping {
+                interval: defaults::MODULE_PING_INTERVAL,
+                timeout: defaults::MODULE_PING_TIMEOUT,
+            },
+            max_concurrent_calls: defaults::MAX_CALLS_PER_MODULE,
+            stderr_lines_per_second: defaults::STDERR_LINES_PER_SECOND,
+            failures: Arc::default(),
+        }
+    }
+}
 
 /// A running (or just ended) module process.
 pub struct Instance {
@@ -35,20 +77,36 @@ pub struct Instance {
     /// Process id.
     pub pid: u32,
     started: Instant,
-    client: mc::invoker_client::InvokerClient<tonic::transport::Channel>,
+    client: ModuleClient,
     calls_served: AtomicU64,
     in_flight: AtomicU32,
+    queued: AtomicU32,
+    slots: Arc<Semaphore>,
+    max_concurrent_calls: u32,
     exit: watch::Receiver<Option<ExitInfo>>,
+    failure: watch::Receiver<Option<String>>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
-/// Decrements the in-flight count when a call ends.
-pub struct InFlight(Arc<Instance>);
+/// A call holding one of the module's slots; dropping it ends the call.
+pub struct InFlight {
+    inst: Arc<Instance>,
+    _slot: OwnedSemaphorePermit,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.calls_served.fetch_add(1, Ordering::Relaxed);
+        self.inst.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.inst.calls_served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a caller waiting in line while it exists.
+struct Queued<'a>(&'a AtomicU32);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -58,8 +116,7 @@ impl Instance {
         located: Located,
         spawner: &Spawner,
         socket: &std::path::Path,
-        max_message_size: usize,
-        grace: Duration,
+        options: &InstanceOptions,
     ) -> Result<Arc<Self>, Status> {
         let name = located.name.clone();
         let mut child = spawner
@@ -81,48 +138,52 @@ impl Instance {
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
+            signal_group(pid, libc::SIGKILL);
             return Err(Status::internal(format!(
                 "module '{name}': stdio pipes missing"
             )));
         };
-        tokio::spawn(drain_stderr(name.clone(), stderr));
-
-        let close = CloseSignal::default();
-        let (exit_tx, exit) = watch::channel(None);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        tokio::spawn(supervise(
+        tokio::spawn(stderr::drain(
             name.clone(),
-            pid,
-            child,
-            stop_rx,
-            close.clone(),
-            exit_tx,
-            grace,
+            stderr,
+            options.stderr_lines_per_second,
         ));
 
-        let io = Mutex::new(Some(ModuleIo::new(stdin, stdout, close)));
-        let connector = tower::service_fn(move |_uri| {
-            let io = io.lock().ok().and_then(|mut slot| slot.take());
-            async move {
-                io.map(TokioIo::new).ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotConnected,
-                        "module connection is closed",
-                    )
-                })
-            }
-        });
-        let channel = Endpoint::from_static("http://module.local")
-            .connect_with_connector(connector)
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "cannot talk to module '{name}' over its stdio: {e}"
-                ))
-            })?;
-        let client = mc::invoker_client::InvokerClient::new(channel)
-            .max_decoding_message_size(max_message_size)
-            .max_encoding_message_size(max_message_size);
+        let close = CloseSignal::default();
+        let io = ModuleIo::new(stdin, stdout, close.clone());
+        let (client, conn_task) =
+            match conn::connect(io, close.clone(), options.ping, options.max_message_size).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Nothing can reach it: do not leave it running.
+                    signal_group(pid, libc::SIGKILL);
+                    tokio::spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                    return Err(Status::unavailable(format!(
+                        "cannot talk to module '{name}' over its stdio: {e}"
+                    )));
+                }
+            };
+
+        let slots = Arc::new(Semaphore::new(options.max_concurrent_calls as usize));
+        let (exit_tx, exit) = watch::channel(None);
+        let (failure_tx, failure) = watch::channel(None);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        tokio::spawn(supervise(Supervised {
+            name: name.clone(),
+            pid,
+            child,
+            conn: conn_task,
+            stop: stop_rx,
+            close,
+            exit: exit_tx,
+            failure: failure_tx,
+            slots: slots.clone(),
+            grace: options.grace,
+            ping_timeout: options.ping.timeout,
+            failures: options.failures.clone(),
+        }));
         tracing::info!(module = %name, pid, path = %located.exec.display(), "module started");
         Ok(Arc::new(Instance {
             name,
@@ -132,36 +193,120 @@ impl Instance {
             client,
             calls_served: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            slots,
+            max_concurrent_calls: options.max_concurrent_calls,
             exit,
+            failure,
             stop: Mutex::new(Some(stop_tx)),
         }))
     }
 
-    /// Whether the process is still running and not being stopped.
+    /// Whether the process is running, healthy and not being stopped.
     pub fn is_alive(&self) -> bool {
-        self.exit.borrow().is_none() && self.stop.lock().map(|s| s.is_some()).unwrap_or(false)
+        self.exit.borrow().is_none()
+            && self.failure.borrow().is_none()
+            && self.stop.lock().map(|s| s.is_some()).unwrap_or(false)
     }
 
-    /// Starts a call; the stream yields the module's items as they come.
-    pub async fn invoke(
+    /// Whether the server asked this process to stop (unload, shutdown), as
+    /// opposed to the module ending by itself.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.lock().map(|s| s.is_none()).unwrap_or(true)
+    }
+
+    /// Waits until the process has exited; returns how it ended.
+    pub async fn wait_exit(&self) -> ExitInfo {
+        let mut exit = self.exit.clone();
+        let ended = exit
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone());
+        // The supervisor always reports before dropping the sender.
+        ended.unwrap_or_else(|| "exit status unknown".into())
+    }
+
+    /// Starts a call once one of the module's slots is free (callers wait
+    /// in line, first come first served); the stream yields the module's
+    /// items as they come. With a deadline, the wait and the start are
+    /// bounded by it, and the module is told the time left.
+    pub async fn invoke_until(
         self: &Arc<Self>,
         function: String,
         args: Vec<u8>,
+        deadline: Option<Instant>,
     ) -> Result<(tonic::Streaming<mc::MessagePack>, InFlight), Status> {
+        let slot = self.wait_for_slot(deadline).await?;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(self.clone());
+        let guard = InFlight {
+            inst: self.clone(),
+            _slot: slot,
+        };
         let mut client = self.client.clone();
-        let request = mc::Invocation {
+        let mut request = tonic::Request::new(mc::Invocation {
             function_name: function,
             args: Some(mc::MessagePack { data: args }),
+        });
+        if let Some(d) = deadline {
+            request.set_timeout(d.saturating_duration_since(Instant::now()));
+        }
+        let call = client.invoke(request);
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "deadline exceeded before module '{}' answered",
+                        self.name
+                    )))
+                }
+            },
+            None => call.await,
         };
-        match client.invoke(request).await {
+        match result {
             Ok(response) => Ok((response.into_inner(), guard)),
             Err(status) => Err(self.explain(status).await),
         }
     }
 
-    /// Turns a transport failure into a clear error when the module died.
+    async fn wait_for_slot(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<OwnedSemaphorePermit, Status> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let _queued = Queued(&self.queued);
+        let acquire = self.slots.clone().acquire_owned();
+        let acquired = match deadline {
+            Some(d) => tokio::time::timeout_at(d, acquire).await.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "deadline exceeded while waiting in line for module '{}' \
+                     (all {} of its call slots busy; max_calls_per_module)",
+                    self.name, self.max_concurrent_calls
+                ))
+            })?,
+            None => acquire.await,
+        };
+        // The semaphore closes when the process ends or fails.
+        acquired.map_err(|_| self.gone())
+    }
+
+    /// The error for callers of a module that is no longer usable.
+    fn gone(&self) -> Status {
+        if let Some(reason) = self.failure.borrow().clone() {
+            return Status::unavailable(format!("module '{}' failed: {reason}", self.name));
+        }
+        match self.exit.borrow().clone() {
+            Some(info) => Status::unavailable(format!("module '{}' exited ({info})", self.name)),
+            None => Status::unavailable(format!("module '{}' is stopping", self.name)),
+        }
+    }
+
+    /// Turns a transport failure into a clear error when the module died or
+    /// was marked failed.
     pub async fn explain(&self, status: Status) -> Status {
         let transport = std::error::Error::source(&status).is_some()
             || matches!(
@@ -172,21 +317,27 @@ impl Instance {
             return status;
         }
         let mut exit = self.exit.clone();
-        // The pipe breaks a moment before the exit is reaped.
-        let exited =
-            tokio::time::timeout(Duration::from_millis(500), exit.wait_for(Option::is_some))
-                .await
-                .ok()
-                .and_then(|r| r.ok().and_then(|v| v.clone()));
-        match exited {
-            Some(info) => Status::unavailable(format!("module '{}' exited ({info})", self.name)),
-            None if std::error::Error::source(&status).is_some() => Status::unavailable(format!(
+        let mut failure = self.failure.clone();
+        // The connection breaks a moment before the supervisor has judged
+        // the failure or reaped the exit.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            tokio::select! {
+                _ = exit.wait_for(Option::is_some) => {}
+                _ = failure.wait_for(Option::is_some) => {}
+            }
+        })
+        .await;
+        if self.failure.borrow().is_some() || self.exit.borrow().is_some() {
+            return self.gone();
+        }
+        if std::error::Error::source(&status).is_some() {
+            return Status::unavailable(format!(
                 "module '{}' connection failed: {}",
                 self.name,
                 status.message()
-            )),
-            None => status,
+            ));
         }
+        status
     }
 
     /// Asks the module to stop (stdin closed, then SIGTERM, then SIGKILL) and
@@ -202,10 +353,12 @@ impl Instance {
     /// A snapshot for `Status`.
     pub fn status(&self) -> ModuleStatus {
         let exit = self.exit.borrow().clone();
-        let state = match (&exit, self.is_alive()) {
-            (Some(_), _) => "exited",
-            (None, true) => "running",
-            (None, false) => "stopping",
+        let failure = self.failure.borrow().clone();
+        let state = match (&failure, &exit, self.is_alive()) {
+            (Some(_), _, _) => "failed",
+            (None, Some(_), _) => "exited",
+            (None, None, true) => "running",
+            (None, None, false) => "stopping",
         };
         ModuleStatus {
             name: self.name.clone(),
@@ -214,60 +367,114 @@ impl Instance {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             calls_served: self.calls_served.load(Ordering::Relaxed),
             calls_in_flight: self.in_flight.load(Ordering::Relaxed),
+            calls_queued: self.queued.load(Ordering::Relaxed),
             restarts: 0,
             last_exit: exit.unwrap_or_default(),
             path: self.located.origin.display().to_string(),
+            failure: failure.unwrap_or_default(),
         }
     }
 }
 
-async fn drain_stderr(name: String, stderr: ChildStderr) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!("[{name}] {line}");
-    }
-}
-
-/// Waits for the process; on a stop request closes stdin, then escalates.
-async fn supervise(
+/// Everything the supervisor task owns.
+struct Supervised {
     name: String,
     pid: u32,
-    mut child: Child,
+    child: Child,
+    conn: ConnTask,
     stop: oneshot::Receiver<()>,
     close: CloseSignal,
     exit: watch::Sender<Option<ExitInfo>>,
+    failure: watch::Sender<Option<String>>,
+    slots: Arc<Semaphore>,
     grace: Duration,
-) {
+    ping_timeout: Duration,
+    failures: Arc<FailureLog>,
+}
+
+impl Supervised {
+    /// Marks the module failed: callers waiting in line and new ones are
+    /// refused with the reason, and the process group is killed.
+    fn fail(&self, reason: String) {
+        self.failures.record(&self.name, self.pid, &reason);
+        let _ = self.failure.send(Some(reason));
+        self.slots.close();
+        self.close.raise();
+        signal_group(self.pid, libc::SIGKILL);
+    }
+}
+
+/// Drives the connection and waits for the process; on a stop request
+/// closes stdin, then escalates; on a broken or silent connection fails
+/// the module and kills it.
+async fn supervise(mut s: Supervised) {
+    let mut asked = false;
     let status = tokio::select! {
-        status = child.wait() => status,
-        _ = stop => {
-            close.raise();
-            match tokio::time::timeout(grace, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    tracing::info!(module = %name, "did not exit after stdin closed; sending SIGTERM");
-                    signal_group(pid, libc::SIGTERM);
-                    match tokio::time::timeout(grace, child.wait()).await {
-                        Ok(status) => status,
-                        Err(_) => {
-                            tracing::warn!(module = %name, "ignored SIGTERM; sending SIGKILL");
-                            signal_group(pid, libc::SIGKILL);
-                            child.wait().await
-                        }
+        status = s.child.wait() => status,
+        _ = &mut s.stop => {
+            asked = true;
+            stop_gracefully(&mut s).await
+        }
+        end = &mut s.conn => match end {
+            ConnEnd::Asked => s.child.wait().await,
+            ConnEnd::Closed(why) => {
+                // Usually the module is exiting; give it the grace period.
+                match tokio::time::timeout(s.grace, s.child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        s.fail(format!("closed its connection ({why}) but kept running"));
+                        s.child.wait().await
                     }
                 }
             }
-        }
+            ConnEnd::Broken(why) => {
+                s.fail(format!(
+                    "wrote something that is not HTTP/2 to stdout ({why}); \
+                     a stray print to stdout breaks the protocol"
+                ));
+                s.child.wait().await
+            }
+            ConnEnd::Unanswered => {
+                s.fail(format!(
+                    "stopped answering (no reply to a ping within {} ms)",
+                    s.ping_timeout.as_millis()
+                ));
+                s.child.wait().await
+            }
+        },
     };
     // Whatever the module left behind in its group goes with it.
-    signal_group(pid, libc::SIGKILL);
-    let info = match status {
-        Ok(s) => describe(s),
+    signal_group(s.pid, libc::SIGKILL);
+    let info = match &status {
+        Ok(st) => describe(*st),
         Err(e) => format!("wait failed: {e}"),
     };
-    tracing::info!(module = %name, pid, "module exited ({info})");
-    close.raise();
-    let _ = exit.send(Some(info));
+    let crashed =
+        !asked && s.failure.borrow().is_none() && !matches!(&status, Ok(st) if st.success());
+    if crashed {
+        s.failures
+            .record(&s.name, s.pid, &format!("exited ({info})"));
+    }
+    tracing::info!(module = %s.name, pid = s.pid, "module exited ({info})");
+    s.close.raise();
+    s.slots.close();
+    let _ = s.exit.send(Some(info));
+}
+
+/// Stdin closed, then SIGTERM, then SIGKILL, each after the grace period.
+async fn stop_gracefully(s: &mut Supervised) -> std::io::Result<std::process::ExitStatus> {
+    s.close.raise();
+    if let Ok(status) = tokio::time::timeout(s.grace, s.child.wait()).await {
+        return status;
+    }
+    tracing::info!(module = %s.name, "did not exit after stdin closed; sending SIGTERM");
+    signal_group(s.pid, libc::SIGTERM);
+    if let Ok(status) = tokio::time::timeout(s.grace, s.child.wait()).await {
+        return status;
+    }
+    tracing::warn!(module = %s.name, "ignored SIGTERM; sending SIGKILL");
+    signal_group(s.pid, libc::SIGKILL);
+    s.child.wait().await
 }
 
 fn signal_group(pid: u32, signal: libc::c_int) {

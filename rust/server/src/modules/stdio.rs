@@ -27,6 +27,8 @@ pub struct CloseSignal(Arc<CloseInner>);
 struct CloseInner {
     raised: AtomicBool,
     waker: AtomicWaker,
+    /// The module closed its stdout (EOF seen), as opposed to us closing.
+    stdout_eof: AtomicBool,
 }
 
 impl CloseSignal {
@@ -36,8 +38,14 @@ impl CloseSignal {
         self.0.waker.wake();
     }
 
-    fn is_raised(&self) -> bool {
+    /// Whether we asked for the close.
+    pub fn is_raised(&self) -> bool {
         self.0.raised.load(Ordering::Acquire)
+    }
+
+    /// Whether the module closed its stdout by itself.
+    pub fn stdout_closed(&self) -> bool {
+        self.0.stdout_eof.load(Ordering::Acquire)
     }
 }
 
@@ -81,7 +89,15 @@ impl AsyncRead for ModuleIo {
         if self.closed(cx) {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.stdout).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stdout).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(())))
+            && buf.filled().len() == before
+            && buf.remaining() > 0
+        {
+            self.close.0.stdout_eof.store(true, Ordering::Release);
+        }
+        polled
     }
 }
 

@@ -1,0 +1,342 @@
+//! Serving gRPC on accepted connections, one HTTP/2 connection task per
+//! peer.
+//!
+//! We drive hyper ourselves rather than through tonic's server so that
+//! every request carries its connection's [`Conn`] (calls are limited per
+//! connection), a peer that does not open with the HTTP/2 preface is
+//! dropped at once (garbage, HTTP/1, port scanners) or after a short
+//! silence, and the caller's `grpc-timeout` reaches the forwarder intact
+//! (it enforces deadlines on the whole stream, not only on its first
+//! response).
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{Stream, StreamExt};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    sync::watch,
+    task::JoinSet,
+};
+use tonic::service::Routes;
+
+use crate::lifetime::ExitReason;
+
+/// What every HTTP/2 client sends first (RFC 9113, section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A connection that has not sent the preface by then is dropped.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request header block accepted (gRPC headers are small).
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// Counts of open connections, for `Status`.
+#[derive(Default)]
+pub struct Connections {
+    open: AtomicU32,
+    next_id: AtomicU64,
+}
+
+impl Connections {
+    /// Connections currently open (past the preface).
+    pub fn open(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One client connection; present in every request's extensions.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    /// Unique for the server's life.
+    pub id: u64,
+    calls: Arc<AtomicU32>,
+}
+
+/// A call counted against its connection; dropping it ends the count.
+pub struct ConnCall(Arc<AtomicU32>);
+
+impl Drop for ConnCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Conn {
+    /// Counts a call unless `limit` calls are already running here.
+    pub fn begin_call(&self, limit: u32) -> Option<ConnCall> {
+        self.calls
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnCall(self.calls.clone()))
+    }
+}
+
+/// How connections of one listener are served.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// "unix" or "tcp", for logs.
+    pub transport: &'static str,
+    /// HTTP/2 streams a peer may open at once. Above the per-connection call
+    /// limit, so a caller over that limit gets a clear error rather than
+    /// waiting silently for a stream.
+    pub max_streams: u32,
+    /// HTTP/2 ping interval; a peer silent for as long again is dropped.
+    pub keepalive: Duration,
+}
+
+/// Serves `routes` on every connection `incoming` yields until `shutdown`
+/// is decided, then lets open connections finish (the caller bounds that).
+pub async fn serve<IO, I>(
+    incoming: I,
+    routes: Routes,
+    options: ServeOptions,
+    connections: Arc<Connections>,
+    mut shutdown: watch::Receiver<Option<ExitReason>>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Stream<Item = IO>,
+{
+    let options = Arc::new(options);
+    let mut tasks = JoinSet::new();
+    let mut incoming = Box::pin(incoming);
+    loop {
+        tokio::select! {
+            _ = exiting(&mut shutdown) => break,
+            io = incoming.next() => match io {
+                Some(io) => {
+                    tasks.spawn(connection(
+                        io,
+                        routes.clone(),
+                        options.clone(),
+                        connections.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                None => break,
+            },
+            // Reap finished connection tasks as we go.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    // Stop accepting now (the listener may own the socket file), then let
+    // open connections finish.
+    drop(incoming);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Resolves once the exit has been decided (without holding the watch's lock).
+async fn exiting(shutdown: &mut watch::Receiver<Option<ExitReason>>) {
+    let _ = shutdown.wait_for(Option::is_some).await;
+}
+
+/// Decrements the open count when a connection ends.
+struct OpenGuard(Arc<Connections>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn connection<IO>(
+    io: IO,
+    routes: Routes,
+    options: Arc<ServeOptions>,
+    connections: Arc<Connections>,
+    mut shutdown: watch::Receiver<Option<ExitReason>>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let transport = options.transport;
+    let io = tokio::select! {
+        checked = tokio::time::timeout(PREFACE_TIMEOUT, read_preface(io)) => match checked {
+            Ok(Ok(io)) => io,
+            Ok(Err(why)) => {
+                tracing::debug!(transport, "dropped a connection: {why}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(transport, "dropped a connection that sent nothing for {} s", PREFACE_TIMEOUT.as_secs());
+                return;
+            }
+        },
+        _ = exiting(&mut shutdown) => return,
+    };
+    connections.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(connections.clone());
+    let conn = Conn {
+        id: connections.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+        calls: Arc::default(),
+    };
+    let id = conn.id;
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |request: http::Request<hyper::body::Incoming>| {
+            let mut request = request.map(tonic::body::boxed);
+            request.extensions_mut().insert(conn.clone());
+            request
+        })
+        .service(routes);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.keepalive)
+        .keep_alive_timeout(options.keepalive)
+        .max_concurrent_streams(options.max_streams)
+        .max_header_list_size(MAX_HEADER_LIST);
+    let served = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(served);
+    tokio::select! {
+        result = served.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(transport, conn = id, "connection ended: {e}");
+            }
+        }
+        _ = exiting(&mut shutdown) => {
+            // GOAWAY: streams in flight finish, new ones are refused.
+            served.as_mut().graceful_shutdown();
+            let _ = served.await;
+        }
+    }
+}
+
+/// Reads and checks the HTTP/2 preface, then hands back a stream that
+/// replays it for hyper.
+async fn read_preface<IO: AsyncRead + Unpin>(mut io: IO) -> Result<Rewind<IO>, String> {
+    let mut got = [0u8; PREFACE.len()];
+    let mut filled = 0;
+    while filled < got.len() {
+        let n = io
+            .read(&mut got[filled..])
+            .await
+            .map_err(|e| format!("read failed before the HTTP/2 preface: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "closed after {filled} bytes, before the HTTP/2 preface"
+            ));
+        }
+        // Refuse as soon as the bytes differ: no need to wait for 24.
+        if got[filled..filled + n] != PREFACE[filled..filled + n] {
+            return Err("not HTTP/2 (bad connection preface)".into());
+        }
+        filled += n;
+    }
+    Ok(Rewind {
+        replay: PREFACE.len(),
+        io,
+    })
+}
+
+/// A stream whose first bytes (the already-read preface) are replayed.
+struct Rewind<IO> {
+    /// Bytes of the preface still to replay, counted from the end.
+    replay: usize,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.replay > 0 {
+            let start = PREFACE.len() - self.replay;
+            let n = self.replay.min(buf.remaining());
+            buf.put_slice(&PREFACE[start..start + n]);
+            self.replay -= n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn preface_is_checked_and_replayed() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(PREFACE).await.unwrap();
+        a.write_all(b"rest").await.unwrap();
+        let mut rewound = read_preface(b).await.unwrap();
+        let mut out = vec![0u8; 28];
+        rewound.read_exact(&mut out).await.unwrap();
+        assert_eq!(&out[..24], PREFACE);
+        assert_eq!(&out[24..], b"rest");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_refused_at_the_first_bad_byte() {
+        let (mut a, b) = tokio::io::duplex(64);
+        // Not closed: the refusal must not wait for 24 bytes.
+        a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let err = read_preface(b).await.err().unwrap();
+        assert!(err.contains("not HTTP/2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn truncated_preface_is_refused() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&PREFACE[..10]).await.unwrap();
+        drop(a);
+        let err = read_preface(b).await.err().unwrap();
+        assert!(err.contains("closed after 10 bytes"), "{err}");
+    }
+
+    #[test]
+    fn call_limit_per_connection() {
+        let conn = Conn {
+            id: 1,
+            calls: Arc::default(),
+        };
+        let a = conn.begin_call(2).unwrap();
+        let _b = conn.begin_call(2).unwrap();
+        assert!(conn.begin_call(2).is_none());
+        drop(a);
+        assert!(conn.begin_call(2).is_some());
+    }
+}

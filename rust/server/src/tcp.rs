@@ -1,0 +1,122 @@
+//! The opt-in compatibility listener: TCP on a loopback address, for
+//! clients built on the public `norgopolis-client` (host and port).
+//!
+//! TCP carries no peer credentials, so unlike the Unix socket it cannot
+//! tell users apart: every local user can reach it. That is why it is off
+//! by default, refuses any address outside loopback, and serves
+//! `communication.Forwarder` only (no session, control or shutdown calls).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::Context;
+use futures::Stream;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Parses a listen address: `127.0.0.1:62020`, `[::1]:62020`,
+/// `localhost:62020` or a bare port (loopback). Anything that is not a
+/// loopback address is refused.
+pub fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    let addr = if let Ok(port) = t.parse::<u16>() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    } else if let Some(port) = t.strip_prefix("localhost:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{text:?}: {port:?} is not a port number"))?;
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    } else {
+        t.parse::<SocketAddr>().map_err(|_| {
+            format!("{text:?} is not an address (try \"127.0.0.1:62020\" or \"[::1]:62020\")")
+        })?
+    };
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{text:?} is not a loopback address; the TCP listener has no authentication, \
+             so only 127.0.0.0/8 and ::1 are allowed"
+        ));
+    }
+    Ok(addr)
+}
+
+/// A bound compatibility listener.
+pub struct TcpCompat {
+    listener: TcpListener,
+    /// The address actually bound (a port of 0 becomes a real port).
+    pub local: SocketAddr,
+}
+
+impl TcpCompat {
+    /// Binds `addr`, which [`parse_loopback`] has already checked.
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+        // Checked again here: this is the last line before a socket exists.
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "refusing to listen on non-loopback address {addr}"
+        );
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on tcp {addr}"))?;
+        let local = listener.local_addr().context("tcp listener address")?;
+        Ok(TcpCompat { listener, local })
+    }
+
+    /// Accepted connections, with Nagle off (calls are small and
+    /// latency-bound).
+    pub fn incoming(self) -> impl Stream<Item = TcpStream> {
+        futures::stream::unfold(self.listener, |listener| async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        if let Err(e) = stream.set_nodelay(true) {
+                            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+                        }
+                        return Some((stream, listener));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!("tcp accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_forms_are_accepted() {
+        for (text, want) in [
+            ("127.0.0.1:62020", "127.0.0.1:62020"),
+            ("127.1.2.3:1", "127.1.2.3:1"),
+            ("[::1]:62020", "[::1]:62020"),
+            ("localhost:62020", "127.0.0.1:62020"),
+            ("62020", "127.0.0.1:62020"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+        ] {
+            assert_eq!(parse_loopback(text), Ok(want.parse().unwrap()), "{text}");
+        }
+    }
+
+    #[test]
+    fn other_addresses_are_refused() {
+        for text in [
+            "0.0.0.0:62020",
+            "[::]:62020",
+            "192.168.1.2:62020",
+            "10.0.0.1:1",
+            "example.com:62020",
+            "localhost:http",
+            "",
+        ] {
+            let e = parse_loopback(text).unwrap_err();
+            assert!(!e.is_empty(), "{text}");
+        }
+        assert!(parse_loopback("0.0.0.0:62020")
+            .unwrap_err()
+            .contains("not a loopback address"));
+    }
+}
