@@ -224,8 +224,14 @@ fn add_requests(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     m.set(
         "close",
         lua.create_function(move |_, ()| {
-            c.conn.drop_now();
-            c.requests.close();
+            // Ending the session properly (not by a dropped connection)
+            // lets the server log a normal leave; close() bounds the wait.
+            let session = c.conn.take_now();
+            c.requests.close(async move {
+                if let Some(client) = session {
+                    client.detach().await;
+                }
+            });
             Ok(())
         })?,
     )?;

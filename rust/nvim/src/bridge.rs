@@ -6,7 +6,15 @@
 //! into Lua values and passes them as one batch to the Lua sink. Lua is
 //! touched on the main thread only.
 
-use std::{cell::RefCell, panic::AssertUnwindSafe, rc::Rc};
+use std::{
+    cell::RefCell,
+    panic::AssertUnwindSafe,
+    rc::Rc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use mlua::{Function, Lua, Table, Value};
 use nvim_oxi::libuv::AsyncHandle;
@@ -59,15 +67,25 @@ pub struct Delivery {
 pub struct Outbox {
     tx: UnboundedSender<Delivery>,
     wake: AsyncHandle,
+    closed: Arc<AtomicBool>,
 }
 
 impl Outbox {
-    /// Queues a delivery and wakes the main loop. Fails silently once the
-    /// main side is gone (Neovim is exiting): nobody is left to tell.
+    /// Queues a delivery and wakes the main loop. Does nothing once closed
+    /// (Neovim is exiting): nobody is left to tell, and the libuv loop the
+    /// async handle belongs to is being torn down.
     pub fn send(&self, id: u64, kind: Kind) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         if self.tx.send(Delivery { id, kind }).is_ok() {
             let _ = self.wake.send();
         }
+    }
+
+    /// Stops all further deliveries.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
     }
 }
 
@@ -87,7 +105,11 @@ pub fn install(lua: &Lua, codec: Rc<Codec>) -> mlua::Result<Outbox> {
         Ok::<(), std::convert::Infallible>(())
     })
     .map_err(|e| mlua::Error::runtime(format!("cannot create libuv async handle: {e}")))?;
-    Ok(Outbox { tx, wake })
+    Ok(Outbox {
+        tx,
+        wake,
+        closed: Arc::default(),
+    })
 }
 
 /// Sets the Lua function that receives delivery batches.

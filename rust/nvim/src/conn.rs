@@ -121,13 +121,12 @@ impl Connection {
         }
     }
 
-    /// Drops the session without waiting (Neovim is exiting: closing the
-    /// connection is enough for the server to notice).
-    pub fn drop_now(&self) {
-        if let Ok(mut slot) = self.client.try_lock() {
-            slot.take();
-        }
+    /// Takes the session without waiting, for a last goodbye while Neovim
+    /// exits. `None` if there is none, or an attach is still under way (it
+    /// is then simply cut off with the runtime).
+    pub fn take_now(&self) -> Option<Client> {
         lock(&self.current).take();
+        self.client.try_lock().ok().and_then(|mut slot| slot.take())
     }
 
     /// The attached client, if any, without waiting.

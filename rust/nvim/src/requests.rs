@@ -13,6 +13,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use rmpv::Value as Mp;
@@ -21,6 +22,9 @@ use tokio::{runtime::Runtime, task::AbortHandle};
 use crate::bridge::{ErrorInfo, Kind, Outbox};
 
 type TaskMap = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+
+/// Longest Neovim's exit waits for each step of [`Requests::close`].
+const LEAVE_GRACE: Duration = Duration::from_millis(100);
 
 /// Owns the runtime (main thread only) and the table of running requests.
 pub struct Requests {
@@ -92,14 +96,23 @@ impl Requests {
         lock(&self.tasks).len()
     }
 
-    /// Stops everything without waiting: Neovim is exiting and must not be
-    /// held up by calls in flight. Idempotent.
-    pub fn close(&self) {
+    /// Stops everything: Neovim is exiting and must not be held up by
+    /// calls in flight. Aborts every request (their calls are cancelled at
+    /// the server), gives `farewell` (ending the session) and the aborted
+    /// tasks at most [`LEAVE_GRACE`] each to get their last frames out,
+    /// then drops the runtime; nothing reaches Lua afterwards. Idempotent.
+    pub fn close(&self, farewell: impl Future<Output = ()> + Send + 'static) {
         for (_, task) in lock(&self.tasks).drain() {
             task.abort();
         }
+        self.outbox.close();
         if let Some(runtime) = self.runtime.borrow_mut().take() {
-            runtime.shutdown_background();
+            // Bounded: a server that does not answer costs LEAVE_GRACE, and
+            // VimLeavePre is the one place where waiting briefly is right.
+            runtime.block_on(async {
+                let _ = tokio::time::timeout(LEAVE_GRACE, farewell).await;
+            });
+            runtime.shutdown_timeout(LEAVE_GRACE);
         }
     }
 }
