@@ -50,6 +50,7 @@ cp -f "target/$profile/norgopolis" target/rock/norgopolis
       ["norgopolis.core"] = "lua/norgopolis/core.lua",
       ["norgopolis.events"] = "lua/norgopolis/events.lua",
       ["norgopolis.health"] = "lua/norgopolis/health.lua",
+      ["norgopolis.install"] = "lua/norgopolis/install.lua",
       ["norgopolis.paths"] = "lua/norgopolis/paths.lua",
       ["norgopolis.ui"] = "lua/norgopolis/ui.lua",
     },

@@ -26,7 +26,7 @@ end
 describe(":Norgopolis completion", function()
   it("completes subcommands", function()
     assert.same(
-      { "call", "load", "log", "modules", "restart", "shutdown", "status", "unload" },
+      { "call", "install", "load", "log", "modules", "restart", "shutdown", "status", "unload" },
       complete("Norgopolis ")
     )
     assert.same({ "load", "log" }, complete("Norgopolis lo"))

@@ -171,6 +171,33 @@ M.commands = {
       return {}
     end,
   },
+  install = {
+    impl = function(args)
+      local path, opts = require("norgopolis.install").parse_args(args)
+      if not path then
+        return core.notify(
+          ("%s; usage: :Norgopolis install [--force] [--name NAME] {path}"):format(opts),
+          vim.log.levels.ERROR
+        )
+      end
+      ---@cast opts norgopolis.InstallOpts
+      require("norgopolis").install(path, opts, function(err, installed)
+        if err then
+          return report("install " .. path, err)
+        end
+        core.notify(installed.message)
+        for _, w in ipairs(installed.warnings) do
+          core.notify(w, vim.log.levels.WARN)
+        end
+      end)
+    end,
+    complete = function(lead)
+      if lead:match("^%-") then
+        return complete.filter({ "--force", "--name" }, lead)
+      end
+      return vim.fn.getcompletion(lead, "file")
+    end,
+  },
   shutdown = {
     impl = function()
       require("norgopolis").shutdown(function(err)

@@ -348,6 +348,35 @@ function M.publish(module, topic, payload, cb)
   end, cb, "publish")
 end
 
+--- Installs a module, an executable or a module folder (with its
+--- module.toml), into the user modules dir by running `norgopolis module
+--- install` (the CLI beside the server binary, else on PATH), so Neovim and
+--- the command line install alike: the module is checked as the server
+--- would load it, and a running server can call it at once. The user
+--- modules dir is the first of the `modules_dirs` option, else of
+--- $NORGOPOLIS_MODULES_DIR, else $XDG_DATA_HOME/norgopolis/modules.
+--- `cb(err, { message, warnings })`; an existing module of the same name is
+--- an "AlreadyExists" error unless `opts.force`.
+---@param path string
+---@param opts? norgopolis.InstallOpts
+---@param cb? fun(err: norgopolis.Error?, installed: norgopolis.Installed?)
+function M.install(path, opts, cb)
+  check_name("path", path, 2)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("norgopolis.install: opts must be a table { force = boolean, name = string }", 2)
+  end
+  if opts.name ~= nil then
+    check_name("opts.name", opts.name, 2)
+  end
+  check_cb("install", cb)
+  require("norgopolis.install").install(path, opts, function(err, installed)
+    if cb then
+      cb(err, installed)
+    end
+  end)
+end
+
 ---@class norgopolis.OnOpts
 ---@field module? string only events published by this module (exact match)
 ---@field attach? boolean attach now if not attached, so events start to flow (default true)
