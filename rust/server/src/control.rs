@@ -15,9 +15,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     attach::{attach, AttachConfig},
-    events::EventHub,
+    events::{EventHub, SERVER_MODULE},
     lifetime::Lifetime,
     modules::ModuleHost,
+    serve::Connections,
 };
 
 /// The control service; one per server.
@@ -36,6 +37,10 @@ pub struct ControlService {
     pub socket: String,
     /// Log path, for Status.
     pub log_path: String,
+    /// Open client connections, for Status.
+    pub connections: Arc<Connections>,
+    /// The compatibility TCP listener's address ("" when off), for Status.
+    pub tcp_address: String,
 }
 
 #[tonic::async_trait]
@@ -74,6 +79,12 @@ impl Control for ControlService {
                 .collect(),
             log_path: self.log_path.clone(),
             protocol_version: PROTOCOL_VERSION,
+            recent_failures: self.host.recent_failures(),
+            tcp_address: self.tcp_address.clone(),
+            connections: self.connections.open(),
+            tasks: tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as u64,
         }))
     }
 
@@ -135,6 +146,11 @@ impl Control for ControlService {
         let r = request.into_inner();
         if r.topic.is_empty() {
             return Err(Status::invalid_argument("event topic is empty"));
+        }
+        if r.module == SERVER_MODULE {
+            return Err(Status::permission_denied(format!(
+                "events from module '{SERVER_MODULE}' are reserved for the server"
+            )));
         }
         Ok(Response::new(PublishReply {
             delivered: self.hub.publish(&r.module, &r.topic, r.payload),

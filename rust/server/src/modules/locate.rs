@@ -104,7 +104,7 @@ pub fn at_path(name: &str, path: &Path) -> Result<Option<Located>, LocateError> 
     if !meta.is_dir() {
         return Ok(None);
     }
-    let manifest_path = path.join("module.toml");
+    let manifest_path = path.join(super::manifest::MANIFEST_FILE);
     let manifest = if manifest_path.exists() {
         Some(
             Manifest::load(&manifest_path, name)

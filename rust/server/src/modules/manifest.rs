@@ -1,8 +1,15 @@
 //! `module.toml`: what a module folder says about itself.
+//!
+//! The same file is compiled into the `norgopolis` command (for `module
+//! install` and `module list`), so a manifest is judged the same way
+//! whether it is installed or loaded.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+/// File name of a module folder's manifest.
+pub const MANIFEST_FILE: &str = "module.toml";
 
 /// Restart policy of a module.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -15,21 +22,63 @@ pub enum Restart {
     OnFailure,
 }
 
-/// A declared function, for completion and introspection.
+impl Restart {
+    /// The policy as written in `module.toml`.
+    #[allow(dead_code)] // Used by the CLI, which compiles this file too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Never => "never",
+            Restart::OnFailure => "on-failure",
+        }
+    }
+}
+
+/// A declared function with documentation.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDoc {
+    /// The function name.
+    pub name: String,
+    /// What it does.
+    #[allow(dead_code)] // Read by the CLI, which compiles this file too.
+    #[serde(default)]
+    pub doc: String,
+}
+
+/// A declared function, for completion and introspection: a name, or a
+/// table `{ name, doc }`.
+#[derive(Debug, Clone)]
 pub enum FunctionDecl {
     /// Just a name.
     Name(String),
     /// A name with documentation.
-    Documented {
-        /// The function name.
-        name: String,
-        /// What it does (not yet served: ListModules carries names only).
-        #[allow(dead_code)]
-        #[serde(default)]
-        doc: String,
-    },
+    Documented(FunctionDoc),
+}
+
+impl<'de> Deserialize<'de> for FunctionDecl {
+    // Written out instead of `#[serde(untagged)]` so that a typo inside a
+    // table is reported as such ("unknown field `dco`"), not as "matches
+    // no variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FunctionDecl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a function name or a table { name = \"…\", doc = \"…\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FunctionDecl::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                FunctionDoc::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(FunctionDecl::Documented)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl FunctionDecl {
@@ -37,7 +86,16 @@ impl FunctionDecl {
     pub fn name(&self) -> &str {
         match self {
             FunctionDecl::Name(n) => n,
-            FunctionDecl::Documented { name, .. } => name,
+            FunctionDecl::Documented(d) => &d.name,
+        }
+    }
+
+    /// The function's documentation ("" when none was given).
+    #[allow(dead_code)] // Used by the CLI, which compiles this file too.
+    pub fn doc(&self) -> &str {
+        match self {
+            FunctionDecl::Name(_) => "",
+            FunctionDecl::Documented(d) => &d.doc,
         }
     }
 }
@@ -59,14 +117,13 @@ pub struct Manifest {
     /// Arguments for the executable.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Modules that must be loadable before this one.
+    /// Modules that must be loaded before this one.
     #[serde(default)]
     pub dependencies: Vec<String>,
     /// Load when the server starts.
     #[serde(default)]
     pub autostart: bool,
-    /// What to do when the module crashes (acted on by the restart policy, not yet).
-    #[allow(dead_code)]
+    /// What to do when the module crashes.
     #[serde(default)]
     pub restart: Restart,
     /// Declared functions.
@@ -74,13 +131,13 @@ pub struct Manifest {
     pub functions: Vec<FunctionDecl>,
 }
 
-/// A manifest that could not be used; names the file and the problem.
+/// A manifest that could not be used; names the file, the key and the problem.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct ManifestError {
     /// The manifest file.
     pub path: PathBuf,
-    /// What is wrong (with line and key where TOML knows them).
+    /// What is wrong (with line and key where they are known).
     pub message: String,
 }
 
@@ -92,8 +149,7 @@ impl Manifest {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let manifest: Manifest =
-            toml::from_str(&text).map_err(|e| err(e.to_string().trim().replace('\n', " ")))?;
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| err(describe(&text, &e)))?;
         if let Some(name) = &manifest.name {
             if name != folder_name {
                 return Err(err(format!(
@@ -104,17 +160,69 @@ impl Manifest {
         for dep in &manifest.dependencies {
             norgopolis_common::validate_module_name(dep)
                 .map_err(|e| err(format!("key `dependencies`: {e}")))?;
+            if dep == folder_name {
+                return Err(err(format!(
+                    "key `dependencies`: module {folder_name:?} cannot depend on itself"
+                )));
+            }
         }
         if let Some(exec) = &manifest.exec {
-            if exec.is_absolute() || exec.components().any(|c| c.as_os_str() == "..") {
+            if exec.as_os_str().is_empty()
+                || exec.is_absolute()
+                || exec.components().any(|c| c.as_os_str() == "..")
+            {
                 return Err(err(format!(
-                    "key `exec`: {} must be a path inside the module folder",
-                    exec.display()
+                    "key `exec`: {:?} must be a path inside the module folder",
+                    exec.display().to_string()
+                )));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &manifest.functions {
+            if f.name().is_empty() {
+                return Err(err("key `functions`: a function name is empty".into()));
+            }
+            if !seen.insert(f.name()) {
+                return Err(err(format!(
+                    "key `functions`: {:?} is declared twice",
+                    f.name()
                 )));
             }
         }
         Ok(manifest)
     }
+}
+
+/// A TOML error as one line: "line N, key `k`: what is wrong".
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    match key_at(text, start) {
+        Some(key) => format!("line {line_no}, key `{key}`: {message}"),
+        None => format!("line {line_no}: {message}"),
+    }
+}
+
+/// The top-level key whose `key = value` line holds (or precedes) `offset`:
+/// values spanning lines (arrays) belong to the key that opened them.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    text[..line_end].lines().rev().find_map(|line| {
+        if line.starts_with(char::is_whitespace) {
+            return None;
+        }
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        let is_key = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        is_key.then(|| key.to_string())
+    })
 }
 
 #[cfg(test)]
@@ -123,9 +231,13 @@ mod tests {
 
     fn load(text: &str) -> Result<Manifest, ManifestError> {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("module.toml");
+        let p = dir.path().join(MANIFEST_FILE);
         std::fs::write(&p, text).unwrap();
         Manifest::load(&p, "db")
+    }
+
+    fn error(text: &str) -> String {
+        load(text).unwrap_err().to_string()
     }
 
     #[test]
@@ -133,6 +245,7 @@ mod tests {
         let m = load(
             r#"name = "db"
 version = "1.0"
+description = "a database"
 exec = "bin/db"
 args = ["--fast"]
 dependencies = ["parser"]
@@ -143,18 +256,61 @@ functions = ["query", { name = "index", doc = "reindex" }]
         )
         .unwrap();
         assert_eq!(m.restart, Restart::OnFailure);
+        assert_eq!(m.functions[0].name(), "query");
+        assert_eq!(m.functions[0].doc(), "");
         assert_eq!(m.functions[1].name(), "index");
+        assert_eq!(m.functions[1].doc(), "reindex");
+        assert_eq!(m.dependencies, vec!["parser"]);
+        assert!(m.autostart);
     }
 
     #[test]
-    fn unknown_key_names_file_and_key() {
-        let e = load("nme = \"db\"\n").unwrap_err().to_string();
-        assert!(e.contains("module.toml") && e.contains("nme"), "{e}");
+    fn empty_manifest_is_all_defaults() {
+        let m = load("").unwrap();
+        assert_eq!(m.restart, Restart::Never);
+        assert!(!m.autostart && m.exec.is_none() && m.functions.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = error("version = \"1\"\nnme = \"db\"\n");
+        assert!(e.contains(MANIFEST_FILE), "{e}");
+        assert!(e.contains("line 2, key `nme`"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = error("restart = \"sometimes\"\n");
+        assert!(
+            e.contains("key `restart`") && e.contains("on-failure"),
+            "{e}"
+        );
+        let e = error("autostart = \"yes\"\n");
+        assert!(e.contains("key `autostart`"), "{e}");
+        let e = error("functions = [\n  \"a\",\n  42,\n]\n");
+        assert!(
+            e.contains("key `functions`") && e.contains("function name or a table"),
+            "{e}"
+        );
+        let e = error("functions = [{ name = \"a\", dco = \"typo\" }]\n");
+        assert!(e.contains("key `functions`") && e.contains("dco"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_their_key() {
+        assert!(error("name = \"other\"\n").contains("key `name`"));
+        assert!(error("dependencies = [\"../x\"]\n").contains("key `dependencies`"));
+        assert!(error("dependencies = [\"db\"]\n").contains("itself"));
+        assert!(error("functions = [\"a\", \"a\"]\n").contains("declared twice"));
+        assert!(error("functions = [\"\"]\n").contains("empty"));
     }
 
     #[test]
     fn escaping_exec_is_refused() {
-        let e = load("exec = \"../evil.sh\"\n").unwrap_err().to_string();
-        assert!(e.contains("exec"), "{e}");
+        for exec in ["../evil.sh", "/bin/sh", ""] {
+            let e = error(&format!("exec = {exec:?}\n"));
+            assert!(e.contains("key `exec`"), "{e}");
+        }
     }
 }

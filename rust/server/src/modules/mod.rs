@@ -1,10 +1,21 @@
 //! Module hosting: finding modules on disk, running them, and routing calls.
 
+mod autostart;
+mod conn;
+mod deps;
+mod failures;
 mod host;
 mod instance;
 mod locate;
 mod manifest;
+mod restart;
 mod spawner;
+mod stderr;
 mod stdio;
 
+pub use autostart::spawn_autostart;
+pub use conn::Ping;
+pub use failures::FailureLog;
 pub use host::ModuleHost;
+pub use instance::{InFlight, Instance, InstanceOptions};
+pub use restart::RestartPolicy;
