@@ -1,9 +1,7 @@
 //! What the router tells a module through its environment.
 //!
-//! The router sets these for every module it starts. A module can use the
-//! socket to call other modules like any client does (a ready-made client
-//! for that is planned; until then, `norgopolis-client` on
-//! [`socket_path`]).
+//! The router sets these for every module it starts. [`crate::router`]
+//! uses the socket to call other modules like any client does.
 
 use std::path::PathBuf;
 

@@ -48,7 +48,9 @@
 //!
 //! # Environment
 //! The router tells a module its name and the router socket ([`env`](mod@env)); a
-//! module may use the socket to call other modules as a client.
+//! module uses the socket to call other modules and publish events
+//! ([`router`], [`publish`]) like any client, without keeping the router
+//! alive.
 
 #![warn(missing_docs)]
 
@@ -60,6 +62,7 @@ mod error;
 mod handler;
 mod logging;
 mod module;
+mod router;
 mod serve;
 mod service;
 mod stdio;
@@ -70,6 +73,7 @@ pub use emitter::Emitter;
 pub use error::{Code, Error};
 pub use logging::init_logging;
 pub use module::Module;
+pub use router::{publish, router, router_options, Client, ClientError};
 pub use serve::ServeError;
 
 /// Re-exported so modules can name dynamic values without another

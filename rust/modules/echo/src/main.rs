@@ -13,6 +13,8 @@
 //! | `pid`     | ignored                                 | the process id |
 //! | `stderr`  | `text`                                  | writes `text` and a newline to stderr in one write (the router logs it), returns nil |
 //! | `big`     | `n`                                     | a binary string of `n` bytes, byte `i` being `i % 256` |
+//! | `relay`   | `{module, function, args?}`             | calls `module.function(args)` through the router (`NORGOPOLIS_SOCKET`) and streams its items back as they come; its error, code and message, becomes ours |
+//! | `publish` | `{topic, data?}`                        | publishes `data` (nil when absent) on `topic` as this module (`NORGOPOLIS_MODULE`) through the router; returns how many sessions it reached |
 //!
 //! Arguments that do not fit answer `InvalidArgument`; an unknown function
 //! answers `NotFound` listing these names. Like every SDK module it exits
@@ -20,6 +22,7 @@
 
 use std::{io::Write, process::ExitCode, time::Duration};
 
+use futures::StreamExt;
 use norgopolis_sdk::{rmpv::Value, Code, Emitter, Error, Module};
 use serde::Deserialize;
 
@@ -65,6 +68,44 @@ fn module() -> Module {
         .function("big", |n: usize| async move {
             Ok(Value::Binary((0..n).map(|i| i as u8).collect()))
         })
+        .stream("relay", relay)
+        .describe_args("relay", "{module, function, args?}")
+        .function("publish", publish)
+        .describe_args("publish", "{topic, data?}")
+}
+
+#[derive(Deserialize)]
+struct RelayArgs {
+    module: String,
+    function: String,
+    #[serde(default = "nil")]
+    args: Value,
+}
+
+async fn relay(args: RelayArgs, out: Emitter) -> Result<(), Error> {
+    let router = norgopolis_sdk::router().await?;
+    let mut items = router
+        .invoke::<Value, Value>(&args.module, &args.function, &args.args)
+        .await?;
+    while let Some(item) = items.next().await {
+        out.send(&item?).await?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct PublishArgs {
+    topic: String,
+    #[serde(default = "nil")]
+    data: Value,
+}
+
+fn nil() -> Value {
+    Value::Nil
+}
+
+async fn publish(args: PublishArgs) -> Result<u32, Error> {
+    norgopolis_sdk::publish(&args.topic, &args.data).await
 }
 
 /// An environment variable as a string, nil if unset or not UTF-8.

@@ -219,7 +219,7 @@ async fn every_function_then_clean_exit_on_stdin_eof() {
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(
         status.message(),
-        "module 'echo' has no function 'nope' (has: big, count, crash, echo, env, env_all, fail, pid, sleep, stderr)"
+        "module 'echo' has no function 'nope' (has: big, count, crash, echo, env, env_all, fail, pid, publish, relay, sleep, stderr)"
     );
 
     assert_eq!(echo.close_stdin_and_wait().await, Some(0));
@@ -229,6 +229,28 @@ async fn every_function_then_clean_exit_on_stdin_eof() {
 async fn env_is_nil_without_a_router() {
     let mut echo = Echo::start(&[]).await;
     assert_eq!(call_ok(&mut echo.client, "env", ()).await, vec![Value::Nil]);
+    assert_eq!(echo.close_stdin_and_wait().await, Some(0));
+}
+
+#[tokio::test]
+async fn relay_and_publish_need_a_router() {
+    let mut echo = Echo::start(&[]).await;
+    let relay = Value::Map(vec![
+        (Value::from("module"), Value::from("echo")),
+        (Value::from("function"), Value::from("echo")),
+    ]);
+    let publish = Value::Map(vec![(Value::from("topic"), Value::from("t"))]);
+    for (function, args) in [("relay", relay), ("publish", publish)] {
+        let status = within(call(&mut echo.client, function, &args))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{function}");
+        assert!(
+            status.message().contains("NORGOPOLIS_SOCKET is not set"),
+            "{function}: {}",
+            status.message()
+        );
+    }
     assert_eq!(echo.close_stdin_and_wait().await, Some(0));
 }
 
