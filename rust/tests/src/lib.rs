@@ -354,3 +354,149 @@ pub fn read_line_starting(child: &mut Child, prefix: &str) -> anyhow::Result<Str
         }
     }
 }
+
+// ---- Additions for the fault, abuse and compatibility suites. ----
+
+impl Sandbox {
+    /// The config file every server of this sandbox reads.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Writes this sandbox's `config.toml`.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).expect("write config.toml");
+    }
+
+    /// Adds module `name`: a script that runs `exec` with `args` (same pid,
+    /// through `exec`).
+    pub fn add_exec_module(&self, name: &str, exec: &Path, args: &[&str]) {
+        use std::os::unix::fs::PermissionsExt;
+        let quoted: Vec<String> = std::iter::once(exec.display().to_string())
+            .chain(args.iter().map(|a| a.to_string()))
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let path = self.modules.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\nexec {}\n", quoted.join(" ")))
+            .expect("write module script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod module script");
+    }
+
+    /// Adds module `name` running the `np-faulty` fixture with `args`.
+    pub fn add_faulty_module(&self, name: &str, args: &[&str]) {
+        self.add_exec_module(name, &bin("np-faulty"), args);
+    }
+
+    /// Starts a foreground server whose log (stderr) goes to `server.log` in
+    /// the sandbox, so a test can read it.
+    pub fn start_server_logged(&self, extra: &[&str]) -> ServerProc {
+        let log = std::fs::File::create(&self.log).expect("create log");
+        let mut cmd = self.server_command(extra);
+        cmd.stderr(log);
+        let (child, line) = spawn_with_ready(cmd).expect("server start");
+        let pid: u32 = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("server did not become ready: {line:?}"));
+        ServerProc { child, pid }
+    }
+}
+
+/// The server's `Status`.
+pub async fn status(channel: &Channel) -> norgopolis_proto::v1::StatusReply {
+    ControlClient::new(channel.clone())
+        .status(norgopolis_proto::v1::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+/// Polls `check` until it returns `Some`, at most `timeout`; panics with
+/// `what` otherwise. For conditions no event announces (counters settling
+/// after callers left).
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The status of one module, if the server knows it.
+pub fn module_status<'a>(
+    status: &'a norgopolis_proto::v1::StatusReply,
+    name: &str,
+) -> Option<&'a norgopolis_proto::v1::ModuleStatus> {
+    status.modules.iter().find(|m| m.name == name)
+}
+
+/// A gRPC channel on a plain HTTP/2 connection, without tonic's client
+/// transport, which enforces `grpc-timeout` itself: tests that must see
+/// the server's own deadline handling use this one.
+#[derive(Clone)]
+pub struct RawChannel(hyper::client::conn::http2::SendRequest<tonic::body::BoxBody>);
+
+impl tower::Service<http::Request<tonic::body::BoxBody>> for RawChannel {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::BoxBody>) -> Self::Future {
+        Box::pin(self.0.send_request(request))
+    }
+}
+
+/// Opens a [`RawChannel`] to a Unix socket.
+pub async fn raw_channel(socket: &Path) -> anyhow::Result<RawChannel> {
+    let stream = UnixStream::connect(socket).await?;
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(conn);
+    Ok(RawChannel(send))
+}
+
+/// A Forwarder client on a [`RawChannel`].
+pub fn raw_forwarder(channel: RawChannel) -> ForwarderClient<RawChannel> {
+    ForwarderClient::with_origin(channel, http::Uri::from_static("http://norgopolis.test"))
+}

@@ -102,6 +102,7 @@ fn classify(result: Result<(), hyper::Error>, close: &CloseSignal) -> ConnEnd {
         // error; a module that closed its stdout shows up as EOF first.
         Ok(()) if close.stdout_closed() => ConnEnd::Closed("it closed its stdout".into()),
         Ok(()) => ConnEnd::Unanswered,
+        Err(e) if e.is_timeout() => ConnEnd::Unanswered,
         Err(e) => {
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {

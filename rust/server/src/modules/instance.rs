@@ -155,14 +155,18 @@ impl Instance {
             match conn::connect(io, close.clone(), options.ping, options.max_message_size).await {
                 Ok(c) => c,
                 Err(e) => {
-                    // Nothing can reach it: do not leave it running.
+                    // Usually the module died at once; say how. Either way
+                    // nothing can reach it, so it must not stay behind.
+                    let reason = match tokio::time::timeout(options.grace, child.wait()).await {
+                        Ok(Ok(status)) => format!("exited at start ({})", describe(status)),
+                        _ => format!("cannot be talked to over its stdio ({e})"),
+                    };
                     signal_group(pid, libc::SIGKILL);
                     tokio::spawn(async move {
                         let _ = child.wait().await;
                     });
-                    return Err(Status::unavailable(format!(
-                        "cannot talk to module '{name}' over its stdio: {e}"
-                    )));
+                    options.failures.record(&name, pid, &reason);
+                    return Err(Status::unavailable(format!("module '{name}' {reason}")));
                 }
             };
 
