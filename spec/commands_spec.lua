@@ -53,6 +53,13 @@ describe(":Norgopolis", function()
     assert.matches("socket: " .. vim.pesc(helpers.socket), out)
   end)
 
+  it("status lists recent module failures", function()
+    local _, err = require("norgopolis").call_sync("echo", "crash", 9, { timeout = 15000 })
+    assert.equal("Unavailable", err.code)
+    local out = run("Norgopolis status", "norgopolis%-server")
+    assert.matches("recent module failures:\n  %d%d:%d%d:%d%d  echo %(pid %d+%): [^\n]*9", out)
+  end)
+
   it("load and unload a module", function()
     run("Norgopolis unload echo", "echo")
     assert.matches("loaded echo %(pid %d+%)", run("Norgopolis load echo", "echo"))

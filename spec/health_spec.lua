@@ -18,7 +18,11 @@ describe(":checkhealth norgopolis", function()
     local out = checkhealth()
     assert.not_matches("ERROR", out)
     assert.matches("Neovim 0%.%d+", out)
-    assert.matches("norgopolis%.native " .. vim.pesc(norgopolis.version) .. " loaded", out)
+    assert.matches(
+      "norgopolis%.native " .. vim.pesc(norgopolis.version) .. " loaded from " .. vim.pesc(helpers.root .. "/lua/norgopolis/native.so"),
+      out
+    )
+    assert.not_matches("WARNING", out)
     assert.matches(vim.pesc(helpers.server) .. " %(found via %$NORGOPOLIS_SERVER%): norgopolis%-server", out)
     assert.matches("running: pid %d+", out)
     assert.matches("notes 0%.3%.0", out)
@@ -31,6 +35,19 @@ describe(":checkhealth norgopolis", function()
     local out = checkhealth()
     assert.not_matches("ERROR", out)
     assert.matches("no server running", out)
+  end)
+
+  it("warns when the running server searches other modules dirs than configured", function()
+    assert.is_nil((helpers.await(norgopolis.attach)))
+    local other = helpers.tmp .. "/other-mods"
+    vim.fn.mkdir(other, "p")
+    norgopolis.setup({ modules_dirs = { other } })
+    local out = checkhealth()
+    assert.matches(
+      "WARNING the running server searches " .. vim.pesc(helpers.modules) .. ", not " .. vim.pesc(other),
+      out
+    )
+    assert.matches(":Norgopolis restart", out)
   end)
 
   it("names the fix for a missing server binary", function()
@@ -47,14 +64,48 @@ describe(":checkhealth norgopolis", function()
     assert.matches("create it and put modules there", out)
   end)
 
-  it("names the fix for a broken module", function()
-    local dir = helpers.tmp .. "/broken-mods"
-    vim.fn.mkdir(dir .. "/bad", "p")
-    vim.fn.writefile({ 'exec = "missing-bin"', 'dependencies = ["ghost"]' }, dir .. "/bad/module.toml")
+  --- A modules dir with one module of each kind of trouble.
+  local function broken_modules()
+    local dir = helpers.tmp .. "/broken-mods-" .. vim.uv.hrtime()
+    vim.fn.mkdir(dir .. "/noexec", "p")
+    vim.fn.writefile({ 'exec = "missing-bin"' }, dir .. "/noexec/module.toml")
+    vim.fn.mkdir(dir .. "/needy", "p")
+    vim.uv.fs_symlink(helpers.echo, dir .. "/needy/needy")
+    vim.fn.writefile({ 'dependencies = ["ghost"]' }, dir .. "/needy/module.toml")
+    vim.fn.mkdir(dir .. "/typo", "p")
+    vim.uv.fs_symlink(helpers.echo, dir .. "/typo/typo")
+    vim.fn.writefile({ "colour = 'blue'" }, dir .. "/typo/module.toml")
+    vim.uv.fs_symlink(helpers.echo, dir .. "/fine")
+    return dir
+  end
+
+  it("names the fix for broken modules, checked as the server loads them", function()
+    local dir = broken_modules()
     norgopolis.setup({ modules_dirs = { dir } })
     local out = checkhealth()
-    assert.matches("bad: executable .*missing%-bin is missing or not executable", out)
-    assert.matches('bad: dependency "ghost" is not installed', out)
+    assert.matches("OK norgopolis CLI: ", out)
+    assert.matches("ERROR module 'noexec': .*missing%-bin is not an executable file", out)
+    assert.matches('ERROR needy: dependency "ghost" is not installed', out)
     assert.matches("install module ghost", out)
+    -- unknown keys are caught (by the server's own manifest parser)
+    assert.matches("ERROR module 'typo': bad manifest .*typo/module%.toml.*colour", out)
+    assert.matches("norgopolis module remove typo", out)
+    assert.matches("OK fine: ", out)
+  end)
+
+  it("without the CLI, warns and still checks executables and dependencies", function()
+    local dir = broken_modules()
+    local lonely = helpers.tmp .. "/lonely-health-" .. vim.uv.hrtime()
+    vim.fn.mkdir(lonely, "p")
+    vim.uv.fs_symlink(helpers.server, lonely .. "/norgopolis-server")
+    norgopolis.setup({ modules_dirs = { dir }, server = lonely .. "/norgopolis-server" })
+    local path = vim.env.PATH
+    vim.env.PATH = "/usr/bin:/bin"
+    local ok, out = pcall(checkhealth)
+    vim.env.PATH = path
+    assert(ok, out)
+    assert.matches("WARNING norgopolis CLI not found", out)
+    assert.matches("noexec: executable .*missing%-bin is missing or not executable", out)
+    assert.matches('needy: dependency "ghost" is not installed', out)
   end)
 end)

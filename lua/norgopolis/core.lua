@@ -151,10 +151,13 @@ function M.configure()
   end
 end
 
---- Where the native library would be loaded from, or nil.
+--- Where the native library would be loaded from, or nil: Neovim's own
+--- loader searches 'runtimepath' (lua/norgopolis/native.so) before
+--- package.cpath (where a rock puts it).
 ---@return string?
 function M.native_path()
-  return package.searchpath("norgopolis.native", package.cpath)
+  return vim.api.nvim_get_runtime_file("lua/norgopolis/native.so", false)[1]
+    or package.searchpath("norgopolis.native", package.cpath)
 end
 
 --- Loads the native library without raising.

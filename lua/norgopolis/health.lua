@@ -65,6 +65,14 @@ local function check_server_binary(cfg)
     return
   end
   health.ok(("%s (found via %s): %s"):format(found.path, found.source, version))
+  local cli = require("norgopolis.install").find_cli(cfg)
+  if cli.path then
+    health.ok(("norgopolis CLI: %s (used by `:Norgopolis install` and the module checks below)"):format(cli.path))
+  else
+    health.warn("norgopolis CLI not found: `:Norgopolis install` cannot work and modules are checked less strictly", {
+      cli.err,
+    })
+  end
 end
 
 ---@param native table
@@ -112,7 +120,7 @@ local function check_server(native)
   if err then
     if err.code == "Unavailable" or err.code == "NotFound" then
       health.ok("no server running (fine: the first call starts one)")
-      health.info(err.message)
+      health.info("details: " .. err.message)
     else
       health.error(("cannot talk to the server: %s: %s"):format(err.code, err.message), {
         "restart it with `:Norgopolis restart`, or see the server log (`:Norgopolis log`)",
@@ -133,6 +141,81 @@ local function check_server(native)
   return st
 end
 
+---@param dirs string[]
+local function no_modules(dirs)
+  health.warn("no modules found in " .. table.concat(dirs, ", "), {
+    "install one with `:Norgopolis install {path}` (an executable named after the module, or a folder with module.toml)",
+  })
+end
+
+--- The modules in `dirs` as the server would load them, from `norgopolis
+--- module list --json` (which shares the server's manifest and lookup
+--- code), or nil if the CLI is missing or fails.
+---@param cfg norgopolis.Config
+---@param dirs string[]
+---@return table[]?
+local function cli_list(cfg, dirs)
+  local cli = require("norgopolis.install").find_cli(cfg)
+  if not cli.path then
+    return nil
+  end
+  local cmd = { cli.path }
+  for _, dir in ipairs(dirs) do
+    vim.list_extend(cmd, { "--modules-dir", dir })
+  end
+  vim.list_extend(cmd, { "module", "list", "--json" })
+  local out, err = run(cmd)
+  local ok, parsed = pcall(vim.json.decode, out or "")
+  if not ok or type(parsed) ~= "table" or type(parsed.modules) ~= "table" then
+    health.warn(("`%s` failed, so modules are checked less strictly: %s"):format(
+      table.concat(cmd, " "),
+      tostring(err or parsed)
+    ))
+    return nil
+  end
+  return parsed.modules
+end
+
+--- Reports each module of a `module list --json` reply: its own error,
+--- else its dependencies (transitively usable), else what it is.
+---@param listed table[]
+local function check_listed(listed)
+  local by_name = {}
+  for _, m in ipairs(listed) do
+    by_name[m.name] = m
+  end
+  for _, m in ipairs(listed) do
+    if m.error ~= "" then
+      health.error(m.error, {
+        ("fix it as the message says, or remove the module with `norgopolis module remove %s`"):format(m.name),
+      })
+    else
+      local problems = {}
+      for _, dep in ipairs(m.dependencies or {}) do
+        local d = by_name[dep]
+        if not d then
+          table.insert(problems, {
+            ("%s: dependency %q is not installed"):format(m.name, dep),
+            ("install module %s (`:Norgopolis install {path}`)"):format(dep),
+          })
+        elseif d.error ~= "" then
+          table.insert(problems, {
+            ("%s: dependency %q is broken (see its error)"):format(m.name, dep),
+            ("fix module %s"):format(dep),
+          })
+        end
+      end
+      for _, p in ipairs(problems) do
+        health.error(p[1], { p[2] })
+      end
+      if #problems == 0 then
+        local about = m.description ~= "" and m.description or m.path
+        health.ok(("%s%s: %s"):format(m.name, m.version ~= "" and (" " .. m.version) or "", about))
+      end
+    end
+  end
+end
+
 ---@param native table
 ---@param cfg norgopolis.Config
 ---@param status? table
@@ -141,7 +224,23 @@ local function check_modules(native, cfg, status)
   local paths = require("norgopolis.paths")
   local dirs, source = paths.modules_dirs(cfg)
   if status then
-    health.info("the running server searches: " .. table.concat(status.modules_dirs, ", "))
+    local function absolute(list)
+      return vim.tbl_map(function(d)
+        return (vim.fn.fnamemodify(d, ":p"):gsub("(.)/+$", "%1"))
+      end, list)
+    end
+    if vim.deep_equal(absolute(status.modules_dirs), absolute(dirs)) then
+      health.info("the running server searches: " .. table.concat(status.modules_dirs, ", "))
+    else
+      health.warn(
+        ("the running server searches %s, not %s (from %s)"):format(
+          table.concat(status.modules_dirs, ", "),
+          table.concat(dirs, ", "),
+          source
+        ),
+        { "it was started with other settings: `:Norgopolis restart` starts one with this Neovim's" }
+      )
+    end
   end
   local explicit = source ~= "the default"
   local any_dir = false
@@ -165,15 +264,21 @@ local function check_modules(native, cfg, status)
   if not any_dir then
     return
   end
+  local listed = cli_list(cfg, dirs)
+  if listed then
+    if #listed == 0 then
+      no_modules(dirs)
+    end
+    check_listed(listed)
+    return
+  end
   local found = paths.disk_modules(dirs)
   local names = {}
   for _, m in ipairs(found) do
     names[m.name] = true
   end
   if #found == 0 then
-    health.warn("no modules found in " .. table.concat(dirs, ", "), {
-      "install modules there (an executable named after the module, or a folder with module.toml)",
-    })
+    no_modules(dirs)
   end
   for _, m in ipairs(found) do
     M.check_module(native, m, names)

@@ -272,8 +272,10 @@ end
 
 --- The server's status: `cb(err, status)` with `{ pid, version,
 --- uptime_ms, socket, sessions, calls_in_flight, modules = { { name, pid,
---- state, uptime_ms, calls_served, calls_in_flight, restarts, last_exit,
---- path } }, modules_dirs, log_path, protocol_version }`.
+--- state, uptime_ms, calls_served, calls_in_flight, calls_queued,
+--- restarts, last_exit, failure, path } }, modules_dirs, log_path,
+--- protocol_version, recent_failures = { { module, pid, reason,
+--- at_unix_ms } } }`.
 ---@param cb fun(err: norgopolis.Error?, status: table?)
 function M.status(cb)
   control(function(n)

@@ -48,10 +48,25 @@ function M.status_lines(st)
       if m.restarts > 0 then
         line = line .. (", %d restarts"):format(m.restarts)
       end
+      if (m.calls_queued or 0) > 0 then
+        line = line .. (", %d queued"):format(m.calls_queued)
+      end
       if m.last_exit ~= "" then
         line = line .. ", last exit: " .. m.last_exit
       end
+      if (m.failure or "") ~= "" then
+        line = line .. ", failed: " .. m.failure
+      end
       table.insert(lines, line)
+    end
+  end
+  if #(st.recent_failures or {}) > 0 then
+    table.insert(lines, "recent module failures:")
+    for _, f in ipairs(st.recent_failures) do
+      table.insert(
+        lines,
+        ("  %s  %s (pid %d): %s"):format(os.date("%H:%M:%S", math.floor(f.at_unix_ms / 1000)), f.module, f.pid, f.reason)
+      )
     end
   end
   return lines

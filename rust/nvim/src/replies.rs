@@ -10,7 +10,7 @@ fn strings(list: Vec<String>) -> Mp {
     Mp::Array(list.into_iter().map(Mp::from).collect())
 }
 
-/// `{ pid, version, uptime_ms, socket, sessions, calls_in_flight, modules = {…}, modules_dirs, log_path, protocol_version }`.
+/// `{ pid, version, uptime_ms, socket, sessions, calls_in_flight, modules = {…}, modules_dirs, log_path, protocol_version, recent_failures = { { module, pid, reason, at_unix_ms } } }`.
 pub fn status(s: StatusReply) -> Mp {
     map(vec![
         ("pid", Mp::from(s.pid)),
@@ -26,10 +26,26 @@ pub fn status(s: StatusReply) -> Mp {
         ("modules_dirs", strings(s.modules_dirs)),
         ("log_path", Mp::from(s.log_path)),
         ("protocol_version", Mp::from(s.protocol_version)),
+        (
+            "recent_failures",
+            Mp::Array(
+                s.recent_failures
+                    .into_iter()
+                    .map(|f| {
+                        map(vec![
+                            ("module", Mp::from(f.module)),
+                            ("pid", Mp::from(f.pid)),
+                            ("reason", Mp::from(f.reason)),
+                            ("at_unix_ms", Mp::from(f.at_unix_ms)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
     ])
 }
 
-/// One loaded module: `{ name, pid, state, uptime_ms, calls_served, calls_in_flight, restarts, last_exit, path }`.
+/// One loaded module: `{ name, pid, state, uptime_ms, calls_served, calls_in_flight, calls_queued, restarts, last_exit, failure, path }`.
 pub fn module_status(m: ModuleStatus) -> Mp {
     map(vec![
         ("name", Mp::from(m.name)),
@@ -38,8 +54,10 @@ pub fn module_status(m: ModuleStatus) -> Mp {
         ("uptime_ms", Mp::from(m.uptime_ms)),
         ("calls_served", Mp::from(m.calls_served)),
         ("calls_in_flight", Mp::from(m.calls_in_flight)),
+        ("calls_queued", Mp::from(m.calls_queued)),
         ("restarts", Mp::from(m.restarts)),
         ("last_exit", Mp::from(m.last_exit)),
+        ("failure", Mp::from(m.failure)),
         ("path", Mp::from(m.path)),
     ])
 }
