@@ -150,6 +150,25 @@ describe("events", function()
     end
   end)
 
+  it("published by a module (echo.publish through the SDK) reach on() and the autocmd", function()
+    local seen, stop = record_autocmds("from.module")
+    local got
+    local off = norgopolis.on("from.module", function(ev)
+      got = ev
+    end, { module = "echo" })
+    local v, err = norgopolis.call_sync("echo", "publish", { topic = "from.module", data = { x = 1 } }, { timeout = 15000 })
+    assert.is_nil(err)
+    assert.is_true(v[1] >= 1)
+    helpers.wait(5000, function()
+      return got and #seen == 1
+    end, "the module's event")
+    off()
+    stop()
+    assert.equal("echo", got.module)
+    assert.same({ x = 1 }, got.payload)
+    assert.same({ module = "echo", topic = "from.module", payload = { x = 1 }, seq = got.seq }, seen[1])
+  end)
+
   it("on() matches the topic exactly, and the module when asked", function()
     local any, from_notes = {}, {}
     local off1 = norgopolis.on("note.saved", function(ev)

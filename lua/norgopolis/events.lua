@@ -10,7 +10,7 @@ local M = {}
 ---@class norgopolis.Event
 ---@field module string who published it ("norgopolis" for the server's own lifecycle events)
 ---@field topic string
----@field payload any the decoded payload (see the value table in `:h norgopolis`); nil if none
+---@field payload any the decoded payload (see the value table in lua/norgopolis/init.lua); nil if none
 ---@field seq integer the server's sequence number: increases in delivery order
 ---@field payload_error? string why `payload` is missing, when it could not be decoded
 
