@@ -73,10 +73,60 @@ pub enum Command {
         /// Module name.
         name: String,
     },
+    /// Print the functions MODULE declares, one per line (for completion).
+    Functions {
+        /// Module name.
+        module: String,
+    },
+    /// Install, remove and list modules in the user modules dir (no server needed).
+    ///
+    /// The user modules dir is the first --modules-dir, else the first dir of
+    /// $NORGOPOLIS_MODULES_DIR, else $XDG_DATA_HOME/norgopolis/modules.
+    Module {
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
     /// Ask the server to exit, and wait until it has.
     Shutdown {
         /// Reason recorded in the server log and sent to clients.
         #[arg(long, default_value = "requested from the norgopolis command line")]
         reason: String,
+    },
+}
+
+/// `norgopolis module …`
+#[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// Copy an executable or a module folder into the user modules dir, after
+    /// checking it as the server would load it (its module.toml included); or,
+    /// with --cargo, build a crate with `cargo install` and install its binary.
+    Install {
+        /// Executable or module folder to install.
+        #[arg(required_unless_present = "cargo", conflicts_with = "cargo")]
+        path: Option<PathBuf>,
+        /// Build and install a crate: CRATE, CRATE@VERSION, or the path of a local crate.
+        #[arg(long, value_name = "CRATE[@VERSION]")]
+        cargo: Option<String>,
+        /// Install under this name (default: the manifest's name, else the
+        /// file or folder name, else the crate's binary).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an installed module of the same name.
+        #[arg(long)]
+        force: bool,
+        /// Extra arguments for `cargo install`, after `--` (e.g. `-- --locked`).
+        #[arg(last = true, requires = "cargo", value_name = "CARGO_ARGS")]
+        cargo_args: Vec<String>,
+    },
+    /// Delete a module from the user modules dir (and unload it from a running server).
+    Remove {
+        /// Module name.
+        name: String,
+    },
+    /// List the modules installed in the modules dirs, with their manifests.
+    List {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -5,7 +5,10 @@
 
 mod args;
 mod convert;
+mod install;
+mod module_cmd;
 mod render;
+mod shared;
 
 use std::{
     io::{self, Read, Write},
@@ -138,6 +141,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_text(&format!("{name} was not loaded\n"))
             }
         }
+        Command::Functions { module } => module_cmd::functions(&module, opts).await,
+        Command::Module { command } => module_cmd::run(command, &cli.modules_dir, opts).await,
         Command::Shutdown { reason } => shutdown(opts, &reason).await,
     }
 }

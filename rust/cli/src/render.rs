@@ -31,6 +31,8 @@ pub fn module_status_json(m: &ModuleStatus) -> Value {
         "restarts": m.restarts,
         "last_exit": m.last_exit,
         "path": m.path,
+        "calls_queued": m.calls_queued,
+        "failure": m.failure,
     })
 }
 
@@ -92,13 +94,27 @@ pub fn status_text(s: &StatusReply) -> String {
                 duration(m.uptime_ms),
                 m.calls_served.to_string(),
                 m.calls_in_flight.to_string(),
+                m.restarts.to_string(),
+                m.last_exit.clone(),
             ]
         })
         .collect();
     out.push_str(&table(
-        &["MODULE", "PID", "STATE", "UPTIME", "CALLS", "IN FLIGHT"],
+        &[
+            "MODULE",
+            "PID",
+            "STATE",
+            "UPTIME",
+            "CALLS",
+            "IN FLIGHT",
+            "RESTARTS",
+            "LAST EXIT",
+        ],
         rows,
     ));
+    for m in s.modules.iter().filter(|m| !m.failure.is_empty()) {
+        out.push_str(&format!("{}: {}\n", m.name, m.failure));
+    }
     out
 }
 
@@ -138,7 +154,7 @@ pub fn modules_text(r: &ListModulesReply) -> String {
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -210,6 +226,7 @@ mod tests {
             modules_dirs: vec!["/m1".into(), "/m2".into()],
             log_path: "/l/server.log".into(),
             protocol_version: 1,
+            ..Default::default()
         }
     }
 
@@ -228,6 +245,33 @@ mod tests {
         }
         assert!(row.starts_with("echo"));
         assert_eq!(lines.next(), None);
+    }
+
+    #[test]
+    fn status_shows_restarts_and_failures() {
+        let mut s = status();
+        s.modules.push(ModuleStatus {
+            name: "flaky".into(),
+            state: "failed".into(),
+            restarts: 5,
+            last_exit: "exit status 9".into(),
+            failure: "gave up after 5 restarts".into(),
+            ..Default::default()
+        });
+        let text = status_text(&s);
+        let row = text.lines().find(|l| l.starts_with("flaky")).unwrap();
+        assert!(
+            row.contains("failed") && row.contains(" 5 ") && row.ends_with("exit status 9"),
+            "{row}"
+        );
+        assert!(
+            text.ends_with("flaky: gave up after 5 restarts\n"),
+            "{text}"
+        );
+        assert_eq!(
+            status_json(&s)["modules"][1]["failure"],
+            "gave up after 5 restarts"
+        );
     }
 
     #[test]
