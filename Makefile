@@ -81,8 +81,15 @@ nvim: build deps-nvim
 	NORGOPOLIS_MODULES_DIR=$(MODULES_OUT) NORGOPOLIS_SERVER=$(TARGET)/norgopolis-server \
 	  $(NVIM) --cmd "set rtp^=$(ROOT)"
 
-bench:
-	@echo "benchmarks: not yet (see the benchmarks issue)"; exit 1
+## bench: release build, then every benchmark in one run: a markdown table on
+## stdout and target/bench/results.json (BENCH_ARGS=--quick for a smoke run).
+## The release native library is loaded from target/release, so
+## lua/norgopolis/native.so (the debug build the specs use) stays as it is.
+bench: deps-nvim
+	cargo build --release --workspace --exclude norgopolis-nvim
+	cargo build --release -p norgopolis-nvim
+	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) \
+	  --out $(ROOT)/target/bench/results.json $(BENCH_ARGS)
 
 clean:
 	cargo clean

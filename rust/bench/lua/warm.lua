@@ -1,0 +1,68 @@
+-- Warm echo round trips from Lua, through the plugin's callback API.
+-- Arguments: <native.so> <root> <reps> <warmup> <small calls> <large calls>
+-- Prints one JSON line: { small = { {wall_ns, samples_ns = {...}}, ... }, large = ... }.
+
+local script_dir = vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":p:h")
+package.path = script_dir .. "/?.lua;" .. package.path
+local common = require("common")
+
+local native_so, root = arg[1], arg[2]
+local reps, warmup = tonumber(arg[3]), tonumber(arg[4])
+local small_calls, large_calls = tonumber(arg[5]), tonumber(arg[6])
+local np = common.load_plugin(native_so, root)
+local hrtime = vim.uv.hrtime
+
+-- Same values as the Rust side: strings of `x` whose MessagePack encoding is
+-- 64 bytes (str8) and 64 KiB + 5 bytes (str32).
+local small = string.rep("x", 62)
+local large = string.rep("x", 64 * 1024)
+
+--- `n` echo calls one after the other, each started from the previous one's
+--- on_done, as a plugin chaining requests would.
+---@param payload string
+---@param n integer
+---@param done fun(result: table)
+local function chain(payload, n, done)
+  local samples, i, t = {}, 0, 0
+  local start = hrtime()
+  local step
+  step = function()
+    i = i + 1
+    t = hrtime()
+    np.invoke("echo", "echo", payload, {
+      on_value = function(v)
+        if #v ~= #payload then
+          common.fail(("echo returned %d bytes, sent %d"):format(#v, #payload))
+        end
+      end,
+      on_done = function(err)
+        samples[i] = hrtime() - t
+        if err then
+          common.fail(err.code .. ": " .. err.message)
+        end
+        if i < n then
+          step()
+        else
+          done({ wall_ns = hrtime() - start, samples_ns = samples })
+        end
+      end,
+    })
+  end
+  step()
+end
+
+local function series(payload, calls)
+  common.await(function(done)
+    chain(payload, warmup, done)
+  end, 600000)
+  local out = {}
+  for r = 1, reps do
+    out[r] = common.await(function(done)
+      chain(payload, calls, done)
+    end, 600000)
+  end
+  return out
+end
+
+local result = { small = series(small, small_calls), large = series(large, large_calls) }
+common.say(vim.json.encode(result))

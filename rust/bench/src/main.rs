@@ -1,0 +1,313 @@
+//! `norgopolis-bench`: what `make bench` runs.
+//!
+//! One run measures the router against its baselines (a raw Unix-socket
+//! ping-pong, and the echo module spoken to directly with no router), from
+//! the Rust client and from Lua in headless Neovim, warm and cold, and the
+//! server's memory; it prints a markdown table and writes JSON. Every server
+//! runs in a temp dir on its own socket. Built in release mode next to the
+//! binaries it measures (it finds them beside itself).
+
+mod cold;
+mod cpu;
+mod direct;
+mod drive;
+mod floor;
+mod memory;
+mod nvim;
+mod payload;
+mod place;
+mod report;
+mod routed;
+mod series;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    nvim::NvimSetup,
+    payload::{string_of, LARGE_CHARS, SMALL_CHARS},
+    place::Place,
+    report::{Results, Sizes},
+    series::Plan,
+};
+
+/// Benchmarks of the norgopolis router.
+#[derive(Debug, Parser)]
+#[command(name = "norgopolis-bench")]
+struct Args {
+    /// Fewer repetitions and calls: a smoke run, not figures to quote.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
+    /// Repository root (for the Lua scripts and the plugin).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Neovim binary (default: <root>/.deps/nvim/bin/nvim).
+    #[arg(long)]
+    nvim: Option<PathBuf>,
+    /// Native library to load in Neovim (default: libnorgopolis_nvim.so beside this binary).
+    #[arg(long)]
+    native: Option<PathBuf>,
+    /// Leave out everything that needs Neovim.
+    #[arg(long)]
+    skip_nvim: bool,
+    #[command(subcommand)]
+    command: Option<Internal>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// The far end of the raw-socket ping-pong (started by the bench itself).
+    #[command(hide = true)]
+    Peer { socket: PathBuf },
+    /// Load for a profiler: sequential echo calls to a running server.
+    Drive {
+        /// The server's socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// How many calls.
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Argument size in MessagePack bytes (64 or 65541).
+        #[arg(long, default_value_t = 64)]
+        bytes: usize,
+        /// Clients calling at once.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+    },
+}
+
+/// How much of everything to do.
+struct Sizing {
+    small: Plan,
+    large: Plan,
+    floor_small: Plan,
+    floor_large: Plan,
+    lua_small: Plan,
+    lua_large_calls: usize,
+    concurrent_reps: usize,
+    concurrent_calls: usize,
+    stream_reps: usize,
+    cold_reps: usize,
+    growth_calls: usize,
+}
+
+impl Sizing {
+    fn new(quick: bool) -> Sizing {
+        let d = if quick { 10 } else { 1 };
+        let reps = if quick { 3 } else { 5 };
+        let plan = |warmup: usize, calls: usize| Plan {
+            warmup: warmup / d,
+            reps,
+            calls: calls / d,
+        };
+        Sizing {
+            small: plan(1000, 3000),
+            large: plan(200, 600),
+            floor_small: plan(2000, 10_000),
+            floor_large: plan(500, 2000),
+            lua_small: plan(500, 2000),
+            lua_large_calls: 500 / d,
+            concurrent_reps: reps,
+            concurrent_calls: 1500 / d,
+            stream_reps: reps,
+            cold_reps: reps,
+            growth_calls: 100_000 / d,
+        }
+    }
+}
+
+const CONCURRENT_CLIENTS: usize = 8;
+const STREAM_ITEMS: u64 = 10_000;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match &args.command {
+        Some(Internal::Peer { socket }) => return floor::peer(socket),
+        Some(Internal::Drive {
+            socket,
+            calls,
+            bytes,
+            clients,
+        }) => return runtime.block_on(drive::drive(socket, *calls, *bytes, *clients)),
+        None => {}
+    }
+    let results = runtime.block_on(run(&args))?;
+    print!("{}", results.markdown());
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+fn step(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+async fn run(args: &Args) -> anyhow::Result<Results> {
+    let mut machine = report::Machine::probe();
+    let size = Sizing::new(args.quick);
+    let small = string_of(SMALL_CHARS);
+    let large = string_of(LARGE_CHARS);
+    let nvim = nvim_setup(args)?;
+
+    let place = Place::new()?;
+    step("raw socket ping-pong (the floor)");
+    let floor_small = floor::measure(&place.dir(), &small, size.floor_small).await?;
+    let floor_large = floor::measure(&place.dir(), &large, size.floor_large).await?;
+
+    step("gRPC over the echo module's stdio, no router");
+    let module = direct::DirectModule::start(&norgopolis_tests::bin("echo")).await?;
+    let module_direct = Sizes {
+        b64: module.echo_series(&small, size.small).await?,
+        kib64: module.echo_series(&large, size.large).await?,
+    };
+    let me = std::process::id();
+    let cpu_direct = cpu::per_call(
+        &[("client", me), ("module", module.pid())],
+        size.small.calls,
+        || async {
+            for _ in 0..size.small.calls {
+                module.call("echo", &small).await?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let module_direct_stream = module.stream(STREAM_ITEMS, size.stream_reps).await?;
+    module.stop().await;
+
+    step("server idle and with 4 modules");
+    let server = place.start_server()?;
+    let idle_kib = place::rss_kib(server.pid)?;
+    let client = place.client().await?;
+    let loaded = memory::load_all(&client, server.pid).await?;
+
+    step("Rust client, sequential echo");
+    let rust = Sizes {
+        b64: routed::echo_series(&client, &small, size.small).await?,
+        kib64: routed::echo_series(&client, &large, size.large).await?,
+    };
+    let echo_pid = loaded.pids.first().copied().unwrap_or(0);
+    let cpu_routed = cpu::per_call(
+        &[("client", me), ("server", server.pid), ("module", echo_pid)],
+        size.small.calls,
+        || async {
+            for _ in 0..size.small.calls {
+                routed::echo(&client, "echo", &small).await?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    step("8 concurrent clients");
+    let clients = routed::clients(&place, CONCURRENT_CLIENTS).await?;
+    let concurrent = routed::concurrent(
+        &clients,
+        &small,
+        size.concurrent_reps,
+        size.concurrent_calls,
+    )
+    .await?;
+    for c in clients {
+        c.detach().await;
+    }
+    step("10,000-item stream");
+    let stream = routed::stream(&client, STREAM_ITEMS, size.stream_reps).await?;
+
+    let lua = match &nvim {
+        Some(setup) => {
+            step("Lua in headless Neovim, sequential echo");
+            let (place, setup, small, large) =
+                (&place, setup.clone(), size.lua_small, size.lua_large_calls);
+            let (b64, kib64) =
+                tokio::task::block_in_place(|| nvim::warm(&setup, place, small, large))?;
+            Some(Sizes { b64, kib64 })
+        }
+        None => None,
+    };
+
+    step("memory growth over many calls");
+    let growth = memory::growth(
+        &place,
+        server.pid,
+        &small,
+        CONCURRENT_CLIENTS,
+        size.growth_calls,
+    )
+    .await?;
+    client.detach().await;
+    place.stop_any_server().await?;
+    drop(server);
+
+    let cold_place = Place::new()?;
+    step("cold start, CLI");
+    let cold_cli = cold::cli(&cold_place, size.cold_reps).await?;
+    let (cold_nvim, nvim_bare) = match &nvim {
+        Some(setup) => {
+            step("cold start, fresh Neovim");
+            let bare = cold::nvim(&cold_place, setup, size.cold_reps, true).await?;
+            let cold = cold::nvim(&cold_place, setup, size.cold_reps, false).await?;
+            (Some(cold), Some(bare))
+        }
+        None => (None, None),
+    };
+
+    machine.load_end = report::load_average();
+    Ok(Results {
+        machine,
+        quick: args.quick,
+        floor_blocking: Sizes {
+            b64: floor_small.blocking,
+            kib64: floor_large.blocking,
+        },
+        floor_tokio: Sizes {
+            b64: floor_small.tokio,
+            kib64: floor_large.tokio,
+        },
+        module_direct,
+        module_direct_stream,
+        cpu_direct,
+        cpu_routed,
+        rust,
+        lua,
+        concurrent,
+        stream,
+        cold_cli,
+        cold_nvim,
+        nvim_bare,
+        idle_kib,
+        loaded,
+        growth,
+    })
+}
+
+fn nvim_setup(args: &Args) -> anyhow::Result<Option<NvimSetup>> {
+    if args.skip_nvim {
+        return Ok(None);
+    }
+    let root = args.root.clone().unwrap_or_else(nvim::default_root);
+    let setup = NvimSetup {
+        nvim: args
+            .nvim
+            .clone()
+            .unwrap_or_else(|| root.join(".deps/nvim/bin/nvim")),
+        native: args
+            .native
+            .clone()
+            .unwrap_or_else(|| norgopolis_tests::bin_dir().join("libnorgopolis_nvim.so")),
+        root,
+    };
+    Ok(Some(setup.resolve()?))
+}
