@@ -71,7 +71,7 @@
 --- |-------------------|---------|
 --- | `module.loaded`   | `{ name, pid, path, cause, restarts }` (cause: "call", "load", "autostart", "dependency", "restart") |
 --- | `module.exited`   | `{ name, pid, status, requested }` |
---- | `module.crashed`  | `{ name, pid, status, restarts, restart_in_ms }` |
+--- | `module.crashed`  | `{ name, pid, status, reason, restarts, restart_in_ms }` (status like "exit status 3"; restart_in_ms nil unless it will be restarted) |
 --- | `module.failed`   | `{ name, error }` |
 --- | `server.shutdown` | `{ reason }`, just before the server says goodbye |
 ---
