@@ -21,9 +21,10 @@ use tokio::{
     sync::{broadcast, oneshot},
     task::JoinHandle,
 };
-use tonic::transport::Channel;
 
-use crate::{connect::find_or_spawn, ClientError, ConnectOptions, SessionEvent};
+use crate::{
+    connect::find_or_spawn, transport::Connection, ClientError, ConnectOptions, SessionEvent,
+};
 
 /// Largest message we send or accept (call arguments, results, status).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -43,8 +44,8 @@ pub struct Client {
 struct Inner {
     socket: PathBuf,
     welcome: Welcome,
-    forwarder: ForwarderClient<Channel>,
-    control: ControlClient<Channel>,
+    forwarder: ForwarderClient<Connection>,
+    control: ControlClient<Connection>,
     events: broadcast::Sender<SessionEvent>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -269,7 +270,7 @@ impl Client {
         }
     }
 
-    fn control(&self) -> ControlClient<Channel> {
+    fn control(&self) -> ControlClient<Connection> {
         self.inner.control.clone()
     }
 }

@@ -23,9 +23,9 @@ use tokio::{
     time::{timeout_at, Instant},
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{transport::Channel, Code, Streaming};
+use tonic::{Code, Streaming};
 
-use crate::{ClientError, ConnectOptions};
+use crate::{transport::Connection, ClientError, ConnectOptions};
 
 /// What a session reports to subscribers.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +56,7 @@ pub(crate) enum AttachFailure {
 
 /// A running session: the task that keeps it alive and the means to end it.
 pub(crate) struct Session {
-    pub channel: Channel,
+    pub channel: Connection,
     pub welcome: Welcome,
     pub events: broadcast::Sender<SessionEvent>,
     pub stop: oneshot::Sender<()>,
@@ -67,7 +67,7 @@ pub(crate) struct Session {
 /// Sends Hello and waits (until `deadline`) for Welcome; then starts the
 /// keepalive task on the current runtime.
 pub(crate) async fn attach(
-    channel: Channel,
+    channel: Connection,
     socket: &Path,
     opts: &ConnectOptions,
     deadline: Instant,
