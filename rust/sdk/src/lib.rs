@@ -62,6 +62,7 @@ mod error;
 mod handler;
 mod logging;
 mod module;
+mod pacing;
 mod router;
 mod serve;
 mod service;

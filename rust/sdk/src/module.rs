@@ -137,13 +137,19 @@ impl Module {
                 return ExitCode::FAILURE;
             }
         };
-        match self
-            .serve_io_until(stdio.reader, stdio.writer, termination())
-            .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
+        // On a task, not in `block_on`: a multi-threaded runtime then runs
+        // the connection on the worker that is woken by its I/O, instead
+        // of handing every read and call over to the main thread and back
+        // (about 3 instead of 8 thread switches per call, `make bench`).
+        let served = tokio::spawn(self.serve_io_until(stdio.reader, stdio.writer, termination()));
+        match served.await {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(err)) => {
                 tracing::error!(module = %name, "{err}");
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                tracing::error!(module = %name, "serving the router failed: {err}");
                 ExitCode::FAILURE
             }
         }

@@ -13,7 +13,10 @@ use norgopolis_proto::module_communication::{invoker_server::Invoker, Invocation
 use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::{codegen::tokio_stream::Stream, Request, Response, Status};
 
-use crate::{conn_probe::ConnProbe, handler::Function, stream_probe::StreamProbe, Emitter, Error};
+use crate::{
+    conn_probe::ConnProbe, handler::Function, pacing::Pacer, stream_probe::StreamProbe, Emitter,
+    Error,
+};
 
 /// Items a handler may send ahead of the caller. Small on purpose: results
 /// should flow, not pile up.
@@ -86,6 +89,8 @@ impl Invoker for InvokerImpl {
             finished: false,
             function: function_name,
             probe: Arc::clone(&probe),
+            pacer: Pacer::default(),
+            held: None,
         };
         let mut response = Response::new(stream);
         response.extensions_mut().insert(probe);
@@ -106,9 +111,38 @@ pub(crate) struct ResponseStream {
     finished: bool,
     function: String,
     probe: Arc<StreamProbe>,
+    /// When to let items out on their own (see [`crate::pacing`]).
+    pacer: Pacer,
+    /// An item received but held back for one pause.
+    held: Option<MessagePack>,
 }
 
 impl ResponseStream {
+    /// Yields a received item, or holds it back for one pause.
+    fn pace(
+        &mut self,
+        item: MessagePack,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<MessagePack, Status>>> {
+        if self.pacer.pause_due() {
+            self.held = Some(item);
+            return self.pause(cx);
+        }
+        self.pacer.yielded();
+        self.probe.note_yielded();
+        Poll::Ready(Some(Ok(item)))
+    }
+
+    /// Returns `Pending`, so that tonic sends what it has gathered; with
+    /// `cx` woken when the stream can go on at once.
+    fn pause(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<MessagePack, Status>>> {
+        self.pacer.flushed();
+        if self.held.is_some() {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
     fn settle(&self, joined: Result<Result<(), Error>, tokio::task::JoinError>) -> Option<Status> {
         match joined {
             Ok(Ok(())) => None,
@@ -142,16 +176,20 @@ impl Stream for ResponseStream {
         if this.finished {
             return Poll::Ready(None);
         }
+        if let Some(item) = this.held.take() {
+            this.pacer.yielded();
+            this.probe.note_yielded();
+            return Poll::Ready(Some(Ok(item)));
+        }
         // Buffered items always go first, so an error follows the items
         // sent before it.
         if let Poll::Ready(Some(item)) = this.rx.poll_recv(cx) {
-            this.probe.note_yielded();
-            return Poll::Ready(Some(Ok(item)));
+            return this.pace(item, cx);
         }
         if let Some(task) = this.task.as_mut() {
             let joined = match Pin::new(task).poll(cx) {
                 Poll::Ready(joined) => joined,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return this.pause(cx),
             };
             this.task = None;
             this.outcome = this.settle(joined);
@@ -160,12 +198,9 @@ impl Stream for ResponseStream {
             this.rx.close();
         }
         match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(item)) => {
-                this.probe.note_yielded();
-                Poll::Ready(Some(Ok(item)))
-            }
+            Poll::Ready(Some(item)) => this.pace(item, cx),
             // A clone may still hold a send permit; its item comes first.
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => this.pause(cx),
             Poll::Ready(None) => {
                 this.finished = true;
                 Poll::Ready(this.outcome.take().map(Err))
@@ -180,5 +215,86 @@ impl Drop for ResponseStream {
             tracing::debug!(function = %self.function, "caller went away; cancelling");
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::poll_fn, task::Waker};
+
+    use super::*;
+
+    /// A response stream over `items` whose handler has already returned.
+    async fn finished_stream(items: usize) -> ResponseStream {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        for i in 0..items {
+            tx.send(MessagePack {
+                data: vec![i as u8],
+            })
+            .await
+            .unwrap();
+        }
+        drop(tx);
+        let task = tokio::spawn(async { Ok(()) });
+        while !task.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        ResponseStream {
+            rx,
+            task: Some(task),
+            outcome: None,
+            finished: false,
+            function: "f".into(),
+            probe: StreamProbe::new(),
+            pacer: Pacer::default(),
+            held: None,
+        }
+    }
+
+    /// Polls once with a waker that records whether it was woken.
+    fn poll_once(s: &mut ResponseStream) -> (Poll<Option<Result<MessagePack, Status>>>, bool) {
+        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let waker = Waker::from(Arc::new(Flag(Arc::clone(&woken))));
+        let mut cx = Context::from_waker(&waker);
+        let poll = Pin::new(s).poll_next(&mut cx);
+        (poll, woken.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn item(poll: Poll<Option<Result<MessagePack, Status>>>) -> u8 {
+        match poll {
+            Poll::Ready(Some(Ok(m))) => m.data[0],
+            other => panic!("expected an item, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_of_several_ready_items_is_let_out_alone() {
+        let mut s = finished_stream(3).await;
+        assert_eq!(item(poll_once(&mut s).0), 0);
+        // A pause (so that tonic sends item 0 now), asking to go on at once.
+        let (poll, woken) = poll_once(&mut s);
+        assert!(poll.is_pending(), "{poll:?}");
+        assert!(woken, "a pause must wake the stream again");
+        assert_eq!(item(poll_once(&mut s).0), 1);
+        assert_eq!(item(poll_once(&mut s).0), 2, "later items are batched");
+        assert!(matches!(poll_once(&mut s).0, Poll::Ready(None)));
+    }
+
+    #[tokio::test]
+    async fn a_single_answer_goes_out_with_the_end_of_the_stream() {
+        let mut s = finished_stream(1).await;
+        assert_eq!(item(poll_once(&mut s).0), 0);
+        assert!(matches!(poll_once(&mut s).0, Poll::Ready(None)));
+        // Polling after the end stays at the end.
+        assert!(matches!(
+            poll_fn(|cx| Pin::new(&mut s).poll_next(cx)).await,
+            None
+        ));
     }
 }
