@@ -292,9 +292,6 @@ mod tests {
         assert_eq!(item(poll_once(&mut s).0), 0);
         assert!(matches!(poll_once(&mut s).0, Poll::Ready(None)));
         // Polling after the end stays at the end.
-        assert!(matches!(
-            poll_fn(|cx| Pin::new(&mut s).poll_next(cx)).await,
-            None
-        ));
+        assert!(poll_fn(|cx| Pin::new(&mut s).poll_next(cx)).await.is_none());
     }
 }
