@@ -46,3 +46,46 @@ pub async fn drive(
     }
     Ok(())
 }
+
+/// Streams `echo.count(items)` 15 times, printing the medians of the rate
+/// and of the time to the first item.
+pub async fn stream(socket: &Path, items: u64) -> anyhow::Result<()> {
+    let opts = ConnectOptions::new("bench").socket(socket).spawn(false);
+    let client = Client::connect(opts).await?;
+    let s = routed::stream(&client, items, 15).await?;
+    println!(
+        "{items} items x {}: median {:.0} items/s, first item {:.2} ms",
+        s.reps, s.items_per_s, s.first_item_ms
+    );
+    client.detach().await;
+    Ok(())
+}
+
+/// Diagnostic: when the response headers and the first few items arrive.
+pub async fn stream_timeline(socket: &Path, items: u64) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let opts = ConnectOptions::new("bench").socket(socket).spawn(false);
+    let client = Client::connect(opts).await?;
+    let args = norgopolis_proto::msgpack::encode(&items)?;
+    for _ in 0..8 {
+        let t = Instant::now();
+        let mut s = client.invoke_raw("echo", "count", args.clone()).await?;
+        let headers = t.elapsed();
+        let mut marks = Vec::new();
+        let mut n = 0u64;
+        while let Some(item) = s.next().await {
+            item?;
+            n += 1;
+            if n == 1 || n == 2 || n == 100 || n == 1000 || n == items {
+                marks.push(format!("#{n} {:.2}", t.elapsed().as_secs_f64() * 1e3));
+            }
+        }
+        println!(
+            "headers {:.2} ms; {}",
+            headers.as_secs_f64() * 1e3,
+            marks.join(", ")
+        );
+    }
+    client.detach().await;
+    Ok(())
+}

@@ -79,6 +79,14 @@ enum Internal {
         /// Clients calling at once.
         #[arg(long, default_value_t = 1)]
         clients: usize,
+        /// Instead of echo calls, stream `count(N)` 15 times and print the
+        /// median items/s and time to the first item.
+        #[arg(long)]
+        stream: Option<u64>,
+        /// With --stream: print when the headers and some items arrive, per
+        /// repetition.
+        #[arg(long, requires = "stream")]
+        timeline: bool,
     },
 }
 
@@ -137,7 +145,17 @@ fn main() -> anyhow::Result<()> {
             calls,
             bytes,
             clients,
-        }) => return runtime.block_on(drive::drive(socket, *calls, *bytes, *clients)),
+            stream,
+            timeline,
+        }) => {
+            return runtime.block_on(async {
+                match stream {
+                    Some(items) if *timeline => drive::stream_timeline(socket, *items).await,
+                    Some(items) => drive::stream(socket, *items).await,
+                    None => drive::drive(socket, *calls, *bytes, *clients).await,
+                }
+            })
+        }
         None => {}
     }
     let results = runtime.block_on(run(&args))?;
