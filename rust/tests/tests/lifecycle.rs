@@ -458,3 +458,40 @@ async fn list_modules_carries_manifest_data() {
     assert_eq!(db.dependencies, ["echo"]);
     assert!(!db.loaded && !db.autostart && db.error.is_empty());
 }
+
+#[tokio::test]
+async fn a_module_killed_for_breaking_the_protocol_is_restarted_on_failure() {
+    let sb = Sandbox::new();
+    let folder = sb.modules.join("shaky");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(
+        folder.join("module.toml"),
+        "exec = \"run.sh\"\nrestart = \"on-failure\"\n",
+    )
+    .unwrap();
+    write_script(
+        &folder.join("run.sh"),
+        &format!("exec '{}'\n", bin("np-faulty").display()),
+    );
+    let _server = sb.start_server(&["--restart-backoff", "10ms"]);
+    let client = client(&sb).await;
+    let mut events = Events::of(&client);
+
+    let first: Vec<u32> = client.call("shaky", "pid", &()).await.unwrap();
+    assert!(client
+        .call::<_, Value>("shaky", "garbage", &())
+        .await
+        .is_err());
+    let crashed = events.wait("module.crashed", "shaky").await;
+    let reason = field(&crashed, "reason")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("not HTTP/2"), "{reason}");
+    assert_eq!(field(&crashed, "restart_in_ms"), &Value::from(10));
+    let loaded = events.wait("module.loaded", "shaky").await;
+    assert_eq!(field(&loaded, "cause").as_str(), Some("restart"));
+    let second: Vec<u32> = client.call("shaky", "pid", &()).await.unwrap();
+    assert_ne!(first, second, "a new process answers");
+    assert_eq!(status_of(&client, "shaky").await.unwrap().restarts, 1);
+}

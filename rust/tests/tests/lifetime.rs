@@ -148,7 +148,13 @@ async fn shutdown_tells_sessions_why_and_stops_modules() {
         })
         .await
         .unwrap();
-    let msg = session.inbound.next().await.unwrap().unwrap();
+    // Lifecycle events (module.loaded, server.shutdown) come first.
+    let msg = loop {
+        let msg = session.inbound.next().await.unwrap().unwrap();
+        if !matches!(msg.kind, Some(server_message::Kind::Event(_))) {
+            break msg;
+        }
+    };
     match msg.kind {
         Some(server_message::Kind::Goodbye(g)) => assert!(g.reason.contains("test over"), "{g:?}"),
         other => panic!("expected Goodbye, got {other:?}"),

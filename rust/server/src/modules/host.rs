@@ -607,6 +607,8 @@ impl Shared {
                 ("name", inst.name.as_str().into()),
                 ("pid", inst.pid.into()),
                 ("status", status.into()),
+                // Why the server gave up on it, when it did (hung, broke the protocol).
+                ("reason", inst.status().failure.into()),
                 ("restarts", restarts.into()),
                 (
                     "restart_in_ms",
