@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod client;
 mod connect;
 mod error;

@@ -4,12 +4,12 @@
 //! away calls fail with `Unavailable` instead of silently reconnecting to
 //! some later server on which we hold no session.
 //!
-//! The generated gRPC clients drive hyper's HTTP/2 connection directly
-//! ([`Connection`]) rather than through tonic's `Channel`: a `Channel`
-//! queues every request through a buffer task (it exists for reconnecting
-//! and load balancing, neither of which a single Unix socket needs), which
-//! costs a task hand-off per call and about a tenth of the client's CPU per
-//! call (`make bench`, CPU per call).
+//! The generated gRPC clients run on the `h2` crate directly
+//! ([`Connection`]), not on tonic's `Channel` or hyper's client: those queue
+//! each request through a buffer task and then start one or two more tasks
+//! per call, and send a call's headers and its arguments in separate writes
+//! (so the server wakes twice). Here a call's headers and arguments are
+//! queued together from the caller's own task and leave in one write.
 
 use std::{
     future::Future,
@@ -19,14 +19,25 @@ use std::{
     task::{Context, Poll},
 };
 
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use h2::client::SendRequest;
 use tokio::net::UnixStream;
 use tonic::{
     body::BoxBody,
-    codegen::http::{uri::PathAndQuery, Request, Response, Uri},
+    codegen::{
+        http::{uri::PathAndQuery, Request, Response, Uri},
+        Bytes,
+    },
     Status,
 };
+
+use crate::body::{send_body, status_of, RecvBody};
+
+/// Flow-control windows we grant the server (as hyper's client does), so
+/// that large results stream without waiting for window updates.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// Largest frame the server may send us: a big result in few frames.
+const MAX_FRAME: u32 = 1024 * 1024;
 
 /// Why a connection could not be made.
 pub(crate) enum ConnectFailure {
@@ -41,7 +52,7 @@ pub(crate) enum ConnectFailure {
 /// is dropped and no call is running.
 #[derive(Clone, Debug)]
 pub(crate) struct Connection {
-    send: SendRequest<BoxBody>,
+    send: SendRequest<Bytes>,
 }
 
 /// Connects to `socket` and sets up the HTTP/2 connection.
@@ -53,9 +64,11 @@ pub(crate) async fn connect(socket: &Path) -> Result<Connection, ConnectFailure>
             ConnectFailure::Fatal(e)
         }
     })?;
-    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .handshake::<_, Bytes>(stream)
         .await
         // The socket accepted but HTTP/2 did not come up: a server on its
         // way out. Starting another is the cure.
@@ -68,27 +81,25 @@ pub(crate) async fn connect(socket: &Path) -> Result<Connection, ConnectFailure>
     Ok(Connection { send })
 }
 
-/// A lost connection, as the status every call on it fails with.
-fn lost(e: hyper::Error) -> Status {
-    Status::unavailable(format!(
-        "the connection to the norgopolis server was lost: {e}"
-    ))
-}
-
-impl tower::Service<Request<BoxBody>> for Connection {
-    type Response = Response<hyper::body::Incoming>;
+impl tower_service::Service<Request<BoxBody>> for Connection {
+    type Response = Response<RecvBody>;
     type Error = Status;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Status>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.send.poll_ready(cx).map_err(lost)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        // Every call readies its own handle (below): tonic reports a
+        // failure here as "service was not ready" (Unknown), while one from
+        // the call keeps our status (a lost connection is Unavailable).
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<BoxBody>) -> Self::Future {
+    fn call(&mut self, request: Request<BoxBody>) -> Self::Future {
+        let mut send = self.send.clone();
+        let (mut head, body) = request.into_parts();
         // HTTP/2 wants a scheme and an authority; the generated clients
         // give only the path (tonic's `Endpoint` would add the rest).
-        let path = request
-            .uri()
+        let path = head
+            .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -97,15 +108,23 @@ impl tower::Service<Request<BoxBody>> for Connection {
             .authority("norgopolis.local")
             .path_and_query(path)
             .build();
-        match uri {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(e) => {
-                let status = Status::internal(format!("bad request path: {e}"));
-                return Box::pin(async move { Err(status) });
-            }
-        }
-        let response = self.send.send_request(request);
-        Box::pin(async move { response.await.map_err(lost) })
+        Box::pin(async move {
+            head.uri = uri.map_err(|e| Status::internal(format!("bad request path: {e}")))?;
+            std::future::poll_fn(|cx| send.poll_ready(cx))
+                .await
+                .map_err(status_of)?;
+            let end = http_body::Body::is_end_stream(&body);
+            let (response, stream) = send
+                .send_request(Request::from_parts(head, ()), end)
+                .map_err(status_of)?;
+            let gone = if end {
+                None
+            } else {
+                send_body(body, stream).await
+            };
+            let (head, recv) = response.await.map_err(status_of)?.into_parts();
+            Ok(Response::from_parts(head, RecvBody::new(recv, gone)))
+        })
     }
 }
 

@@ -169,3 +169,29 @@ async fn a_server_that_fails_to_start_reports_its_error_and_log() {
     assert!(msg.contains("no_such_setting"), "{msg}");
     assert!(msg.contains(&sb.log.display().to_string()), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_after_the_server_left_fail_as_unavailable_without_reconnecting() {
+    let sb = Sandbox::new();
+    let client = Client::connect(sb.opts()).await.expect("connect");
+    let old = client.server_pid();
+    sb.track(old);
+    client.shutdown("test").await.expect("shutdown");
+    let gone = norgopolis_client::wait_for_server_exit(client.socket(), Duration::from_secs(10))
+        .await
+        .expect("wait");
+    assert!(gone, "the server did not exit\n{}", sb.log_text());
+    let err = client
+        .call::<_, String>("echo", "echo", &"hi")
+        .await
+        .expect_err("a call on a connection to a server that left");
+    assert_eq!(err.code_name(), "Unavailable", "{err:?}");
+    // No new server was started behind our back (the old one may still be
+    // on its last steps after releasing its lock).
+    let others: Vec<u32> = sb
+        .live_servers()
+        .into_iter()
+        .filter(|&p| p != old)
+        .collect();
+    assert!(others.is_empty(), "a server was started: {others:?}");
+}
