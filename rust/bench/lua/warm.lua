@@ -1,6 +1,7 @@
 -- Warm echo round trips from Lua, through the plugin's callback API.
 -- Arguments: <native.so> <root> <reps> <warmup> <small calls> <large calls>
--- Prints one JSON line: { small = { {wall_ns, samples_ns = {...}}, ... }, large = ... }.
+-- Prints one JSON line: { small = { {wall_ns, samples_ns = {...}, cpu_us_per_call,
+-- switches_per_call}, ... }, large = ... }.
 
 local script_dir = vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":p:h")
 package.path = script_dir .. "/?.lua;" .. package.path
@@ -51,15 +52,27 @@ local function chain(payload, n, done)
   step()
 end
 
+--- This process's CPU time (all threads, the native library's included)
+--- in microseconds, and its context switches.
+local function usage()
+  local u = vim.uv.getrusage()
+  local cpu = (u.utime.sec + u.stime.sec) * 1e6 + u.utime.usec + u.stime.usec
+  return cpu, u.nvcsw + u.nivcsw
+end
+
 local function series(payload, calls)
   common.await(function(done)
     chain(payload, warmup, done)
   end, 600000)
   local out = {}
   for r = 1, reps do
+    local cpu0, sw0 = usage()
     out[r] = common.await(function(done)
       chain(payload, calls, done)
     end, 600000)
+    local cpu1, sw1 = usage()
+    out[r].cpu_us_per_call = (cpu1 - cpu0) / calls
+    out[r].switches_per_call = (sw1 - sw0) / calls
   end
   return out
 end

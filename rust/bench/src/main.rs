@@ -158,7 +158,16 @@ fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    let results = runtime.block_on(run(&args))?;
+    // On a worker, not in `block_on`: the calls then run where the runtime
+    // wakes them, as in the Neovim plugin (and not with an extra thread
+    // hand-off per call, as in a `main` that awaits calls directly).
+    let results = runtime.block_on(async {
+        let args = std::sync::Arc::new(args);
+        let task_args = std::sync::Arc::clone(&args);
+        let results = tokio::spawn(async move { run(&task_args).await }).await??;
+        anyhow::Ok((results, args))
+    });
+    let (results, args) = results?;
     print!("{}", results.markdown());
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -249,9 +258,14 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
             step("Lua in headless Neovim, sequential echo");
             let (place, setup, small, large) =
                 (&place, setup.clone(), size.lua_small, size.lua_large_calls);
-            let (b64, kib64) =
-                tokio::task::block_in_place(|| nvim::warm(&setup, place, small, large))?;
-            Some(Sizes { b64, kib64 })
+            let warm = tokio::task::block_in_place(|| nvim::warm(&setup, place, small, large))?;
+            Some((
+                Sizes {
+                    b64: warm.b64,
+                    kib64: warm.kib64,
+                },
+                warm.cost,
+            ))
         }
         None => None,
     };
@@ -299,7 +313,8 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         cpu_direct,
         cpu_routed,
         rust,
-        lua,
+        lua: lua.as_ref().map(|(sizes, _)| sizes.clone()),
+        cpu_lua: lua.map(|(_, cost)| cost),
         concurrent,
         stream,
         cold_cli,

@@ -14,9 +14,10 @@ use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
 use crate::{
+    cpu::PerCall,
     place::Place,
     series::Plan,
-    stats::{Latency, Rep},
+    stats::{median, Latency, Rep},
 };
 
 /// Where Neovim, the native library and the scripts are.
@@ -81,6 +82,8 @@ impl NvimSetup {
 struct LuaRep {
     wall_ns: f64,
     samples_ns: Vec<f64>,
+    cpu_us_per_call: f64,
+    switches_per_call: f64,
 }
 
 #[derive(Deserialize)]
@@ -89,13 +92,24 @@ struct LuaWarm {
     large: Vec<LuaRep>,
 }
 
-/// Warm echo latencies from Lua: (64 B, 64 KiB).
+/// Warm echo from Lua: latencies (64 B, 64 KiB) and what a 64 B call costs
+/// the Neovim process.
+pub struct Warm {
+    /// 64-byte argument.
+    pub b64: Latency,
+    /// 64 KiB argument.
+    pub kib64: Latency,
+    /// CPU and context switches of the Neovim process per 64 B call.
+    pub cost: PerCall,
+}
+
+/// Runs the warm Lua series.
 pub fn warm(
     setup: &NvimSetup,
     place: &Place,
     small: Plan,
     large_calls: usize,
-) -> anyhow::Result<(Latency, Latency)> {
+) -> anyhow::Result<Warm> {
     let args = [small.reps, small.warmup, small.calls, large_calls].map(|n| n.to_string());
     let out = setup
         .command(place, "warm.lua", &args)
@@ -115,10 +129,15 @@ pub fn warm(
         .find(|l| l.starts_with('{'))
         .ok_or_else(|| anyhow!("no result from nvim: {text}"))?;
     let warm: LuaWarm = serde_json::from_str(line).context("nvim result")?;
-    Ok((
-        latency(&warm.small, small.calls),
-        latency(&warm.large, large_calls),
-    ))
+    Ok(Warm {
+        b64: latency(&warm.small, small.calls),
+        kib64: latency(&warm.large, large_calls),
+        cost: PerCall {
+            process: "nvim".into(),
+            cpu_us: median(warm.small.iter().map(|r| r.cpu_us_per_call)),
+            switches: median(warm.small.iter().map(|r| r.switches_per_call)),
+        },
+    })
 }
 
 fn latency(reps: &[LuaRep], calls: usize) -> Latency {

@@ -90,6 +90,8 @@ pub struct Results {
     pub rust: Sizes,
     /// Lua in headless Neovim through the router (absent with --skip-nvim).
     pub lua: Option<Sizes>,
+    /// CPU of the Neovim process per 64 B call from Lua.
+    pub cpu_lua: Option<PerCall>,
     /// 8 concurrent Rust clients.
     pub concurrent: Concurrent,
     /// A 10,000-item stream.
@@ -252,6 +254,14 @@ impl Results {
                     "—".into(),
                     "",
                 );
+                if let Some(c) = &self.cpu_lua {
+                    row(
+                        "CPU of Neovim per 64 B call from Lua (context switches)",
+                        format!("{:.0} µs ({:.1})", c.cpu_us, c.switches),
+                        "—".into(),
+                        "",
+                    );
+                }
             }
             None => row("Lua in Neovim", "skipped".into(), "".into(), ""),
         }
