@@ -39,6 +39,13 @@
 //! and leaves the module running. When the caller cancels, the handler's
 //! future is dropped.
 //!
+//! # Runtime
+//! A module serves one connection, so `#[tokio::main(flavor =
+//! "current_thread")]` is the cheapest runtime for it: on this project's
+//! 2-core benchmark machine it halves the CPU a call costs the module
+//! compared with the default multi-threaded runtime (`make bench`). Keep
+//! the multi-threaded one for handlers that compute in parallel.
+//!
 //! # Logging
 //! stdout belongs to the protocol. [`Module::run`] points fd 1 at stderr so
 //! that a stray `println!` cannot corrupt it, and installs a `tracing`
