@@ -16,14 +16,17 @@ MODULES_OUT := $(ROOT)/target/modules
 NATIVE_SO := $(ROOT)/lua/norgopolis/native.so
 BUSTED_STAMP := /usr/share/lua/5.1/busted/runner.lua
 LUAROCKS  := /usr/bin/luarocks
+PROTOC    := /usr/bin/protoc
+COMPAT_TARGET := $(ROOT)/target/compat
 
 export PATH := $(TARGET):$(PATH)
 
 .PHONY: deps deps-rust deps-nvim deps-busted build build-rust build-modules build-nvim \
-        demo test test-rust test-nvim lint fmt nvim bench clean
+        demo test test-rust test-nvim lint fmt nvim bench clean \
+        deps-protoc build-compat soak fuzz
 
 ## deps: install every tool the build and tests need (skips what is there)
-deps: deps-rust deps-nvim deps-busted
+deps: deps-rust deps-nvim deps-busted deps-protoc
 
 deps-rust:
 	@command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
@@ -40,8 +43,35 @@ $(BUSTED_STAMP) $(LUAROCKS):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq lua-busted luarocks >/dev/null
 
-## build: server, CLI, client, bundled modules (target/modules) and the Neovim library
-build: build-rust build-modules build-nvim
+# protoc: the public norgopolis-protos crate (used by the compat fixtures)
+# compiles its protos with it.
+deps-protoc: $(PROTOC)
+$(PROTOC):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq protobuf-compiler >/dev/null
+
+## build: server, CLI, client, bundled modules (target/modules), the Neovim library
+## and the compatibility fixtures
+build: build-rust build-modules build-nvim build-compat
+
+## build-compat: fixtures on the public registry crates (norgopolis-client 0.6,
+## norgopolis-module 2.0.3; tonic 0.9), kept out of the workspace: own lock
+## file, own target dir (target/compat)
+build-compat: deps-rust deps-protoc
+	CARGO_TARGET_DIR=$(COMPAT_TARGET) cargo build --manifest-path rust/compat/Cargo.toml $(CARGO_FLAGS)
+
+## soak: 8 clients x 25,000 mixed calls against a release server; prints
+## throughput, errors, RSS and fd figures (not part of `make test`)
+soak: deps-rust
+	cargo build --release -p norgopolis-server -p norgopolis-echo -p norgopolis-tests
+	cargo test --release -p norgopolis-tests --test soak -- --ignored --nocapture
+
+## fuzz: the property tests (manifest and config parsers, module names) with
+## many more cases than `make test` runs
+FUZZ_CASES ?= 20000
+fuzz: deps-rust
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p norgopolis-server props
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p norgopolis-tests --test props
 
 build-rust: deps-rust
 	cargo build --workspace $(CARGO_FLAGS)

@@ -334,3 +334,74 @@ stderr_lines_per_second = 0
         assert!(c.linger.is_none());
     }
 }
+
+/// Property tests (`make fuzz` runs many more cases).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PATH: &str = "/x/config.toml";
+
+    /// The config's keys, plus near misses.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("linger"),
+            Just("idle_timeout"),
+            Just("max_message_size"),
+            Just("listen_tcp"),
+            Just("call_timeout"),
+            Just("max_sessions"),
+            Just("max_calls_per_session"),
+            Just("max_calls_per_module"),
+            Just("module_grace"),
+            Just("log_max_size"),
+            Just("stderr_lines_per_second"),
+            Just("modules_dirs"),
+            Just("lingre"),
+            Just("socket"),
+        ]
+        .prop_map(str::to_string)
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\"[0-9]{1,4}(ms|s|m)?\"",
+            "\"[a-z.:0-9\\[\\]]{0,16}\"",
+            "-?[0-9]{1,10}",
+            "[0-9]{1,3}\\.[0-9]{1,2}",
+            Just("true".to_string()),
+            Just("[\"/a\", \"/b\"]".to_string()),
+            Just("\"127.0.0.1:0\"".to_string()),
+            Just("\"off\"".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_handled(text in "\\PC{0,200}") {
+            if let Err(e) = Config::parse(Path::new(PATH), &text) {
+                let msg = e.to_string();
+                prop_assert!(msg.starts_with("config file /x/config.toml"), "{msg}");
+                if let Some(line) = e.line {
+                    prop_assert!(line >= 1 && line <= text.lines().count() + 1, "{msg}");
+                }
+            }
+        }
+
+        #[test]
+        fn errors_name_the_offending_key_and_line(
+            lines in proptest::collection::vec((key(), value()), 1..6)
+        ) {
+            // Distinct keys only: a duplicate is a different error.
+            let mut seen = std::collections::HashSet::new();
+            let lines: Vec<_> = lines.into_iter().filter(|(k, _)| seen.insert(k.clone())).collect();
+            let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            if let Err(e) = Config::parse(Path::new(PATH), &text) {
+                let line = e.line.expect("a line");
+                let key = e.key.clone().expect("a key");
+                prop_assert_eq!(&lines[line - 1].0, &key, "{}", e);
+            }
+        }
+    }
+}

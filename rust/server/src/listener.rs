@@ -33,11 +33,18 @@ impl Bound {
         places.ensure_dir()?;
         let lock = take_lock(places, lock_wait).await?;
         remove_stale_socket(&places.socket)?;
-        let listener = UnixListener::bind(&places.socket)
-            .with_context(|| format!("cannot bind {}", places.socket.display()))?;
+        // The pid file first: if it is squatted we refuse before a socket
+        // exists that nobody would remove.
+        write_pid_file(&places.pid_file)?;
+        let listener = match UnixListener::bind(&places.socket) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_file(&places.pid_file);
+                return Err(e).with_context(|| format!("cannot bind {}", places.socket.display()));
+            }
+        };
         std::fs::set_permissions(&places.socket, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot chmod {}", places.socket.display()))?;
-        write_pid_file(&places.pid_file)?;
         Ok(Bound {
             listener,
             places: places.clone(),

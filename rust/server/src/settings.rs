@@ -135,7 +135,7 @@ pub mod defaults {
     /// `max_calls_per_session`.
     pub const MAX_CALLS_PER_SESSION: u32 = 256;
     /// `max_calls_per_module`.
-    pub const MAX_CALLS_PER_MODULE: u32 = 64;
+    pub const MAX_CALLS_PER_MODULE: u32 = 128;
     /// `module_grace`.
     pub const MODULE_GRACE: Duration = Duration::from_millis(1500);
     /// `module_ping_interval`.

@@ -51,6 +51,8 @@ pub enum ConnEnd {
     Broken(String),
     /// A ping went unanswered for the keep-alive timeout.
     Unanswered,
+    /// Our HTTP/2 stack refused to buffer more of the module's small frames.
+    Flooded(String),
 }
 
 /// The connection task's future: drives the connection, tells how it ended.
@@ -109,6 +111,11 @@ fn classify(result: Result<(), hyper::Error>, close: &CloseSignal) -> ConnEnd {
                 if let Some(h2) = s.downcast_ref::<h2::Error>() {
                     if h2.is_io() {
                         return ConnEnd::Closed(h2.to_string());
+                    }
+                    if h2.is_library() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+                        // Our own HTTP/2 stack gave up on buffered frames the
+                        // module sent faster than its callers read them.
+                        return ConnEnd::Flooded(h2.to_string());
                     }
                     return ConnEnd::Broken(h2.to_string());
                 }

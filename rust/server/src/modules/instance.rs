@@ -438,6 +438,12 @@ async fn supervise(mut s: Supervised) {
                 ));
                 s.child.wait().await
             }
+            ConnEnd::Flooded(why) => {
+                s.fail(format!(
+                    "sent more small result frames than its callers read ({why})"
+                ));
+                s.child.wait().await
+            }
             ConnEnd::Unanswered => {
                 s.fail(format!(
                     "stopped answering (no reply to a ping within {} ms)",

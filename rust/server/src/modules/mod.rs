@@ -8,6 +8,8 @@ mod host;
 mod instance;
 mod locate;
 mod manifest;
+#[cfg(test)]
+mod props;
 mod restart;
 mod spawner;
 mod stderr;
