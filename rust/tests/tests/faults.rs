@@ -429,3 +429,80 @@ async fn override_answers_unimplemented() {
     assert!(err.message().contains("Override"), "{err:?}");
     assert!(err.message().contains("echo.echo"), "{err:?}");
 }
+
+/// Kills a daemonized server when the test ends, however it ends.
+struct Daemon(u32);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_log_is_capped_and_rotated_while_running() {
+    let sb = Sandbox::new();
+    sb.write_config("log_max_size = 8192\nstderr_lines_per_second = 0\n");
+    let mut cmd = std::process::Command::new(bin("norgopolis-server"));
+    sb.env(&mut cmd);
+    let (_parent, line) = spawn_with_ready(cmd).unwrap();
+    let pid: u32 = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("daemon did not start: {line}"));
+    let _daemon = Daemon(pid);
+    let ch = sb.channel().await.unwrap();
+    let filler = "x".repeat(1000);
+    for i in 0..40 {
+        call_all(
+            &ch,
+            "echo",
+            "stderr",
+            Value::from(format!("line {i:02} {filler}")),
+        )
+        .await
+        .unwrap();
+    }
+    call_all(&ch, "echo", "stderr", Value::from("the last word"))
+        .await
+        .unwrap();
+    let rotated = rotated(&sb.log);
+    let (current, old) = eventually(LONG, "the last line in the log", || async {
+        let current = std::fs::read_to_string(&sb.log).unwrap_or_default();
+        let old = std::fs::read_to_string(&rotated).unwrap_or_default();
+        (current.contains("the last word") || old.contains("the last word"))
+            .then_some((current, old))
+    })
+    .await;
+    // Each file holds at most the cap plus the record that crossed it.
+    assert!(
+        current.len() <= 8192 + 1200,
+        "log is {} bytes",
+        current.len()
+    );
+    assert!(
+        old.len() >= 8192 && old.len() <= 8192 + 1200,
+        "rotated log is {} bytes",
+        old.len()
+    );
+    // Forty kilobytes went through: the older lines are gone for good.
+    assert!(!current.contains("line 00 ") && !old.contains("line 00 "));
+    drop(ch);
+    ControlClient::new(sb.channel().await.unwrap())
+        .shutdown(norgopolis_proto::v1::ShutdownRequest {
+            reason: "test over".into(),
+        })
+        .await
+        .unwrap();
+    assert!(wait_pid_exit(pid, LONG).await);
+}
+
+/// `<log>.1`, where a rotated log goes.
+fn rotated(log: &std::path::Path) -> std::path::PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".1");
+    p.into()
+}
