@@ -1,7 +1,8 @@
 //! `norgopolis-bench`: what `make bench` runs.
 //!
 //! One run measures the router against its baselines (a raw Unix-socket
-//! ping-pong, and the echo module spoken to directly with no router), from
+//! ping-pong, the echo module spoken to directly with no router, and a
+//! model of the proposed lean module transport), from
 //! the Rust client and from Lua in headless Neovim, warm and cold, and the
 //! server's memory; it prints a markdown table and writes JSON. Every server
 //! runs in a temp dir on its own socket. Built in release mode next to the
@@ -12,6 +13,7 @@ mod cpu;
 mod direct;
 mod drive;
 mod floor;
+mod lean;
 mod memory;
 mod nvim;
 mod payload;
@@ -65,6 +67,9 @@ enum Internal {
     /// The far end of the raw-socket ping-pong (started by the bench itself).
     #[command(hide = true)]
     Peer { socket: PathBuf },
+    /// The module side of the lean transport model (started by the bench).
+    #[command(hide = true)]
+    LeanPeer,
     /// Load for a profiler: sequential echo calls to a running server.
     Drive {
         /// The server's socket.
@@ -140,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match &args.command {
         Some(Internal::Peer { socket }) => return floor::peer(socket),
+        Some(Internal::LeanPeer) => return lean::peer(),
         Some(Internal::Drive {
             socket,
             calls,
@@ -214,6 +220,25 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     .await?;
     let module_direct_stream = module.stream(STREAM_ITEMS, size.stream_reps).await?;
     module.stop().await;
+
+    step("lean transport model, no router");
+    let lean = lean::LeanModule::start().await?;
+    let module_lean = Sizes {
+        b64: lean.echo_series(&small, size.small).await?,
+        kib64: lean.echo_series(&large, size.large).await?,
+    };
+    let cpu_lean = cpu::per_call(
+        &[("client", me), ("module", lean.pid())],
+        size.small.calls,
+        || async {
+            for _ in 0..size.small.calls {
+                lean.call("echo", &small).await?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    lean.stop().await;
 
     step("server idle and with 4 modules");
     let server = place.start_server()?;
@@ -311,6 +336,8 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         module_direct,
         module_direct_stream,
         cpu_direct,
+        module_lean,
+        cpu_lean,
         cpu_routed,
         rust,
         lua: lua.as_ref().map(|(sizes, _)| sizes.clone()),

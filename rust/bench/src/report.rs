@@ -84,6 +84,10 @@ pub struct Results {
     pub module_direct_stream: Streamed,
     /// CPU per 64 B call, module spoken to directly.
     pub cpu_direct: Vec<PerCall>,
+    /// The lean transport model: the module hop without HTTP/2 or gRPC.
+    pub module_lean: Sizes,
+    /// CPU per 64 B call over the lean transport model.
+    pub cpu_lean: Vec<PerCall>,
     /// CPU per 64 B call through the router (Rust client).
     pub cpu_routed: Vec<PerCall>,
     /// Rust client through the router.
@@ -201,6 +205,18 @@ impl Results {
             "—".into(),
             "",
         );
+        row(
+            "Module hop, lean transport model (framed MessagePack over stdio), 64 B",
+            latency(&self.module_lean.b64),
+            "—".into(),
+            "",
+        );
+        row(
+            "Module hop, lean transport model, 64 KiB",
+            latency(&self.module_lean.kib64),
+            "—".into(),
+            "",
+        );
         let ds = &self.module_direct_stream;
         row(
             &format!(
@@ -218,6 +234,12 @@ impl Results {
         row(
             "CPU per 64 B call, no router (context switches)",
             cpu(&self.cpu_direct),
+            "—".into(),
+            "",
+        );
+        row(
+            "CPU per 64 B call, lean transport model (context switches)",
+            cpu(&self.cpu_lean),
             "—".into(),
             "",
         );
