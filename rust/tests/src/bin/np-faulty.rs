@@ -92,6 +92,8 @@ impl Invoker for Faulty {
             "hang" => {
                 // SAFETY: stops this process; only SIGCONT or SIGKILL end that.
                 unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+                // The stop reaches every thread a moment later; never answer.
+                std::future::pending::<()>().await;
                 one(rmpv::Value::Nil)
             }
             "hold" => Box::pin(Hold),
