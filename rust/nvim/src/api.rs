@@ -224,14 +224,10 @@ fn add_requests(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     m.set(
         "close",
         lua.create_function(move |_, ()| {
-            // Ending the session properly (not by a dropped connection)
-            // lets the server log a normal leave; close() bounds the wait.
-            let session = c.conn.take_now();
-            c.requests.close(async move {
-                if let Some(client) = session {
-                    client.detach().await;
-                }
-            });
+            // The session ends with the connection: dropping the client
+            // closes it without making Neovim wait for the server.
+            drop(c.conn.take_now());
+            c.requests.close();
             Ok(())
         })?,
     )?;

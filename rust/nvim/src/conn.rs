@@ -121,9 +121,9 @@ impl Connection {
         }
     }
 
-    /// Takes the session without waiting, for a last goodbye while Neovim
-    /// exits. `None` if there is none, or an attach is still under way (it
-    /// is then simply cut off with the runtime).
+    /// Takes the session without waiting, so that dropping it while Neovim
+    /// exits closes the connection. `None` if there is none, or an attach
+    /// is still under way (it is then simply cut off with the runtime).
     pub fn take_now(&self) -> Option<Client> {
         lock(&self.current).take();
         self.client.try_lock().ok().and_then(|mut slot| slot.take())

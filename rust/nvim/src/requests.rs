@@ -13,7 +13,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
 use rmpv::Value as Mp;
@@ -22,9 +21,6 @@ use tokio::{runtime::Runtime, task::AbortHandle};
 use crate::bridge::{ErrorInfo, Kind, Outbox};
 
 type TaskMap = Arc<Mutex<HashMap<u64, AbortHandle>>>;
-
-/// Longest Neovim's exit waits for each step of [`Requests::close`].
-const LEAVE_GRACE: Duration = Duration::from_millis(100);
 
 /// Owns the runtime (main thread only) and the table of running requests.
 pub struct Requests {
@@ -97,22 +93,18 @@ impl Requests {
     }
 
     /// Stops everything: Neovim is exiting and must not be held up by
-    /// calls in flight. Aborts every request (their calls are cancelled at
-    /// the server), gives `farewell` (ending the session) and the aborted
-    /// tasks at most [`LEAVE_GRACE`] each to get their last frames out,
-    /// then drops the runtime; nothing reaches Lua afterwards. Idempotent.
-    pub fn close(&self, farewell: impl Future<Output = ()> + Send + 'static) {
+    /// calls in flight. Aborts every request and drops the runtime without
+    /// waiting for it (no `block_on`, not even at exit): its connection
+    /// closes with it, which cancels the calls at the server and ends this
+    /// Neovim's session there (a lease ends when its connection does).
+    /// Nothing reaches Lua afterwards. Idempotent.
+    pub fn close(&self) {
         for (_, task) in lock(&self.tasks).drain() {
             task.abort();
         }
         self.outbox.close();
         if let Some(runtime) = self.runtime.borrow_mut().take() {
-            // Bounded: a server that does not answer costs LEAVE_GRACE, and
-            // VimLeavePre is the one place where waiting briefly is right.
-            runtime.block_on(async {
-                let _ = tokio::time::timeout(LEAVE_GRACE, farewell).await;
-            });
-            runtime.shutdown_timeout(LEAVE_GRACE);
+            runtime.shutdown_background();
         }
     }
 }
