@@ -84,9 +84,11 @@ build-nvim: deps-rust
 	cargo build -p norgopolis-nvim $(CARGO_FLAGS)
 	@cp -f $(TARGET)/libnorgopolis_nvim.so $(NATIVE_SO)
 
-## demo: two clients sharing one spawned server, end to end
+## demo: two clients sharing one spawned server, end to end: first from the
+## CLI, then the same story from two headless Neovims with the plugin
 demo: build deps
 	@bash scripts/demo.sh
+	@NVIM=$(NVIM) bash scripts/demo-nvim.sh
 
 ## test: the whole suite
 test: build deps
@@ -106,10 +108,14 @@ lint:
 fmt:
 	cargo fmt --all
 
-## nvim: an interactive Neovim with the plugin and bundled modules ready
+## nvim: an interactive Neovim with the plugin and bundled modules ready, on
+## a private socket (a norgopolis you use yourself is not touched), your own
+## config left out (--clean), and a buffer of things to try
+TRY_SOCKET := $(ROOT)/target/try/run/norgopolis.sock
 nvim: build deps-nvim
-	NORGOPOLIS_MODULES_DIR=$(MODULES_OUT) NORGOPOLIS_SERVER=$(TARGET)/norgopolis-server \
-	  $(NVIM) --cmd "set rtp^=$(ROOT)"
+	NORGOPOLIS_SOCKET=$(TRY_SOCKET) NORGOPOLIS_LOG=$(ROOT)/target/try/server.log \
+	  NORGOPOLIS_MODULES_DIR=$(MODULES_OUT) NORGOPOLIS_SERVER=$(TARGET)/norgopolis-server \
+	  $(NVIM) --clean --cmd "set rtp^=$(ROOT)" -S $(ROOT)/scripts/nvim-try.lua
 
 ## bench: release build, then every benchmark in one run: a markdown table on
 ## stdout and target/bench/results.json (BENCH_ARGS=--quick for a smoke run).
