@@ -285,7 +285,8 @@ end
 
 --- Modules on disk and whether each is loaded: `cb(err, reply)` with
 --- `{ modules = { { name, path, loaded, version, description, functions,
---- dependencies, autostart, error } }, dirs }`.
+--- function_docs, dependencies, autostart, error } }, dirs }` (`function_docs[i]`
+--- documents `functions[i]`, `""` when the manifest gives none).
 ---@param cb fun(err: norgopolis.Error?, reply: table?)
 function M.modules(cb)
   control(function(n)

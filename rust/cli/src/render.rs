@@ -52,6 +52,7 @@ fn module_info_json(m: &ModuleInfo) -> Value {
         "version": m.version,
         "description": m.description,
         "functions": m.functions,
+        "function_docs": m.function_docs,
         "dependencies": m.dependencies,
         "autostart": m.autostart,
         "error": m.error,

@@ -62,7 +62,7 @@ pub fn module_status(m: ModuleStatus) -> Mp {
     ])
 }
 
-/// `{ modules = { { name, path, loaded, version, description, functions, dependencies, autostart, error } }, dirs }`.
+/// `{ modules = { { name, path, loaded, version, description, functions, function_docs, dependencies, autostart, error } }, dirs }`.
 pub fn list_modules(r: ListModulesReply) -> Mp {
     map(vec![
         (
@@ -81,6 +81,7 @@ fn module_info(m: ModuleInfo) -> Mp {
         ("version", Mp::from(m.version)),
         ("description", Mp::from(m.description)),
         ("functions", strings(m.functions)),
+        ("function_docs", strings(m.function_docs)),
         ("dependencies", strings(m.dependencies)),
         ("autostart", Mp::from(m.autostart)),
         ("error", Mp::from(m.error)),

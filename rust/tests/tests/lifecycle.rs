@@ -425,6 +425,7 @@ async fn load_by_path_registers_a_module_with_its_dependencies() {
     assert_eq!(tool.version, "0.9");
     assert_eq!(tool.description, "one-off");
     assert_eq!(tool.functions, ["echo", "pid"]);
+    assert_eq!(tool.function_docs, ["", "process id"]);
     assert_eq!(tool.dependencies, ["echo"]);
 
     // Under another name, from a bare executable.
@@ -455,6 +456,7 @@ async fn list_modules_carries_manifest_data() {
     assert_eq!(db.version, "1.2.3");
     assert_eq!(db.description, "a database");
     assert_eq!(db.functions, ["query", "index"]);
+    assert_eq!(db.function_docs, ["", "reindex"]);
     assert_eq!(db.dependencies, ["echo"]);
     assert!(!db.loaded && !db.autostart && db.error.is_empty());
 }
