@@ -181,6 +181,15 @@ impl ModuleHost {
         self.shared.options.failures.recent()
     }
 
+    /// Whether `pid` is the process of a module we run: its calls through
+    /// the router are nested in a call of ours.
+    pub fn is_module_pid(&self, pid: u32) -> bool {
+        self.shared
+            .instances()
+            .iter()
+            .any(|i| i.pid == pid && i.is_alive())
+    }
+
     /// The running instance of `name`, starting it (and its dependencies)
     /// if needed. `name` must already be validated.
     pub async fn get(&self, name: &str) -> Result<Arc<Instance>, Status> {
@@ -345,6 +354,7 @@ fn info(l: &Located, loaded: bool) -> ModuleInfo {
         info.version = m.version.clone();
         info.description = m.description.clone();
         info.functions = m.functions.iter().map(|f| f.name().to_string()).collect();
+        info.function_docs = m.functions.iter().map(|f| f.doc().to_string()).collect();
         info.dependencies = m.dependencies.clone();
         info.autostart = m.autostart;
     }
