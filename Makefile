@@ -66,12 +66,15 @@ soak: deps-rust
 	cargo build --release -p norgopolis-server -p norgopolis-echo -p norgopolis-tests
 	cargo test --release -p norgopolis-tests --test soak -- --ignored --nocapture
 
-## fuzz: the property tests (manifest and config parsers, module names) with
-## many more cases than `make test` runs
+## fuzz: the property tests (manifest and config parsers, module names, the
+## Lua <-> MessagePack mapping inside Neovim) with many more cases than
+## `make test` runs
 FUZZ_CASES ?= 20000
-fuzz: deps-rust
+fuzz: build deps-nvim deps-busted
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p norgopolis-server props
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p norgopolis-tests --test props
+	PROPTEST_CASES=$(FUZZ_CASES) NVIM=$(NVIM) $(NVIM) --headless -u NONE -i NONE \
+	  -l spec/runner.lua spec/codec_props_spec.lua
 
 build-rust: deps-rust
 	cargo build --workspace $(CARGO_FLAGS)
