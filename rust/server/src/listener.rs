@@ -53,13 +53,18 @@ impl Bound {
     }
 
     /// Accepted connections from our own user; others are logged and dropped.
-    pub fn incoming(self: &std::sync::Arc<Self>) -> impl Stream<Item = UnixStream> {
+    pub fn incoming(
+        self: &std::sync::Arc<Self>,
+    ) -> impl Stream<Item = crate::serve::Accepted<UnixStream>> {
         let me = nix::unistd::geteuid().as_raw();
         futures::stream::unfold(self.clone(), move |bound| async move {
             loop {
                 match bound.listener.accept().await {
                     Ok((stream, _)) => match stream.peer_cred() {
-                        Ok(cred) if cred.uid() == me => return Some((stream, bound)),
+                        Ok(cred) if cred.uid() == me => {
+                            let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
+                            return Some(((stream, pid), bound));
+                        }
                         Ok(cred) => {
                             tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused connection from another user");
                         }

@@ -59,6 +59,11 @@ impl Connections {
 pub struct Conn {
     /// Unique for the server's life.
     pub id: u64,
+    /// The peer's process id, from the socket's credentials (Unix sockets
+    /// only): how the forwarder recognises calls made by a module.
+    pub peer_pid: Option<u32>,
+    /// Whether the peer is one of our modules, judged on its first call.
+    from_module: Arc<std::sync::OnceLock<bool>>,
     calls: Arc<AtomicU32>,
 }
 
@@ -72,6 +77,14 @@ impl Drop for ConnCall {
 }
 
 impl Conn {
+    /// Whether this connection comes from one of our module processes;
+    /// `is_module` is asked once per connection (a peer never changes).
+    pub fn from_module(&self, is_module: impl FnOnce(u32) -> bool) -> bool {
+        *self
+            .from_module
+            .get_or_init(|| self.peer_pid.is_some_and(is_module))
+    }
+
     /// Counts a call unless `limit` calls are already running here.
     pub fn begin_call(&self, limit: u32) -> Option<ConnCall> {
         self.calls
@@ -96,6 +109,9 @@ pub struct ServeOptions {
     pub keepalive: Duration,
 }
 
+/// An accepted connection and, where the transport tells, its peer's pid.
+pub type Accepted<IO> = (IO, Option<u32>);
+
 /// Serves `routes` on every connection `incoming` yields until `shutdown`
 /// is decided, then lets open connections finish (the caller bounds that).
 pub async fn serve<IO, I>(
@@ -106,7 +122,7 @@ pub async fn serve<IO, I>(
     mut shutdown: watch::Receiver<Option<ExitReason>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    I: Stream<Item = IO>,
+    I: Stream<Item = Accepted<IO>>,
 {
     let options = Arc::new(options);
     let mut tasks = JoinSet::new();
@@ -115,9 +131,10 @@ pub async fn serve<IO, I>(
         tokio::select! {
             _ = exiting(&mut shutdown) => break,
             io = incoming.next() => match io {
-                Some(io) => {
+                Some((io, peer_pid)) => {
                     tasks.spawn(connection(
                         io,
+                        peer_pid,
                         routes.clone(),
                         options.clone(),
                         connections.clone(),
@@ -152,6 +169,7 @@ impl Drop for OpenGuard {
 
 async fn connection<IO>(
     io: IO,
+    peer_pid: Option<u32>,
     routes: Routes,
     options: Arc<ServeOptions>,
     connections: Arc<Connections>,
@@ -178,6 +196,8 @@ async fn connection<IO>(
     let _open = OpenGuard(connections.clone());
     let conn = Conn {
         id: connections.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+        peer_pid,
+        from_module: Arc::default(),
         calls: Arc::default(),
     };
     let id = conn.id;
@@ -331,6 +351,8 @@ mod tests {
     fn call_limit_per_connection() {
         let conn = Conn {
             id: 1,
+            peer_pid: None,
+            from_module: Arc::default(),
             calls: Arc::default(),
         };
         let a = conn.begin_call(2).unwrap();

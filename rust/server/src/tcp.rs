@@ -62,7 +62,7 @@ impl TcpCompat {
 
     /// Accepted connections, with Nagle off (calls are small and
     /// latency-bound).
-    pub fn incoming(self) -> impl Stream<Item = TcpStream> {
+    pub fn incoming(self) -> impl Stream<Item = crate::serve::Accepted<TcpStream>> {
         futures::stream::unfold(self.listener, |listener| async move {
             loop {
                 match listener.accept().await {
@@ -70,7 +70,8 @@ impl TcpCompat {
                         if let Err(e) = stream.set_nodelay(true) {
                             tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
                         }
-                        return Some((stream, listener));
+                        // A TCP peer's process is unknown: never a module.
+                        return Some(((stream, None), listener));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.

@@ -109,6 +109,36 @@ async fn call_chains_cycling_back_into_a_busy_module_do_not_deadlock() {
 }
 
 #[tokio::test]
+async fn nested_calls_do_not_wait_behind_the_module_limit_their_callers_hold() {
+    let sb = Sandbox::new();
+    sb.write_config("max_calls_per_module = 2\n");
+    let _server = sb.start_server(&[]);
+    let client = client(&sb).await;
+
+    // Two front-end calls take both of echo's slots; each goes three deep
+    // back into echo. Waiting in line behind their own callers would hang.
+    let chains = (0..2).map(|i| {
+        let client = client.clone();
+        async move {
+            let bottom = relay("echo", "sleep", Value::from(50 + i));
+            call(&client, "echo", "relay", relay("echo", "relay", bottom)).await
+        }
+    });
+    for (i, result) in futures::future::join_all(chains)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(result.unwrap(), vec![Value::from(50 + i as u64)]);
+    }
+    let status = client.status().await.unwrap();
+    assert_eq!(status.calls_in_flight, 0);
+    let echo = status.modules.iter().find(|m| m.name == "echo").unwrap();
+    assert_eq!(echo.calls_in_flight, 0, "{echo:?}");
+    assert_eq!(echo.calls_queued, 0, "{echo:?}");
+}
+
+#[tokio::test]
 async fn a_module_session_does_not_keep_the_server_alive() {
     let sb = Sandbox::new();
     let mut server = sb.start_server(&["--linger", "300ms"]);
