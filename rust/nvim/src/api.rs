@@ -137,6 +137,27 @@ fn add_codec(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     Ok(())
 }
 
+/// The value boxed in `boxed[1]` (boxed so that nil survives the call) as
+/// MessagePack, or the `nil, error` pair that hands the refusal back to Lua
+/// as an `InvalidArgument` error table.
+fn encode_boxed(
+    lua: &Lua,
+    codec: &Codec,
+    boxed: &Table,
+    what: &str,
+) -> mlua::Result<Result<Vec<u8>, MultiValue>> {
+    let value = exact_get(boxed, Value::Integer(1))?;
+    match codec.encode_bytes(&value, what) {
+        Ok(bytes) => Ok(Ok(bytes)),
+        Err(e) => {
+            let err = ErrorInfo::new("InvalidArgument", format!("cannot send {what}: {e}"));
+            Ok(Err(
+                (Value::Nil, bridge::error_table(lua, &err)?).into_lua_multi(lua)?
+            ))
+        }
+    }
+}
+
 fn add_requests(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     m.set(
         "set_sink",
@@ -148,14 +169,9 @@ fn add_requests(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
         "invoke",
         lua.create_function(
             move |lua, (module, function, boxed): (String, String, Table)| {
-                let args = exact_get(&boxed, Value::Integer(1))?;
-                let bytes = match c.codec.encode_bytes(&args, "args") {
+                let bytes = match encode_boxed(lua, &c.codec, &boxed, "args")? {
                     Ok(bytes) => bytes,
-                    Err(e) => {
-                        let err =
-                            ErrorInfo::new("InvalidArgument", format!("cannot send args: {e}"));
-                        return (Value::Nil, bridge::error_table(lua, &err)?).into_lua_multi(lua);
-                    }
+                    Err(refusal) => return Ok(refusal),
                 };
                 let conn = c.conn.clone();
                 let spawned = c.requests.spawn(|reporter| async move {
@@ -377,14 +393,9 @@ fn add_control(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
         "publish",
         lua.create_function(
             move |lua, (module, topic, boxed): (String, String, Table)| {
-                let payload = exact_get(&boxed, Value::Integer(1))?;
-                let bytes = match c.codec.encode_bytes(&payload, "payload") {
+                let bytes = match encode_boxed(lua, &c.codec, &boxed, "payload")? {
                     Ok(bytes) => bytes,
-                    Err(e) => {
-                        let err =
-                            ErrorInfo::new("InvalidArgument", format!("cannot send payload: {e}"));
-                        return (Value::Nil, bridge::error_table(lua, &err)?).into_lua_multi(lua);
-                    }
+                    Err(refusal) => return Ok(refusal),
                 };
                 c.with_client(lua, |client| async move {
                     client
