@@ -1,12 +1,26 @@
 //! The one task that decides when the server exits.
 //!
-//! Sessions opening and closing, calls starting and ending, and the linger
-//! and idle timers are all serialised through this task, so "the last client
-//! leaves" and "a new client arrives" can never race: every attach or call
-//! is either counted before the exit decision (and cancels it) or refused
-//! after it (and the client starts a fresh server).
+//! Sessions opening and closing and the linger and idle timers are
+//! serialised through this task, so "the last client leaves" and "a new
+//! client arrives" can never race: every attach or call is either counted
+//! before the exit decision (and cancels it) or refused after it (and the
+//! client starts a fresh server).
+//!
+//! Calls are the hot path, so they do not wait for the task: they are
+//! counted in one atomic word that also holds the "closing" bit. A call
+//! starts only if that bit is clear, and the task decides to exit only by
+//! setting it while the count is zero (one compare-and-swap), so a call
+//! and the exit decision still cannot both win. The task hears of the
+//! count going from zero to one and back (fire and forget) to run its
+//! timers.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -25,10 +39,8 @@ enum Msg {
         id: u64,
         keeps_alive: bool,
     },
-    CallStart {
-        reply: oneshot::Sender<bool>,
-    },
-    CallEnd,
+    /// The call count left zero or went back to it: look again.
+    CallsChanged,
     Shutdown {
         reason: ExitReason,
     },
@@ -46,10 +58,52 @@ pub struct Counts {
     pub calls: u32,
 }
 
+/// Calls in flight (low bits) and the closing flag, in one word so that
+/// starting a call and deciding to exit are decided by one atomic each.
+struct CallCount(AtomicU64);
+
+const CLOSING: u64 = 1 << 63;
+
+impl CallCount {
+    /// Counts a call unless the exit has been decided; true if it was the
+    /// first in flight.
+    fn start(&self) -> Result<bool, ShuttingDown> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w & CLOSING == 0).then_some(w + 1)
+            })
+            .map(|before| before == 0)
+            .map_err(|_| ShuttingDown)
+    }
+
+    /// Uncounts a call; true if it was the last in flight.
+    fn end(&self) -> bool {
+        self.0.fetch_sub(1, Ordering::AcqRel) & !CLOSING == 1
+    }
+
+    /// Calls in flight.
+    fn calls(&self) -> u32 {
+        u32::try_from(self.0.load(Ordering::Acquire) & !CLOSING).unwrap_or(u32::MAX)
+    }
+
+    /// Decides to exit if no call is in flight (an idle exit).
+    fn close_if_idle(&self) -> bool {
+        self.0
+            .compare_exchange(0, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Decides to exit whatever runs (a requested shutdown).
+    fn close(&self) {
+        self.0.fetch_or(CLOSING, Ordering::AcqRel);
+    }
+}
+
 /// Handle to the lifetime task; cheap to clone.
 #[derive(Clone)]
 pub struct Lifetime {
     tx: mpsc::UnboundedSender<Msg>,
+    calls: Arc<CallCount>,
     exit: watch::Receiver<Option<ExitReason>>,
 }
 
@@ -78,12 +132,15 @@ impl Drop for SessionGuard {
 
 /// A call in flight; dropping it marks the call finished.
 pub struct CallGuard {
+    calls: Arc<CallCount>,
     tx: mpsc::UnboundedSender<Msg>,
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        let _ = self.tx.send(Msg::CallEnd);
+        if self.calls.end() {
+            let _ = self.tx.send(Msg::CallsChanged);
+        }
     }
 }
 
@@ -110,8 +167,16 @@ impl Lifetime {
     pub fn start(linger: Duration, idle_timeout: Duration, max_sessions: u32) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (exit_tx, exit) = watch::channel(None);
-        tokio::spawn(run(rx, exit_tx, linger, idle_timeout, max_sessions));
-        Lifetime { tx, exit }
+        let calls = Arc::new(CallCount(AtomicU64::new(0)));
+        tokio::spawn(run(
+            rx,
+            calls.clone(),
+            exit_tx,
+            linger,
+            idle_timeout,
+            max_sessions,
+        ));
+        Lifetime { tx, calls, exit }
     }
 
     /// Registers a session; refused once the exit has been decided or
@@ -129,23 +194,23 @@ impl Lifetime {
         })
     }
 
-    /// Registers a call; refused once the exit has been decided.
+    /// Registers a call; refused once the exit has been decided. Never
+    /// waits for the lifetime task.
     pub async fn begin_call(&self) -> Result<CallGuard, ShuttingDown> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::CallStart { reply })
-            .map_err(|_| ShuttingDown)?;
-        if rx.await.map_err(|_| ShuttingDown)? {
-            Ok(CallGuard {
-                tx: self.tx.clone(),
-            })
-        } else {
-            Err(ShuttingDown)
+        if self.calls.start()? {
+            // Out of idleness: the task stops its timer.
+            let _ = self.tx.send(Msg::CallsChanged);
         }
+        Ok(CallGuard {
+            calls: self.calls.clone(),
+            tx: self.tx.clone(),
+        })
     }
 
     /// Decides to exit now (the `Shutdown` call, a signal).
     pub fn shutdown(&self, reason: impl Into<ExitReason>) {
+        // At once, so no call starts after this returns.
+        self.calls.close();
         let _ = self.tx.send(Msg::Shutdown {
             reason: reason.into(),
         });
@@ -168,6 +233,7 @@ impl Lifetime {
 
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Msg>,
+    call_count: Arc<CallCount>,
     exit: watch::Sender<Option<ExitReason>>,
     linger: Duration,
     idle_timeout: Duration,
@@ -176,7 +242,6 @@ async fn run(
     let mut next_id: u64 = 1;
     let mut sessions: u32 = 0;
     let mut keeping_sessions: u32 = 0;
-    let mut calls: u32 = 0;
     let mut had_session = false;
     let mut closing = false;
     let mut deadline: Option<Instant> = Some(Instant::now() + idle_timeout);
@@ -185,6 +250,12 @@ async fn run(
         let msg = tokio::select! {
             msg = rx.recv() => msg,
             _ = sleep_until(deadline) => {
+                if !call_count.close_if_idle() {
+                    // A call started just now; its CallsChanged is on the
+                    // way and will set the timer again when it ends.
+                    deadline = None;
+                    continue;
+                }
                 let reason = if had_session {
                     format!("last client left {} ms ago", linger.as_millis())
                 } else {
@@ -229,17 +300,7 @@ async fn run(
                 }
                 tracing::debug!(session = id, "session closed");
             }
-            Msg::CallStart { reply } => {
-                if closing {
-                    let _ = reply.send(false);
-                    continue;
-                }
-                calls += 1;
-                if reply.send(true).is_err() {
-                    calls -= 1;
-                }
-            }
-            Msg::CallEnd => calls = calls.saturating_sub(1),
+            Msg::CallsChanged => {}
             Msg::Shutdown { reason } => {
                 if !closing {
                     tracing::info!("exiting: {reason}");
@@ -250,6 +311,7 @@ async fn run(
                 continue;
             }
             Msg::Counts { reply } => {
+                let calls = call_count.calls();
                 let _ = reply.send(Counts { sessions, calls });
                 continue;
             }
@@ -257,7 +319,7 @@ async fn run(
         if closing {
             continue;
         }
-        let idle = keeping_sessions == 0 && calls == 0;
+        let idle = keeping_sessions == 0 && call_count.calls() == 0;
         deadline = match (idle, deadline) {
             // Still idle: keep the running timer, except that a finished call
             // restarts the idle timeout of a server that never had a session.
@@ -316,6 +378,60 @@ mod tests {
         assert!(life.exit_watch().borrow().is_none());
         drop(call);
         life.exit_watch().changed().await.unwrap();
+    }
+
+    #[test]
+    fn the_exit_decision_and_a_call_start_cannot_both_win() {
+        let count = CallCount(AtomicU64::new(0));
+        assert!(count.start().unwrap(), "first call in flight");
+        assert!(!count.close_if_idle(), "closed with a call in flight");
+        assert!(!count.start().unwrap());
+        assert!(!count.end());
+        assert!(count.end(), "last call out");
+        assert!(count.close_if_idle());
+        assert!(count.start().is_err(), "call started after the decision");
+        assert_eq!(count.calls(), 0);
+        // A requested shutdown closes with calls in flight; they still end.
+        let count = CallCount(AtomicU64::new(0));
+        count.start().unwrap();
+        count.close();
+        assert!(count.start().is_err());
+        assert_eq!(count.calls(), 1);
+        assert!(count.end());
+        assert_eq!(count.calls(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_racing_the_linger_are_either_counted_or_refused() {
+        let life = Lifetime::start(Duration::from_micros(50), Duration::from_secs(300), 8);
+        drop(life.open_session(true).await.unwrap());
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let life = life.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..20_000 {
+                    let Ok(call) = life.begin_call().await else {
+                        return;
+                    };
+                    // An idle exit decided while a call is counted would
+                    // abandon that call.
+                    tokio::task::yield_now().await;
+                    assert!(
+                        life.exit_watch().borrow().is_none(),
+                        "idle exit decided with a call in flight"
+                    );
+                    drop(call);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Whether or not the linger ran out between calls, it runs out now.
+        let mut exit = life.exit_watch();
+        exit.wait_for(Option::is_some).await.unwrap();
+        assert!(life.begin_call().await.is_err());
+        assert_eq!(life.counts().await.calls, 0);
     }
 
     #[tokio::test(start_paused = true)]
