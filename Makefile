@@ -17,13 +17,14 @@ NATIVE_SO := $(ROOT)/lua/norgopolis/native.so
 BUSTED_STAMP := /usr/share/lua/5.1/busted/runner.lua
 LUAROCKS  := /usr/bin/luarocks
 PROTOC    := /usr/bin/protoc
+STYLUA    := $(DEPS)/stylua/bin/stylua
 COMPAT_TARGET := $(ROOT)/target/compat
 
 export PATH := $(TARGET):$(PATH)
 
 .PHONY: deps deps-rust deps-nvim deps-busted build build-rust build-modules build-nvim \
         demo test test-rust test-nvim lint fmt nvim bench clean \
-        deps-protoc build-compat soak fuzz
+        deps-protoc deps-stylua build-compat soak fuzz
 
 ## deps: install every tool the build and tests need (skips what is there)
 deps: deps-rust deps-nvim deps-busted deps-protoc
@@ -103,10 +104,17 @@ test-rust:
 test-nvim: deps-nvim deps-busted
 	NVIM=$(NVIM) $(NVIM) --headless -u NONE -i NONE -l spec/runner.lua spec
 
-## lint: formatting and clippy
-lint:
+# stylua (Lua formatting, for `make lint`), built from crates.io with LuaJIT
+# syntax (the specs use 64-bit literals such as 1LL).
+deps-stylua: $(STYLUA)
+$(STYLUA):
+	cargo install stylua --version 2.6.0 --locked --features luajit --root $(DEPS)/stylua
+
+## lint: formatting (rustfmt, stylua) and clippy
+lint: deps-stylua
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(STYLUA) --check lua plugin spec scripts
 
 fmt:
 	cargo fmt --all

@@ -41,7 +41,13 @@ function commands.attach()
     if err then
       out("cannot attach: " .. show(err))
     else
-      out(("attached: server pid %d, session %d, socket %s"):format(s.server_pid, s.session_id, s.socket))
+      out(
+        ("attached: server pid %d, session %d, socket %s"):format(
+          s.server_pid,
+          s.session_id,
+          s.socket
+        )
+      )
     end
     done()
   end)
@@ -51,12 +57,24 @@ function commands.subscribe()
   -- Both ways of listening: an on() handler for one topic, and the autocmd
   -- that sees every event.
   norgopolis.on("module.loaded", function(ev)
-    out(("on(module.loaded): %s started, pid %d (cause: %s)"):format(ev.payload.name, ev.payload.pid, ev.payload.cause))
+    out(
+      ("on(module.loaded): %s started, pid %d (cause: %s)"):format(
+        ev.payload.name,
+        ev.payload.pid,
+        ev.payload.cause
+      )
+    )
   end, { module = "norgopolis" })
   vim.api.nvim_create_autocmd("User", {
     pattern = "NorgopolisEvent",
     callback = function(ev)
-      out(("User NorgopolisEvent: module=%s topic=%s payload=%s"):format(ev.data.module, ev.data.topic, show(ev.data.payload)))
+      out(
+        ("User NorgopolisEvent: module=%s topic=%s payload=%s"):format(
+          ev.data.module,
+          ev.data.topic,
+          show(ev.data.payload)
+        )
+      )
       if waiting_for_event == ev.data.topic then
         waiting_for_event = nil
         done()
@@ -93,16 +111,24 @@ function commands.stream()
 end
 
 function commands.fail()
-  norgopolis.call("echo", "fail", { code = "NotFound", message = "no note called inbox.norg" }, function(err)
-    out("call echo.fail -> err = " .. show(err))
-    done()
-  end)
+  norgopolis.call(
+    "echo",
+    "fail",
+    { code = "NotFound", message = "no note called inbox.norg" },
+    function(err)
+      out("call echo.fail -> err = " .. show(err))
+      done()
+    end
+  )
 end
 
 function commands.publish()
   local payload = { file = "inbox.norg", lines = 42 }
   norgopolis.publish("notes", "note.saved", payload, function(err, n)
-    out(err and ("publish failed: " .. show(err)) or ("published notes/note.saved to %d session(s)"):format(n))
+    out(
+      err and ("publish failed: " .. show(err))
+        or ("published notes/note.saved to %d session(s)"):format(n)
+    )
     done()
   end)
 end
@@ -122,12 +148,14 @@ function commands.status()
       local mods = vim.tbl_map(function(m)
         return ("%s (pid %d, %d calls)"):format(m.name, m.pid, m.calls_served)
       end, st.modules)
-      out(("server pid %d: %d session(s), %d call(s) in flight, modules: %s"):format(
-        st.pid,
-        st.sessions,
-        st.calls_in_flight,
-        #mods > 0 and table.concat(mods, ", ") or "none"
-      ))
+      out(
+        ("server pid %d: %d session(s), %d call(s) in flight, modules: %s"):format(
+          st.pid,
+          st.sessions,
+          st.calls_in_flight,
+          #mods > 0 and table.concat(mods, ", ") or "none"
+        )
+      )
     end
     done()
   end)

@@ -5,8 +5,12 @@
 local lines = {
   "# norgopolis: try it",
   "",
-  "The first call starts a server on " .. (vim.env.NORGOPOLIS_SOCKET or "the default socket") .. ",",
-  "with the bundled modules from " .. (vim.env.NORGOPOLIS_MODULES_DIR or "the default modules dir") .. ".",
+  "The first call starts a server on "
+    .. (vim.env.NORGOPOLIS_SOCKET or "the default socket")
+    .. ",",
+  "with the bundled modules from "
+    .. (vim.env.NORGOPOLIS_MODULES_DIR or "the default modules dir")
+    .. ".",
   "Server events appear as messages (see :messages). This buffer is scratch: :q to leave.",
   "",
   "## Commands (put the cursor on one and press <Enter>)",
@@ -59,7 +63,11 @@ vim.api.nvim_create_autocmd("User", {
   callback = function(ev)
     local d = ev.data
     vim.notify(
-      ("event %s/%s: %s"):format(d.module, d.topic, vim.inspect(d.payload, { newline = " ", indent = "" })),
+      ("event %s/%s: %s"):format(
+        d.module,
+        d.topic,
+        vim.inspect(d.payload, { newline = " ", indent = "" })
+      ),
       vim.log.levels.INFO
     )
   end,

@@ -134,9 +134,13 @@ describe("norgopolis API", function()
   it("a 500 ms sleep does not block the main loop", function()
     local ticks = 0
     local timer = vim.uv.new_timer()
-    timer:start(0, 10, vim.schedule_wrap(function()
-      ticks = ticks + 1
-    end))
+    timer:start(
+      0,
+      10,
+      vim.schedule_wrap(function()
+        ticks = ticks + 1
+      end)
+    )
     local done = false
     norgopolis.call("echo", "sleep", 500, function(err, values)
       assert.is_nil(err)
@@ -149,7 +153,10 @@ describe("norgopolis API", function()
     end, "sleep")
     timer:stop()
     timer:close()
-    assert.is_true(ticks - ticks_at_start >= 10, "timer fired " .. (ticks - ticks_at_start) .. " times")
+    assert.is_true(
+      ticks - ticks_at_start >= 10,
+      "timer fired " .. (ticks - ticks_at_start) .. " times"
+    )
   end)
 
   it("status, modules, load and unload", function()
@@ -191,7 +198,8 @@ describe("events", function()
         got = ev.data
       end,
     })
-    local err, delivered = helpers.await(norgopolis.publish, "notes", "saved", { file = "a.norg", lines = { 1, 2 } })
+    local err, delivered =
+      helpers.await(norgopolis.publish, "notes", "saved", { file = "a.norg", lines = { 1, 2 } })
     assert.is_nil(err)
     assert.is_true(delivered >= 1)
     helpers.wait(5000, function()

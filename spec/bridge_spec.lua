@@ -48,9 +48,13 @@ describe("bridge", function()
   it("does not block the main loop: a timer keeps firing meanwhile", function()
     local ticks = 0
     local timer = vim.uv.new_timer()
-    timer:start(0, 5, vim.schedule_wrap(function()
-      ticks = ticks + 1
-    end))
+    timer:start(
+      0,
+      5,
+      vim.schedule_wrap(function()
+        ticks = ticks + 1
+      end)
+    )
     local _, got, done = ticker(10, 30)
     helpers.wait(5000, done, "the slow ticker")
     timer:stop()

@@ -26,7 +26,33 @@ local function rand_string()
   return table.concat(out)
 end
 
-local EDGE_NUMBERS = { 0, -0.0, 1, -1, 127, 128, 255, 256, 65535, 65536, -32, -33, 2 ^ 31, -(2 ^ 31), 2 ^ 32, 2 ^ 53, -(2 ^ 53), 2 ^ 63, -(2 ^ 63), 0.5, -1.25, 1e300, -1e-300, math.huge, -math.huge }
+local EDGE_NUMBERS = {
+  0,
+  -0.0,
+  1,
+  -1,
+  127,
+  128,
+  255,
+  256,
+  65535,
+  65536,
+  -32,
+  -33,
+  2 ^ 31,
+  -(2 ^ 31),
+  2 ^ 32,
+  2 ^ 53,
+  -(2 ^ 53),
+  2 ^ 63,
+  -(2 ^ 63),
+  0.5,
+  -1.25,
+  1e300,
+  -1e-300,
+  math.huge,
+  -math.huge,
+}
 
 local function rand_number()
   local pick = math.random(4)
@@ -98,7 +124,13 @@ local function expected(v, top)
   if v == vim.NIL then
     return (not top) and vim.NIL or nil
   end
-  if type(v) == "number" and v % 1 == 0 and math.abs(v) > 2 ^ 53 and v >= -(2 ^ 63) and v < 2 ^ 64 then
+  if
+    type(v) == "number"
+    and v % 1 == 0
+    and math.abs(v) > 2 ^ 53
+    and v >= -(2 ^ 63)
+    and v < 2 ^ 64
+  then
     return v >= 2 ^ 63 and ffi.new("uint64_t", v) or ffi.new("int64_t", v)
   end
   if type(v) == "cdata" then
@@ -157,7 +189,15 @@ end
 
 local function check(ok, what, value)
   if not ok then
-    error(("%s (seed %d; replay with NORGOPOLIS_PROP_SEED=%d)\nvalue: %s"):format(what, SEED, SEED, vim.inspect(value)), 2)
+    error(
+      ("%s (seed %d; replay with NORGOPOLIS_PROP_SEED=%d)\nvalue: %s"):format(
+        what,
+        SEED,
+        SEED,
+        vim.inspect(value)
+      ),
+      2
+    )
   end
 end
 
@@ -175,7 +215,11 @@ describe("value mapping properties", function()
     for _ = 1, CASES do
       local v = rand_value(0)
       local bytes = norgopolis.encode(v)
-      check(norgopolis.encode(norgopolis.decode(bytes)) == bytes, "bytes changed on a second encode", v)
+      check(
+        norgopolis.encode(norgopolis.decode(bytes)) == bytes,
+        "bytes changed on a second encode",
+        v
+      )
       -- Another encoder reads what we write.
       if type(v) ~= "cdata" and not (type(v) == "table" and vim.tbl_isempty(v)) then
         check(pcall(vim.mpack.decode, bytes), "vim.mpack cannot read it", v)

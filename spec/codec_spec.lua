@@ -112,7 +112,10 @@ describe("value mapping", function()
   end)
 
   it("map keys are sorted, so equal tables encode to equal bytes", function()
-    assert.equal(norgopolis.encode({ b = 1, a = 2, c = 3 }), norgopolis.encode({ c = 3, a = 2, b = 1 }))
+    assert.equal(
+      norgopolis.encode({ b = 1, a = 2, c = 3 }),
+      norgopolis.encode({ c = 3, a = 2, b = 1 })
+    )
   end)
 
   it("refuses sparse tables instead of dropping items", function()

@@ -18,9 +18,13 @@ local function run(cmd, pattern)
       end
     end
   end)
-  return table.concat(vim.tbl_map(function(m)
-    return m.msg
-  end, msgs), "\n"), msgs
+  return table.concat(
+    vim.tbl_map(function(m)
+      return m.msg
+    end, msgs),
+    "\n"
+  ),
+    msgs
 end
 
 describe(":Norgopolis completion", function()
@@ -58,7 +62,10 @@ describe(":Norgopolis", function()
     assert.equal("Unavailable", err.code)
     local out = run("Norgopolis status", "norgopolis%-server")
     -- (earlier specs' crashes may be listed first)
-    assert.matches("recent module failures:\n.*  %d%d:%d%d:%d%d  echo %(pid %d+%): [^\n]*status 9", out)
+    assert.matches(
+      "recent module failures:\n.*  %d%d:%d%d:%d%d  echo %(pid %d+%): [^\n]*status 9",
+      out
+    )
   end)
 
   it("load and unload a module", function()
@@ -81,12 +88,24 @@ describe(":Norgopolis", function()
   end)
 
   it("call takes JSON or Lua arguments and shows results", function()
-    assert.matches('echo%.echo %-> {%s*a = 1%s*}', run('Norgopolis call echo echo {"a": 1}', "echo%.echo"))
+    assert.matches(
+      "echo%.echo %-> {%s*a = 1%s*}",
+      run('Norgopolis call echo echo {"a": 1}', "echo%.echo")
+    )
     assert.matches("echo%.echo %-> { 1, 2 }", run("Norgopolis call echo echo [1, 2]", "echo%.echo"))
-    assert.matches('echo%.echo %-> {%s*x = "y"%s*}', run('Norgopolis call echo echo { x = "y" }', "echo%.echo"))
-    assert.matches("echo%.count %-> 3 items: { 0, 1, 2 }", run("Norgopolis call echo count 3", "echo%.count"))
+    assert.matches(
+      'echo%.echo %-> {%s*x = "y"%s*}',
+      run('Norgopolis call echo echo { x = "y" }', "echo%.echo")
+    )
+    assert.matches(
+      "echo%.count %-> 3 items: { 0, 1, 2 }",
+      run("Norgopolis call echo count 3", "echo%.count")
+    )
     assert.matches("notes%.echo %-> vim%.NIL", run("Norgopolis call notes echo", "notes%.echo"))
-    assert.matches("fail failed: NotFound: gone", run('Norgopolis call echo fail {"code": "NotFound", "message": "gone"}', "failed"))
+    assert.matches(
+      "fail failed: NotFound: gone",
+      run('Norgopolis call echo fail {"code": "NotFound", "message": "gone"}', "failed")
+    )
     assert.matches("cannot read", run("Norgopolis call echo echo {oops", "cannot read"))
     assert.matches("usage", run("Norgopolis call echo", "usage"))
   end)

@@ -33,11 +33,26 @@ describe("config", function()
   end)
 
   it("explains wrong types", function()
-    assert.matches("modules_dirs must be a list of directories %(e%.g%. { \"/x\" }%), got a string", invalid({ modules_dirs = "/x" }))
-    assert.matches("modules_dirs%[2%] must be a non%-empty string", invalid({ modules_dirs = { "/a", 3 } }))
-    assert.matches('linger must be milliseconds or a duration such as "3s"', invalid({ linger = "soon" }))
-    assert.matches("spawn_timeout must be a positive whole number of milliseconds, got %-1", invalid({ spawn_timeout = -1 }))
-    assert.matches('log_level must be a vim.log.levels value or one of "trace"', invalid({ log_level = "loud" }))
+    assert.matches(
+      'modules_dirs must be a list of directories %(e%.g%. { "/x" }%), got a string',
+      invalid({ modules_dirs = "/x" })
+    )
+    assert.matches(
+      "modules_dirs%[2%] must be a non%-empty string",
+      invalid({ modules_dirs = { "/a", 3 } })
+    )
+    assert.matches(
+      'linger must be milliseconds or a duration such as "3s"',
+      invalid({ linger = "soon" })
+    )
+    assert.matches(
+      "spawn_timeout must be a positive whole number of milliseconds, got %-1",
+      invalid({ spawn_timeout = -1 })
+    )
+    assert.matches(
+      'log_level must be a vim.log.levels value or one of "trace"',
+      invalid({ log_level = "loud" })
+    )
     assert.matches("socket must be a non%-empty string", invalid({ socket = "" }))
     assert.matches("opts must be a table, got string", invalid("x"))
   end)
@@ -46,7 +61,10 @@ describe("config", function()
     norgopolis.setup({ call_timeout = 1234 })
     local ok, err = pcall(norgopolis.setup, { call_timout = 1 })
     assert.is_false(ok)
-    assert.matches('norgopolis.setup%(%): unknown option "call_timout" %(did you mean "call_timeout"%?%)', err)
+    assert.matches(
+      'norgopolis.setup%(%): unknown option "call_timout" %(did you mean "call_timeout"%?%)',
+      err
+    )
     assert.equal(1234, config.get().call_timeout)
   end)
 

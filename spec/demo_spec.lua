@@ -27,7 +27,10 @@ describe("scripts/demo-nvim.sh", function()
     assert.matches("nvim A exited cleanly %(status 0%)", out)
     assert.matches("server " .. pid_a .. " still running%? yes", out)
     assert.matches('%[nvim B%] call echo%.echo %-> { { from = "nvim B" } }', out)
-    assert.matches("%[nvim B%] server pid " .. pid_a .. ": 1 session%(s%), 0 call%(s%) in flight", out)
+    assert.matches(
+      "%[nvim B%] server pid " .. pid_a .. ": 1 session%(s%), 0 call%(s%) in flight",
+      out
+    )
     assert.matches("server " .. pid_a .. " exited %d+ ms after the last Neovim quit", out)
     assert.matches("socket removed", out)
   end)

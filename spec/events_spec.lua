@@ -61,33 +61,36 @@ describe("events", function()
     assert.is_true(data.seq > 0)
   end)
 
-  it("decode the payload by the value table: nil stays nil, 64-bit integers exact in on()", function()
-    local seen, stop = record_autocmds("values")
-    local got = {}
-    local off = norgopolis.on("values", function(ev)
-      table.insert(got, ev)
-    end)
-    publish("spec", "values", nil)
-    publish("spec", "values", { n = vim.NIL, empty = vim.empty_dict(), list = {} })
-    publish("spec", "values", 9007199254740993LL)
-    helpers.wait(5000, function()
-      return #got == 3 and #seen == 3
-    end, "three events")
-    off()
-    stop()
-    assert.is_nil(got[1].payload)
-    assert.is_nil(seen[1].payload)
-    assert.is_nil(got[1].payload_error)
-    assert.equal(vim.NIL, got[2].payload.n)
-    assert.equal(vim._empty_dict_mt, getmetatable(got[2].payload.empty))
-    assert.same({}, got[2].payload.list)
-    assert.equal(vim._empty_dict_mt, getmetatable(seen[2].payload.empty))
-    assert.equal("9007199254740993LL", tostring(got[3].payload))
-    -- The autocmd cannot carry cdata; it still fires and says why.
-    assert.is_nil(seen[3].payload)
-    assert.matches("on%(%)", seen[3].payload_error)
-    assert.equal(got[3].seq, seen[3].seq)
-  end)
+  it(
+    "decode the payload by the value table: nil stays nil, 64-bit integers exact in on()",
+    function()
+      local seen, stop = record_autocmds("values")
+      local got = {}
+      local off = norgopolis.on("values", function(ev)
+        table.insert(got, ev)
+      end)
+      publish("spec", "values", nil)
+      publish("spec", "values", { n = vim.NIL, empty = vim.empty_dict(), list = {} })
+      publish("spec", "values", 9007199254740993LL)
+      helpers.wait(5000, function()
+        return #got == 3 and #seen == 3
+      end, "three events")
+      off()
+      stop()
+      assert.is_nil(got[1].payload)
+      assert.is_nil(seen[1].payload)
+      assert.is_nil(got[1].payload_error)
+      assert.equal(vim.NIL, got[2].payload.n)
+      assert.equal(vim._empty_dict_mt, getmetatable(got[2].payload.empty))
+      assert.same({}, got[2].payload.list)
+      assert.equal(vim._empty_dict_mt, getmetatable(seen[2].payload.empty))
+      assert.equal("9007199254740993LL", tostring(got[3].payload))
+      -- The autocmd cannot carry cdata; it still fires and says why.
+      assert.is_nil(seen[3].payload)
+      assert.matches("on%(%)", seen[3].payload_error)
+      assert.equal(got[3].seq, seen[3].seq)
+    end
+  )
 
   it("published by another Neovim reach an on() handler and the autocmd, in order", function()
     local order = {}
@@ -156,7 +159,12 @@ describe("events", function()
     local off = norgopolis.on("from.module", function(ev)
       got = ev
     end, { module = "echo" })
-    local v, err = norgopolis.call_sync("echo", "publish", { topic = "from.module", data = { x = 1 } }, { timeout = 15000 })
+    local v, err = norgopolis.call_sync(
+      "echo",
+      "publish",
+      { topic = "from.module", data = { x = 1 } },
+      { timeout = 15000 }
+    )
     assert.is_nil(err)
     assert.is_true(v[1] >= 1)
     helpers.wait(5000, function()
@@ -166,7 +174,10 @@ describe("events", function()
     stop()
     assert.equal("echo", got.module)
     assert.same({ x = 1 }, got.payload)
-    assert.same({ module = "echo", topic = "from.module", payload = { x = 1 }, seq = got.seq }, seen[1])
+    assert.same(
+      { module = "echo", topic = "from.module", payload = { x = 1 }, seq = got.seq },
+      seen[1]
+    )
   end)
 
   it("on() matches the topic exactly, and the module when asked", function()

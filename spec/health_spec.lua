@@ -19,11 +19,17 @@ describe(":checkhealth norgopolis", function()
     assert.not_matches("ERROR", out)
     assert.matches("Neovim 0%.%d+", out)
     assert.matches(
-      "norgopolis%.native " .. vim.pesc(norgopolis.version) .. " loaded from " .. vim.pesc(helpers.root .. "/lua/norgopolis/native.so"),
+      "norgopolis%.native "
+        .. vim.pesc(norgopolis.version)
+        .. " loaded from "
+        .. vim.pesc(helpers.root .. "/lua/norgopolis/native.so"),
       out
     )
     assert.not_matches("WARNING", out)
-    assert.matches(vim.pesc(helpers.server) .. " %(found via %$NORGOPOLIS_SERVER%): norgopolis%-server", out)
+    assert.matches(
+      vim.pesc(helpers.server) .. " %(found via %$NORGOPOLIS_SERVER%): norgopolis%-server",
+      out
+    )
     assert.matches("running: pid %d+", out)
     assert.matches("notes 0%.3%.0", out)
     assert.matches("server log: " .. vim.pesc(helpers.log), out)
@@ -44,7 +50,10 @@ describe(":checkhealth norgopolis", function()
     norgopolis.setup({ modules_dirs = { other } })
     local out = checkhealth()
     assert.matches(
-      "WARNING the running server searches " .. vim.pesc(helpers.modules) .. ", not " .. vim.pesc(other),
+      "WARNING the running server searches "
+        .. vim.pesc(helpers.modules)
+        .. ", not "
+        .. vim.pesc(other),
       out
     )
     assert.matches(":Norgopolis restart", out)

@@ -132,7 +132,10 @@ describe(":Norgopolis install", function()
     local ok, msgs = pcall(run, "Norgopolis install " .. module_folder("unused"), "failed")
     vim.env.PATH = path
     assert(ok, msgs)
-    assert.matches("`norgopolis` command was not found %(looked at " .. vim.pesc(lonely .. "/norgopolis"), msgs[1].msg)
+    assert.matches(
+      "`norgopolis` command was not found %(looked at " .. vim.pesc(lonely .. "/norgopolis"),
+      msgs[1].msg
+    )
     assert.matches("make build", msgs[1].msg)
   end)
 

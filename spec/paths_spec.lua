@@ -61,7 +61,10 @@ describe("modules on disk", function()
     local names = vim.tbl_map(function(m)
       return m.name .. "@" .. m.path
     end, found)
-    assert.same({ "echo@" .. helpers.modules .. "/echo", "notes@" .. helpers.modules .. "/notes" }, names)
+    assert.same(
+      { "echo@" .. helpers.modules .. "/echo", "notes@" .. helpers.modules .. "/notes" },
+      names
+    )
   end)
 end)
 

@@ -18,7 +18,10 @@ describe("a server started by this Neovim", function()
     local err, st = helpers.await(norgopolis.status)
     assert.is_nil(err)
     assert.same({ helpers.modules, extra }, st.modules_dirs)
-    local cmdline = table.concat(vim.split(vim.fn.readfile("/proc/" .. st.pid .. "/cmdline", "b")[1] or "", "\n"), " ")
+    local cmdline = table.concat(
+      vim.split(vim.fn.readfile("/proc/" .. st.pid .. "/cmdline", "b")[1] or "", "\n"),
+      " "
+    )
     assert.matches("%-%-linger 250ms", cmdline)
   end)
 

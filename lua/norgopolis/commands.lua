@@ -112,7 +112,9 @@ M.commands = {
         if err then
           return report("unload " .. name, err)
         end
-        core.notify(was_loaded and ("unloaded %s"):format(name) or ("%s was not loaded"):format(name))
+        core.notify(
+          was_loaded and ("unloaded %s"):format(name) or ("%s was not loaded"):format(name)
+        )
       end)
     end,
     complete = function(lead, args)
@@ -129,7 +131,9 @@ M.commands = {
             if err then
               return report("restart", err)
             end
-            core.notify(("server restarted: pid %s -> %d"):format(tostring(old or "none"), session.server_pid))
+            core.notify(
+              ("server restarted: pid %s -> %d"):format(tostring(old or "none"), session.server_pid)
+            )
           end)
         end)
       end
@@ -146,7 +150,10 @@ M.commands = {
       local rest = opts.args:gsub("^%s*%S+%s*", "", 1)
       local module, fn, literal = rest:match("^(%S+)%s+(%S+)%s*(.-)%s*$")
       if not module then
-        return core.notify("usage: :Norgopolis call {module} {function} [args as JSON or Lua]", vim.log.levels.ERROR)
+        return core.notify(
+          "usage: :Norgopolis call {module} {function} [args as JSON or Lua]",
+          vim.log.levels.ERROR
+        )
       end
       local ok, args = M.parse_literal(literal)
       if not ok then

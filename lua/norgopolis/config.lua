@@ -60,7 +60,10 @@ end
 ---@return string? err
 local function positive_ms(name, v)
   if type(v) ~= "number" or v <= 0 or v ~= math.floor(v) then
-    return ("%s must be a positive whole number of milliseconds, got %s"):format(name, vim.inspect(v))
+    return ("%s must be a positive whole number of milliseconds, got %s"):format(
+      name,
+      vim.inspect(v)
+    )
   end
 end
 
@@ -75,7 +78,9 @@ local checks = {
   end,
   modules_dirs = function(v)
     if type(v) == "string" then
-      return "modules_dirs must be a list of directories (e.g. { " .. vim.inspect(v) .. " }), got a string"
+      return "modules_dirs must be a list of directories (e.g. { "
+        .. vim.inspect(v)
+        .. " }), got a string"
     end
     if type(v) ~= "table" or not vim.islist(v) then
       return ("modules_dirs must be a list of directories, got %s"):format(vim.inspect(v))

@@ -170,7 +170,10 @@ function M.try_native()
   local ok, mod = pcall(require, "norgopolis.native")
   if not ok then
     return nil,
-      ("cannot load the native library norgopolis.native: %s\nTo fix it, %s"):format(tostring(mod), paths.build_hint())
+      ("cannot load the native library norgopolis.native: %s\nTo fix it, %s"):format(
+        tostring(mod),
+        paths.build_hint()
+      )
   end
   if type(mod) ~= "table" or mod.version ~= M.version then
     return nil,

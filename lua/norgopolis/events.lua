@@ -80,7 +80,10 @@ local function fire_autocmd(ev)
   end
   if not tostring(err):match("Invalid 'data'") then
     -- An autocmd callback failed: Neovim has not reported it (pcall).
-    vim.notify("norgopolis: error in a NorgopolisEvent autocmd: " .. tostring(err), vim.log.levels.ERROR)
+    vim.notify(
+      "norgopolis: error in a NorgopolisEvent autocmd: " .. tostring(err),
+      vim.log.levels.ERROR
+    )
     return
   end
   pcall(vim.api.nvim_exec_autocmds, "User", {

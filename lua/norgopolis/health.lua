@@ -26,7 +26,10 @@ local function check_neovim()
   local v = vim.version()
   local text = ("%d.%d.%d"):format(v.major, v.minor, v.patch)
   if vim.version.lt(v, { 0, 11, 0 }) then
-    health.error("Neovim " .. text .. " is too old", { "norgopolis needs Neovim 0.11 or newer: upgrade Neovim" })
+    health.error(
+      "Neovim " .. text .. " is too old",
+      { "norgopolis needs Neovim 0.11 or newer: upgrade Neovim" }
+    )
   else
     health.ok("Neovim " .. text)
   end
@@ -38,13 +41,18 @@ local function check_native()
   local core = require("norgopolis.core")
   local native, err = core.try_native()
   if not native then
-    health.error(err or "cannot load norgopolis.native", { require("norgopolis.paths").build_hint() })
+    health.error(
+      err or "cannot load norgopolis.native",
+      { require("norgopolis.paths").build_hint() }
+    )
     return nil
   end
-  health.ok(("norgopolis.native %s loaded from %s (matches the Lua side)"):format(
-    native.version,
-    core.native_path() or "?"
-  ))
+  health.ok(
+    ("norgopolis.native %s loaded from %s (matches the Lua side)"):format(
+      native.version,
+      core.native_path() or "?"
+    )
+  )
   return native
 end
 
@@ -67,11 +75,18 @@ local function check_server_binary(cfg)
   health.ok(("%s (found via %s): %s"):format(found.path, found.source, version))
   local cli = require("norgopolis.install").find_cli(cfg)
   if cli.path then
-    health.ok(("norgopolis CLI: %s (used by `:Norgopolis install` and the module checks below)"):format(cli.path))
+    health.ok(
+      ("norgopolis CLI: %s (used by `:Norgopolis install` and the module checks below)"):format(
+        cli.path
+      )
+    )
   else
-    health.warn("norgopolis CLI not found: `:Norgopolis install` cannot work and modules are checked less strictly", {
-      cli.err,
-    })
+    health.warn(
+      "norgopolis CLI not found: `:Norgopolis install` cannot work and modules are checked less strictly",
+      {
+        cli.err,
+      }
+    )
   end
 end
 
@@ -95,7 +110,10 @@ local function check_runtime_dir(native, cfg)
   if ok then
     health.ok(dir .. " exists, is yours and is private (0700)")
   else
-    health.error(err, { "fix the directory as the message says, or choose another with the `socket` option" })
+    health.error(
+      err,
+      { "fix the directory as the message says, or choose another with the `socket` option" }
+    )
   end
 end
 
@@ -114,7 +132,10 @@ local function check_server(native)
   if not vim.wait(5000, function()
     return done
   end, 10) then
-    health.warn("the server did not answer within 5 s", { "see the server log (`:Norgopolis log`)" })
+    health.warn(
+      "the server did not answer within 5 s",
+      { "see the server log (`:Norgopolis log`)" }
+    )
     return nil
   end
   if err then
@@ -128,15 +149,19 @@ local function check_server(native)
     end
     return nil
   end
-  health.ok(("running: pid %d, version %s, up %s, %d session(s), %d call(s) in flight"):format(
-    st.pid,
-    st.version,
-    require("norgopolis.ui").duration(st.uptime_ms),
-    st.sessions,
-    st.calls_in_flight
-  ))
+  health.ok(
+    ("running: pid %d, version %s, up %s, %d session(s), %d call(s) in flight"):format(
+      st.pid,
+      st.version,
+      require("norgopolis.ui").duration(st.uptime_ms),
+      st.sessions,
+      st.calls_in_flight
+    )
+  )
   for _, m in ipairs(st.modules) do
-    health.info(("module %s: %s, pid %d, %d calls served"):format(m.name, m.state, m.pid, m.calls_served))
+    health.info(
+      ("module %s: %s, pid %d, %d calls served"):format(m.name, m.state, m.pid, m.calls_served)
+    )
   end
   return st
 end
@@ -167,10 +192,12 @@ local function cli_list(cfg, dirs)
   local out, err = run(cmd)
   local ok, parsed = pcall(vim.json.decode, out or "")
   if not ok or type(parsed) ~= "table" or type(parsed.modules) ~= "table" then
-    health.warn(("`%s` failed, so modules are checked less strictly: %s"):format(
-      table.concat(cmd, " "),
-      tostring(err or parsed)
-    ))
+    health.warn(
+      ("`%s` failed, so modules are checked less strictly: %s"):format(
+        table.concat(cmd, " "),
+        tostring(err or parsed)
+      )
+    )
     return nil
   end
   return parsed.modules
@@ -187,7 +214,9 @@ local function check_listed(listed)
   for _, m in ipairs(listed) do
     if m.error ~= "" then
       health.error(m.error, {
-        ("fix it as the message says, or remove the module with `norgopolis module remove %s`"):format(m.name),
+        ("fix it as the message says, or remove the module with `norgopolis module remove %s`"):format(
+          m.name
+        ),
       })
     else
       local problems = {}
@@ -238,7 +267,9 @@ local function check_modules(native, cfg, status)
           table.concat(dirs, ", "),
           source
         ),
-        { "it was started with other settings: `:Norgopolis restart` starts one with this Neovim's" }
+        {
+          "it was started with other settings: `:Norgopolis restart` starts one with this Neovim's",
+        }
       )
     end
   end
@@ -255,7 +286,10 @@ local function check_modules(native, cfg, status)
         health.ok(("modules dir %s does not exist yet (no modules installed)"):format(dir))
       end
     elseif stat.type ~= "directory" then
-      health.error(("modules dir %s (from %s) is not a directory"):format(dir, source), { "fix " .. source })
+      health.error(
+        ("modules dir %s (from %s) is not a directory"):format(dir, source),
+        { "fix " .. source }
+      )
     else
       any_dir = true
       health.ok(("modules dir %s (from %s)"):format(dir, source))
@@ -296,7 +330,10 @@ function M.check_module(native, m, names)
   end
   local manifest, err = native.read_toml(m.manifest)
   if not manifest then
-    health.error(("%s: cannot read its manifest: %s"):format(m.name, err), { "fix the TOML in " .. m.manifest })
+    health.error(
+      ("%s: cannot read its manifest: %s"):format(m.name, err),
+      { "fix the TOML in " .. m.manifest }
+    )
     return
   end
   local problems = {}
@@ -322,7 +359,9 @@ function M.check_module(native, m, names)
     end
   end
   if #problems == 0 then
-    health.ok(("%s %s: %s"):format(m.name, manifest.version or "", manifest.description or m.manifest))
+    health.ok(
+      ("%s %s: %s"):format(m.name, manifest.version or "", manifest.description or m.manifest)
+    )
   end
   for _, p in ipairs(problems) do
     health.error(("%s: %s"):format(m.name, p[1]), { p[2] })

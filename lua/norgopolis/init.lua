@@ -136,7 +136,10 @@ end
 ---@param level integer
 local function check_name(name, v, level)
   if type(v) ~= "string" or v == "" then
-    error(("norgopolis: %s must be a non-empty string, got %s"):format(name, vim.inspect(v)), level + 1)
+    error(
+      ("norgopolis: %s must be a non-empty string, got %s"):format(name, vim.inspect(v)),
+      level + 1
+    )
   end
 end
 

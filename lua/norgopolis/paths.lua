@@ -27,7 +27,8 @@ function M.build_hint()
   if M.rock_tree() then
     return "reinstall the rock: `luarocks --lua-version 5.1 make rockspec/norgopolis-scm-1.rockspec` in the norgopolis sources"
   end
-  return "run `make build` (or `make build-nvim` for the native library alone) in " .. M.plugin_root()
+  return "run `make build` (or `make build-nvim` for the native library alone) in "
+    .. M.plugin_root()
 end
 
 ---@param path string
@@ -59,7 +60,9 @@ function M.find_server(explicit)
     return {
       source = "the `server` option",
       tried = { p },
-      err = ("the `server` option names %s, which is not an executable file: fix the path or remove the option"):format(p),
+      err = ("the `server` option names %s, which is not an executable file: fix the path or remove the option"):format(
+        p
+      ),
     }
   end
   local env = vim.env.NORGOPOLIS_SERVER
@@ -70,7 +73,9 @@ function M.find_server(explicit)
     return {
       source = "$NORGOPOLIS_SERVER",
       tried = { env },
-      err = ("$NORGOPOLIS_SERVER names %s, which is not an executable file: fix or unset it"):format(env),
+      err = ("$NORGOPOLIS_SERVER names %s, which is not an executable file: fix or unset it"):format(
+        env
+      ),
     }
   end
   local tried = {}

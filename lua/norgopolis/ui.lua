@@ -65,7 +65,12 @@ function M.status_lines(st)
     for _, f in ipairs(st.recent_failures) do
       table.insert(
         lines,
-        ("  %s  %s (pid %d): %s"):format(os.date("%H:%M:%S", math.floor(f.at_unix_ms / 1000)), f.module, f.pid, f.reason)
+        ("  %s  %s (pid %d): %s"):format(
+          os.date("%H:%M:%S", math.floor(f.at_unix_ms / 1000)),
+          f.module,
+          f.pid,
+          f.reason
+        )
       )
     end
   end
@@ -81,7 +86,11 @@ function M.modules_lines(reply)
     table.insert(lines, "no modules found in " .. table.concat(reply.dirs, ", "))
   end
   for _, m in ipairs(reply.modules) do
-    local line = ("%s %s%s"):format(m.loaded and "*" or " ", m.name, m.version ~= "" and (" " .. m.version) or "")
+    local line = ("%s %s%s"):format(
+      m.loaded and "*" or " ",
+      m.name,
+      m.version ~= "" and (" " .. m.version) or ""
+    )
     if m.description ~= "" then
       line = line .. " - " .. m.description
     end
