@@ -27,7 +27,7 @@ pub async fn drive(
         &[("client", std::process::id())],
         per_client * all.len(),
         || async {
-            routed::burst(&all, &payload, per_client).await?;
+            routed::burst(&all, "echo", &payload, per_client).await?;
             Ok(())
         },
     )
@@ -52,7 +52,7 @@ pub async fn drive(
 pub async fn stream(socket: &Path, items: u64) -> anyhow::Result<()> {
     let opts = ConnectOptions::new("bench").socket(socket).spawn(false);
     let client = Client::connect(opts).await?;
-    let s = routed::stream(&client, items, 15).await?;
+    let s = routed::stream(&client, "echo", items, 15).await?;
     println!(
         "{items} items x {}: median {:.0} items/s, first item {:.2} ms",
         s.reps, s.items_per_s, s.first_item_ms

@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     nvim::NvimSetup,
     payload::{string_of, LARGE_CHARS, SMALL_CHARS},
-    place::Place,
+    place::{Place, LEAN_MODULE},
     report::{Results, Sizes},
     series::Plan,
 };
@@ -248,8 +248,8 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
 
     step("Rust client, sequential echo");
     let rust = Sizes {
-        b64: routed::echo_series(&client, &small, size.small).await?,
-        kib64: routed::echo_series(&client, &large, size.large).await?,
+        b64: routed::echo_series(&client, "echo", &small, size.small).await?,
+        kib64: routed::echo_series(&client, "echo", &large, size.large).await?,
     };
     let echo_pid = loaded.pids.first().copied().unwrap_or(0);
     let cpu_routed = cpu::per_call(
@@ -267,6 +267,15 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     let clients = routed::clients(&place, CONCURRENT_CLIENTS).await?;
     let concurrent = routed::concurrent(
         &clients,
+        "echo",
+        &small,
+        size.concurrent_reps,
+        size.concurrent_calls,
+    )
+    .await?;
+    let concurrent_lean = routed::concurrent(
+        &clients,
+        LEAN_MODULE,
         &small,
         size.concurrent_reps,
         size.concurrent_calls,
@@ -276,7 +285,32 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         c.detach().await;
     }
     step("10,000-item stream");
-    let stream = routed::stream(&client, STREAM_ITEMS, size.stream_reps).await?;
+    let stream = routed::stream(&client, "echo", STREAM_ITEMS, size.stream_reps).await?;
+
+    step("Rust client, the same calls to echo over the lean transport");
+    let rust_lean = Sizes {
+        b64: routed::echo_series(&client, LEAN_MODULE, &small, size.small).await?,
+        kib64: routed::echo_series(&client, LEAN_MODULE, &large, size.large).await?,
+    };
+    let lean_pid = client
+        .call::<_, u32>(LEAN_MODULE, "pid", &())
+        .await
+        .context("pid of the lean module")?
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let cpu_routed_lean = cpu::per_call(
+        &[("client", me), ("server", server.pid), ("module", lean_pid)],
+        size.small.calls,
+        || async {
+            for _ in 0..size.small.calls {
+                routed::echo(&client, LEAN_MODULE, &small).await?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let stream_lean = routed::stream(&client, LEAN_MODULE, STREAM_ITEMS, size.stream_reps).await?;
 
     let lua = match &nvim {
         Some(setup) => {
@@ -340,6 +374,10 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         cpu_lean,
         cpu_routed,
         rust,
+        rust_lean,
+        cpu_routed_lean,
+        concurrent_lean,
+        stream_lean,
         lua: lua.as_ref().map(|(sizes, _)| sizes.clone()),
         cpu_lua: lua.map(|(_, cost)| cost),
         concurrent,

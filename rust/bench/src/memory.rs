@@ -71,9 +71,9 @@ pub async fn growth(
     let clients_v = routed::clients(place, clients).await?;
     // Every client, stream and buffer size has been seen once before the
     // first reading, so what remains is growth, not warm-up.
-    routed::burst(&clients_v, payload, 1000).await?;
+    routed::burst(&clients_v, "echo", payload, 1000).await?;
     let before_kib = rss_kib(server_pid)?;
-    routed::burst(&clients_v, payload, calls / clients).await?;
+    routed::burst(&clients_v, "echo", payload, calls / clients).await?;
     let after_kib = rss_kib(server_pid)?;
     for c in clients_v {
         c.detach().await;

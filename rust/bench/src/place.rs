@@ -15,7 +15,12 @@ use norgopolis_tests::{spawn_with_ready, Sandbox, ServerProc};
 /// four processes.
 pub const MODULE_NAMES: [&str; 4] = ["echo", "echo2", "echo3", "echo4"];
 
-/// A sandbox whose modules dir holds echo under every name of [`MODULE_NAMES`].
+/// A module folder running the echo binary over the lean transport
+/// (`transport = "lean"` in its `module.toml`).
+pub const LEAN_MODULE: &str = "echo-lean";
+
+/// A sandbox whose modules dir holds echo under every name of
+/// [`MODULE_NAMES`], and as [`LEAN_MODULE`].
 pub struct Place {
     /// Socket, runtime dir, modules dir, log, environment.
     pub sandbox: Sandbox,
@@ -30,6 +35,7 @@ impl Place {
             std::os::unix::fs::symlink(&echo, sandbox.modules.join(name))
                 .with_context(|| format!("linking echo as {name}"))?;
         }
+        sandbox.add_lean_module(LEAN_MODULE, &echo, &[]);
         Ok(Place { sandbox })
     }
 

@@ -92,6 +92,14 @@ pub struct Results {
     pub cpu_routed: Vec<PerCall>,
     /// Rust client through the router.
     pub rust: Sizes,
+    /// Rust client through the router to echo over the lean transport.
+    pub rust_lean: Sizes,
+    /// CPU per 64 B call through the router, module over the lean transport.
+    pub cpu_routed_lean: Vec<PerCall>,
+    /// 8 concurrent Rust clients, module over the lean transport.
+    pub concurrent_lean: Concurrent,
+    /// A 10,000-item stream from echo over the lean transport.
+    pub stream_lean: Streamed,
     /// Lua in headless Neovim through the router (absent with --skip-nvim).
     pub lua: Option<Sizes>,
     /// CPU of the Neovim process per 64 B call from Lua.
@@ -249,6 +257,12 @@ impl Results {
             "—".into(),
             "",
         );
+        row(
+            "CPU per 64 B call through the router, lean module transport (context switches)",
+            cpu(&self.cpu_routed_lean),
+            "—".into(),
+            "",
+        );
         let r = &self.rust;
         row(
             "Rust client, warm echo 64 B",
@@ -261,6 +275,19 @@ impl Results {
             latency(&r.kib64),
             format!("p50 ≤ 400 µs {}", verdict(r.kib64.p50_us <= 400.0)),
             "p50 ≈ 1.24 ms",
+        );
+        let rl = &self.rust_lean;
+        row(
+            "Rust client, warm echo 64 B, lean module transport",
+            latency(&rl.b64),
+            format!("p50 ≤ 130 µs {}", verdict(rl.b64.p50_us <= 130.0)),
+            "",
+        );
+        row(
+            "Rust client, warm echo 64 KiB, lean module transport",
+            latency(&rl.kib64),
+            format!("p50 ≤ 400 µs {}", verdict(rl.kib64.p50_us <= 400.0)),
+            "",
         );
         match &self.lua {
             Some(l) => {
@@ -294,6 +321,16 @@ impl Results {
             format!("≥ 30,000 calls/s {}", verdict(c.per_s >= 30_000.0)),
             "≈ 10,500 calls/s",
         );
+        let cl = &self.concurrent_lean;
+        row(
+            &format!(
+                "{} concurrent Rust clients, echo 64 B, lean module transport",
+                cl.clients
+            ),
+            format!("{} calls/s", rate(cl.per_s)),
+            format!("≥ 30,000 calls/s {}", verdict(cl.per_s >= 30_000.0)),
+            "",
+        );
         let s = &self.stream;
         row(
             &format!("Stream of {} items", rate(s.items as f64)),
@@ -308,6 +345,24 @@ impl Results {
                 verdict(s.first_item_ms <= 1.0)
             ),
             "no streaming (buffered)",
+        );
+        let sl = &self.stream_lean;
+        row(
+            &format!(
+                "Stream of {} items, lean module transport",
+                rate(sl.items as f64)
+            ),
+            format!(
+                "{} items/s · first item {:.2} ms",
+                rate(sl.items_per_s),
+                sl.first_item_ms
+            ),
+            format!(
+                "≥ 200,000 items/s {} · ≤ 1 ms {}",
+                verdict(sl.items_per_s >= 200_000.0),
+                verdict(sl.first_item_ms <= 1.0)
+            ),
+            "",
         );
         let cc = &self.cold_cli;
         row(

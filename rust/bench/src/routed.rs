@@ -24,16 +24,21 @@ pub async fn echo(client: &Client, module: &str, payload: &[u8]) -> anyhow::Resu
     Ok(size)
 }
 
-/// Sequential echo calls with `payload`.
-pub async fn echo_series(client: &Client, payload: &[u8], plan: Plan) -> anyhow::Result<Latency> {
-    let size = echo(client, "echo", payload).await?;
+/// Sequential echo calls to `module` with `payload`.
+pub async fn echo_series(
+    client: &Client,
+    module: &str,
+    payload: &[u8],
+    plan: Plan,
+) -> anyhow::Result<Latency> {
+    let size = echo(client, module, payload).await?;
     ensure!(
         size == payload.len(),
         "echo returned {size} bytes, sent {}",
         payload.len()
     );
     sequential(plan, || async {
-        echo(client, "echo", payload).await?;
+        echo(client, module, payload).await?;
         Ok(())
     })
     .await
@@ -61,18 +66,24 @@ pub async fn clients(place: &Place, n: usize) -> anyhow::Result<Vec<Client>> {
     Ok(out)
 }
 
-/// Every client makes `calls` sequential echo calls, all clients at once;
-/// returns the wall time.
-pub async fn burst(clients: &[Client], payload: &[u8], calls: usize) -> anyhow::Result<Duration> {
+/// Every client makes `calls` sequential echo calls to `module`, all
+/// clients at once; returns the wall time.
+pub async fn burst(
+    clients: &[Client],
+    module: &str,
+    payload: &[u8],
+    calls: usize,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let tasks: Vec<_> = clients
         .iter()
         .map(|c| {
             let c = c.clone();
             let payload = payload.to_vec();
+            let module = module.to_string();
             tokio::spawn(async move {
                 for _ in 0..calls {
-                    echo(&c, "echo", &payload).await?;
+                    echo(&c, &module, &payload).await?;
                 }
                 anyhow::Ok(())
             })
@@ -84,17 +95,19 @@ pub async fn burst(clients: &[Client], payload: &[u8], calls: usize) -> anyhow::
     Ok(start.elapsed())
 }
 
-/// Concurrent throughput: `reps` bursts of `calls` per client.
+/// Concurrent throughput against `module`: `reps` bursts of `calls` per
+/// client.
 pub async fn concurrent(
     clients: &[Client],
+    module: &str,
     payload: &[u8],
     reps: usize,
     calls: usize,
 ) -> anyhow::Result<Concurrent> {
-    burst(clients, payload, calls / 10 + 1).await?;
+    burst(clients, module, payload, calls / 10 + 1).await?;
     let mut rates = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let wall = burst(clients, payload, calls).await?;
+        let wall = burst(clients, module, payload, calls).await?;
         rates.push((clients.len() * calls) as f64 / wall.as_secs_f64());
     }
     Ok(Concurrent {
@@ -105,11 +118,16 @@ pub async fn concurrent(
     })
 }
 
-/// Streams `echo.count(items)` `reps` times.
-pub async fn stream(client: &Client, items: u64, reps: usize) -> anyhow::Result<Streamed> {
+/// Streams `<module>.count(items)` `reps` times.
+pub async fn stream(
+    client: &Client,
+    module: &str,
+    items: u64,
+    reps: usize,
+) -> anyhow::Result<Streamed> {
     let args = norgopolis_proto::msgpack::encode(&items)?;
     stream_series(items, reps, || async {
-        let s = client.invoke_raw("echo", "count", args.clone()).await?;
+        let s = client.invoke_raw(module, "count", args.clone()).await?;
         Ok(s.map(|item| item.map(drop).map_err(anyhow::Error::from))
             .boxed())
     })

@@ -22,6 +22,9 @@ pub const CONFIG_ENV: &str = "NORGOPOLIS_CONFIG";
 pub const SERVER_ENV: &str = "NORGOPOLIS_SERVER";
 /// Env var set for module processes: their own module name.
 pub const MODULE_ENV: &str = "NORGOPOLIS_MODULE";
+/// Env var set for module processes: the transport the router expects on
+/// their stdio, `grpc` or `lean` (from `transport` in `module.toml`).
+pub const TRANSPORT_ENV: &str = "NORGOPOLIS_TRANSPORT";
 
 /// A runtime directory or file could not be used safely.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,10 @@
 //!
 //! `communication` and `module_communication` are the public norgopolis
 //! protocol, unchanged; `v1` holds our extensions. [`msgpack`] converts
-//! between serde values and the MessagePack bytes every call carries.
+//! between serde values and the MessagePack bytes every call carries;
+//! [`lean`] is the framing of the opt-in lean module transport.
 
+pub mod lean;
 pub mod msgpack;
 
 /// Front end <-> router protocol of the public norgopolis.

@@ -8,6 +8,30 @@ use tokio::sync::mpsc;
 
 use crate::{codec, conn_probe::ConnProbe, stream_probe::StreamProbe, Error};
 
+/// How to learn that the connection has written what it was given.
+#[derive(Clone, Debug)]
+pub(crate) enum ConnFlush {
+    /// The HTTP/2 connection, watched through its I/O.
+    H2(Arc<ConnProbe>),
+    /// The lean transport's writer queue, which answers flush markers.
+    Lean(mpsc::UnboundedSender<norgopolis_proto::lean::Outgoing>),
+}
+
+impl ConnFlush {
+    /// Resolves once everything queued before the call is written.
+    async fn flushed(&self) -> Result<(), Error> {
+        match self {
+            ConnFlush::H2(probe) => probe.flushed().await.map_err(|_| caller_gone()),
+            ConnFlush::Lean(out) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                out.send(norgopolis_proto::lean::Outgoing::Flushed(tx))
+                    .map_err(|_| caller_gone())?;
+                rx.await.map_err(|_| caller_gone())
+            }
+        }
+    }
+}
+
 /// Sends a call's results to the caller, one item at a time, as they are
 /// produced.
 ///
@@ -23,14 +47,14 @@ use crate::{codec, conn_probe::ConnProbe, stream_probe::StreamProbe, Error};
 pub struct Emitter {
     tx: mpsc::Sender<MessagePack>,
     stream: Arc<StreamProbe>,
-    conn: Arc<ConnProbe>,
+    conn: ConnFlush,
 }
 
 impl Emitter {
     pub(crate) fn new(
         tx: mpsc::Sender<MessagePack>,
         stream: Arc<StreamProbe>,
-        conn: Arc<ConnProbe>,
+        conn: ConnFlush,
     ) -> Self {
         Self { tx, stream, conn }
     }
@@ -70,7 +94,7 @@ impl Emitter {
             handed = self.stream.handed_over() => handed.map_err(|_| caller_gone())?,
             () = self.tx.closed() => return Err(caller_gone()),
         }
-        self.conn.flushed().await.map_err(|_| caller_gone())
+        self.conn.flushed().await
     }
 
     /// Whether the caller has gone away, so that further sends would fail.

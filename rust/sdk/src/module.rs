@@ -123,6 +123,9 @@ impl Module {
     /// router's way of asking a module to stop) or SIGTERM/SIGINT arrives,
     /// then returns success; calls still running are cancelled.
     ///
+    /// Speaks gRPC, or the lean transport when the router asks for it
+    /// (`NORGOPOLIS_TRANSPORT=lean`).
+    ///
     /// Before serving, fd 1 is pointed at stderr (see the crate docs on
     /// logging) and a stderr logger is installed if none is.
     pub async fn run(self) -> ExitCode {
@@ -141,7 +144,13 @@ impl Module {
         // the connection on the worker that is woken by its I/O, instead
         // of handing every read and call over to the main thread and back
         // (about 3 instead of 8 thread switches per call, `make bench`).
-        let served = tokio::spawn(self.serve_io_until(stdio.reader, stdio.writer, termination()));
+        let lean = std::env::var(norgopolis_common::places::TRANSPORT_ENV)
+            .is_ok_and(|t| t == norgopolis_proto::lean::TRANSPORT_LEAN);
+        let served = if lean {
+            tokio::spawn(self.serve_lean_io_until(stdio.reader, stdio.writer, termination()))
+        } else {
+            tokio::spawn(self.serve_io_until(stdio.reader, stdio.writer, termination()))
+        };
         match served.await {
             Ok(Ok(())) => ExitCode::SUCCESS,
             Ok(Err(err)) => {
@@ -185,6 +194,29 @@ impl Module {
             functions: self.functions,
         });
         serve_connection(registry, reader, writer, shutdown).await
+    }
+}
+
+impl Module {
+    /// Like [`Module::serve_io_until`], over the lean transport
+    /// (`norgopolis_proto::lean`) instead of gRPC: what [`Module::run`]
+    /// does when the router asks for it. For tests and embedding.
+    pub async fn serve_lean_io_until<R, W, S>(
+        self,
+        reader: R,
+        writer: W,
+        shutdown: S,
+    ) -> Result<(), ServeError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+        S: Future<Output = ()>,
+    {
+        let registry = Arc::new(Registry {
+            name: self.name,
+            functions: self.functions,
+        });
+        crate::lean::serve_lean(registry, reader, writer, shutdown).await
     }
 }
 

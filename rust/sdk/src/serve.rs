@@ -26,6 +26,9 @@ pub enum ServeError {
     /// The peer broke the HTTP/2 or gRPC protocol, or the transport failed.
     #[error("connection to the router failed: {0}")]
     Connection(#[source] hyper::Error),
+    /// The router broke the lean transport's framing.
+    #[error("lean connection to the router failed: {0}")]
+    Lean(#[source] norgopolis_proto::lean::FrameError),
     /// Taking over stdin/stdout failed (only from [`crate::Module::run`]).
     #[error("cannot use stdin/stdout as the router connection: {0}")]
     Stdio(#[source] std::io::Error),

@@ -14,8 +14,8 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::{codegen::tokio_stream::Stream, Request, Response, Status};
 
 use crate::{
-    conn_probe::ConnProbe, handler::Function, pacing::Pacer, stream_probe::StreamProbe, Emitter,
-    Error,
+    conn_probe::ConnProbe, emitter::ConnFlush, handler::Function, pacing::Pacer,
+    stream_probe::StreamProbe, Emitter, Error,
 };
 
 /// Items a handler may send ahead of the caller. Small on purpose: results
@@ -29,9 +29,47 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    fn unknown_function(&self, function: &str) -> Status {
+    /// Looks the function up, decodes the arguments and starts the handler
+    /// in its own task; the stream yields what it sends, then its outcome.
+    /// Shared by both transports.
+    pub(crate) fn start_call(
+        &self,
+        function_name: String,
+        args: &[u8],
+        conn: ConnFlush,
+    ) -> Result<(ResponseStream, Arc<StreamProbe>), Error> {
+        let function = self
+            .functions
+            .get(&function_name)
+            .ok_or_else(|| self.unknown_function(&function_name))?;
+
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let probe = StreamProbe::new();
+        let out = Emitter::new(tx, Arc::clone(&probe), conn);
+        let call = function.start(args, out).map_err(|complaint| {
+            Error::invalid_argument(format!(
+                "{}.{} expects {}: {}",
+                self.name, function_name, function.shape, complaint
+            ))
+        })?;
+        tracing::debug!(function = %function_name, "call started");
+
+        let stream = ResponseStream {
+            rx,
+            task: Some(tokio::spawn(call)),
+            outcome: None,
+            finished: false,
+            function: function_name,
+            probe: Arc::clone(&probe),
+            pacer: Pacer::default(),
+            held: None,
+        };
+        Ok((stream, probe))
+    }
+
+    fn unknown_function(&self, function: &str) -> Error {
         let names: Vec<&str> = self.functions.keys().map(String::as_str).collect();
-        Status::not_found(format!(
+        Error::not_found(format!(
             "module '{}' has no function '{}' (has: {})",
             self.name,
             function,
@@ -64,34 +102,11 @@ impl Invoker for InvokerImpl {
             function_name,
             args,
         } = request.into_inner();
-        let function = self
-            .registry
-            .functions
-            .get(&function_name)
-            .ok_or_else(|| self.registry.unknown_function(&function_name))?;
-
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let probe = StreamProbe::new();
-        let out = Emitter::new(tx, Arc::clone(&probe), Arc::clone(&self.conn));
         let args = args.map(|a| a.data).unwrap_or_default();
-        let call = function.start(&args, out).map_err(|complaint| {
-            Status::invalid_argument(format!(
-                "{}.{} expects {}: {}",
-                self.registry.name, function_name, function.shape, complaint
-            ))
-        })?;
-        tracing::debug!(function = %function_name, "call started");
-
-        let stream = ResponseStream {
-            rx,
-            task: Some(tokio::spawn(call)),
-            outcome: None,
-            finished: false,
-            function: function_name,
-            probe: Arc::clone(&probe),
-            pacer: Pacer::default(),
-            held: None,
-        };
+        let (stream, probe) = self
+            .registry
+            .start_call(function_name, &args, ConnFlush::H2(Arc::clone(&self.conn)))
+            .map_err(Status::from)?;
         let mut response = Response::new(stream);
         response.extensions_mut().insert(probe);
         Ok(response)

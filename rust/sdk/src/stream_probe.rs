@@ -63,7 +63,13 @@ impl StreamProbe {
             .map_err(|_| StreamGone)
     }
 
-    fn note_handed(&self, count: u64) {
+    /// Items the response stream has yielded so far.
+    pub(crate) fn yielded(&self) -> u64 {
+        self.yielded.load(Ordering::SeqCst)
+    }
+
+    /// The first `count` yielded items are queued on the transport.
+    pub(crate) fn note_handed(&self, count: u64) {
         self.handed.send_if_modified(|h| {
             let newer = count > *h;
             if newer {

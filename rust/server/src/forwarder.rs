@@ -9,18 +9,15 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
-use norgopolis_proto::{
-    communication::{
-        forwarder_server::Forwarder, Invocation, InvocationOverride, MessagePack, OverrideStatus,
-    },
-    module_communication as mc,
+use norgopolis_proto::communication::{
+    forwarder_server::Forwarder, Invocation, InvocationOverride, MessagePack, OverrideStatus,
 };
 use tokio::time::Instant;
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
 use crate::{
     lifetime::{CallGuard, Lifetime},
-    modules::{InFlight, Instance, ModuleHost},
+    modules::{InFlight, Instance, ModuleHost, ModuleStream},
     serve::{Conn, ConnCall},
 };
 
@@ -42,7 +39,7 @@ type ResultStream = Pin<Box<dyn Stream<Item = Result<MessagePack, Status>> + Sen
 
 /// What keeps a call going; dropped as a whole when the call ends.
 struct Active {
-    inner: tonic::Streaming<mc::MessagePack>,
+    inner: ModuleStream,
     instance: Arc<Instance>,
     _in_flight: InFlight,
     _call: CallGuard,
@@ -103,8 +100,11 @@ impl Forwarder for ForwarderService {
                 .map_err(|_| expired(&format!("module '{module}' did not start in time")))??,
             None => self.host.get(&module).await?,
         };
+        let nested = conn
+            .as_ref()
+            .is_some_and(|c| c.from_module(|pid| self.host.is_module_pid(pid)));
         let (inner, in_flight) = instance
-            .invoke_until(inv.function_name, args, deadline)
+            .invoke_until(inv.function_name, args, deadline, nested)
             .await
             .map_err(|s| {
                 if s.code() == tonic::Code::DeadlineExceeded {

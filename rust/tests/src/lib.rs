@@ -500,3 +500,23 @@ pub async fn raw_channel(socket: &Path) -> anyhow::Result<RawChannel> {
 pub fn raw_forwarder(channel: RawChannel) -> ForwarderClient<RawChannel> {
     ForwarderClient::with_origin(channel, http::Uri::from_static("http://norgopolis.test"))
 }
+
+impl Sandbox {
+    /// Adds module folder `name` whose `module.toml` declares
+    /// `transport = "lean"` and runs `exec` (linked into the folder) with
+    /// `args`.
+    pub fn add_lean_module(&self, name: &str, exec: &Path, args: &[&str]) {
+        let folder = self.modules.join(name);
+        std::fs::create_dir_all(&folder).expect("module folder");
+        std::os::unix::fs::symlink(exec, folder.join("run")).expect("link module executable");
+        let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+        std::fs::write(
+            folder.join("module.toml"),
+            format!(
+                "exec = \"run\"\nargs = [{}]\ntransport = \"lean\"\n",
+                args.join(", ")
+            ),
+        )
+        .expect("write module.toml");
+    }
+}

@@ -4,7 +4,7 @@
 //! | function  | arguments                               | result |
 //! |-----------|-----------------------------------------|--------|
 //! | `echo`    | any value                               | the argument, unchanged (nil when absent); any MessagePack value round-trips, binary, ext and nested maps included |
-//! | `count`   | `n`, or `{n, delay_ms?, crash_after?}`  | streams the integers `0..n`, sleeping `delay_ms` (default 0) between items. With `crash_after = k` (`k <= n`), once the first `k` items have been written to stdout the process exits abruptly with code 101 (a crash mid-stream); `k > n` never crashes |
+//! | `count`   | `n`, or `{n, delay_ms?, crash_after?, fail_after?}` | streams the integers `0..n`, sleeping `delay_ms` (default 0) between items. With `crash_after = k` (`k <= n`), once the first `k` items have been written to stdout the process exits abruptly with code 101 (a crash mid-stream); `k > n` never crashes. With `fail_after = k` (`k <= n`), the call fails with `Aborted` ("failed after k items") after the first `k` items |
 //! | `sleep`   | `ms`                                    | sleeps `ms` milliseconds, then returns `ms` |
 //! | `fail`    | `{code, message?}`                      | fails with that gRPC code, given as a name (`"NotFound"`; also `"not_found"`, `"NOT_FOUND"`) or a number (`5`), and that message (default `"failed on request"`); code `Ok`/`0` or an unknown code is `InvalidArgument` |
 //! | `crash`   | exit code, or nothing                   | exits at once with that code (default 3), without replying |
@@ -40,7 +40,7 @@ fn module() -> Module {
     Module::new("echo")
         .function("echo", |v: Value| async move { Ok(v) })
         .stream("count", count)
-        .describe_args("count", "n or {n, delay_ms?, crash_after?}")
+        .describe_args("count", "n or {n, delay_ms?, crash_after?, fail_after?}")
         .function("sleep", |ms: u64| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(ms)
@@ -126,25 +126,34 @@ enum CountArgs {
         #[serde(default)]
         delay_ms: u64,
         crash_after: Option<u64>,
+        fail_after: Option<u64>,
     },
 }
 
 async fn count(args: CountArgs, out: Emitter) -> Result<(), Error> {
-    let (n, delay_ms, crash_after) = match args {
-        CountArgs::N(n) => (n, 0, None),
+    let (n, delay_ms, crash_after, fail_after) = match args {
+        CountArgs::N(n) => (n, 0, None, None),
         CountArgs::Options {
             n,
             delay_ms,
             crash_after,
-        } => (n, delay_ms, crash_after),
+            fail_after,
+        } => (n, delay_ms, crash_after, fail_after),
     };
     if crash_after == Some(0) {
         crash_mid_stream(&out).await;
+    }
+    let failed = |k: u64| Error::new(Code::Aborted, format!("failed after {k} items"));
+    if fail_after == Some(0) {
+        return Err(failed(0));
     }
     for i in 0..n {
         out.send(&i).await?;
         if crash_after == Some(i + 1) {
             crash_mid_stream(&out).await;
+        }
+        if fail_after == Some(i + 1) {
+            return Err(failed(i + 1));
         }
         if delay_ms > 0 && i + 1 < n {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;

@@ -128,7 +128,7 @@ async fn every_function_then_clean_exit_on_stdin_eof() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status
         .message()
-        .contains("echo.count expects n or {n, delay_ms?, crash_after?}"));
+        .contains("echo.count expects n or {n, delay_ms?, crash_after?, fail_after?}"));
 
     assert_eq!(call_ok(c, "sleep", 1u64).await, vec![Value::from(1)]);
 

@@ -10,10 +10,13 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use norgopolis_proto::module_communication::invoker_client::InvokerClient;
+use norgopolis_proto::module_communication::{self as mc, invoker_client::InvokerClient};
 use tonic::body::BoxBody;
 
-use super::stdio::{CloseSignal, ModuleIo};
+use super::{
+    lean::{LeanClient, LeanStream},
+    stdio::{CloseSignal, ModuleIo},
+};
 
 /// A gRPC client of the module's `Invoker` service.
 pub type ModuleClient = InvokerClient<ModuleChannel>;
@@ -40,6 +43,34 @@ impl tower::Service<http::Request<BoxBody>> for ModuleChannel {
     }
 }
 
+/// The connection to a module, over the transport it declared.
+#[derive(Clone)]
+pub enum ModuleConn {
+    /// gRPC over HTTP/2 (every module unless it declares otherwise).
+    Grpc(ModuleClient),
+    /// The lean transport (modules built with our SDK that ask for it).
+    Lean(LeanClient),
+}
+
+/// One call's results, from either transport.
+pub enum ModuleStream {
+    /// A gRPC response stream (boxed: it is much larger than a lean call).
+    Grpc(Box<tonic::Streaming<mc::MessagePack>>),
+    /// A lean call.
+    Lean(LeanStream),
+}
+
+impl ModuleStream {
+    /// The next result; `None` after the last; an error ends the call.
+    /// Dropping the stream before the end cancels the call in the module.
+    pub async fn message(&mut self) -> Result<Option<mc::MessagePack>, tonic::Status> {
+        match self {
+            ModuleStream::Grpc(s) => s.message().await,
+            ModuleStream::Lean(s) => s.message().await,
+        }
+    }
+}
+
 /// How a module connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnEnd {
@@ -53,6 +84,8 @@ pub enum ConnEnd {
     Unanswered,
     /// Our HTTP/2 stack refused to buffer more of the module's small frames.
     Flooded(String),
+    /// The module sent bytes that are not valid lean frames.
+    Garbled(String),
 }
 
 /// The connection task's future: drives the connection, tells how it ended.

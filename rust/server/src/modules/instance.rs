@@ -1,5 +1,6 @@
-//! One running module process: its gRPC connection, counters, call slots
-//! and supervisor.
+//! One running module process: its connection (gRPC, or the lean
+//! transport when its manifest asks for it), counters, call slots and
+//! supervisor.
 //!
 //! The supervisor owns the process and its HTTP/2 connection. A module
 //! that breaks the protocol on stdout (a stray print) or stops answering
@@ -23,9 +24,11 @@ use tokio::{
 use tonic::Status;
 
 use super::{
-    conn::{self, ConnEnd, ConnTask, ModuleClient, Ping},
+    conn::{self, ConnEnd, ConnTask, ModuleConn, ModuleStream, Ping},
     failures::FailureLog,
+    lean,
     locate::Located,
+    manifest::Transport,
     spawner::{SpawnRequest, Spawner},
     stderr,
     stdio::{CloseSignal, ModuleIo},
@@ -77,7 +80,7 @@ pub struct Instance {
     /// Process id.
     pub pid: u32,
     started: Instant,
-    client: ModuleClient,
+    client: ModuleConn,
     calls_served: AtomicU64,
     in_flight: AtomicU32,
     queued: AtomicU32,
@@ -91,7 +94,7 @@ pub struct Instance {
 /// A call holding one of the module's slots; dropping it ends the call.
 pub struct InFlight {
     inst: Arc<Instance>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for InFlight {
@@ -119,6 +122,11 @@ impl Instance {
         options: &InstanceOptions,
     ) -> Result<Arc<Self>, Status> {
         let name = located.name.clone();
+        let transport = located
+            .manifest
+            .as_ref()
+            .map(|m| m.transport)
+            .unwrap_or_default();
         let mut child = spawner
             .spawn(SpawnRequest {
                 name: name.clone(),
@@ -126,6 +134,7 @@ impl Instance {
                 args: located.args.clone(),
                 cwd: located.exec.parent().map(|p| p.to_path_buf()),
                 socket: socket.to_path_buf(),
+                transport,
             })
             .await
             .map_err(|e| {
@@ -150,25 +159,54 @@ impl Instance {
         ));
 
         let close = CloseSignal::default();
-        let io = ModuleIo::new(stdin, stdout, close.clone());
-        let (client, conn_task) =
-            match conn::connect(io, close.clone(), options.ping, options.max_message_size).await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Usually the module died at once; say how. Either way
-                    // nothing can reach it, so it must not stay behind.
-                    let reason = match tokio::time::timeout(options.grace, child.wait()).await {
+        // On failure: the problem, and whether the module is probably
+        // exiting (then how it exited says more).
+        let connected = match transport {
+            Transport::Grpc => {
+                let io = ModuleIo::new(stdin, stdout, close.clone());
+                conn::connect(io, close.clone(), options.ping, options.max_message_size)
+                    .await
+                    .map(|(client, task)| (ModuleConn::Grpc(client), task))
+                    .map_err(|e| (format!("cannot be talked to over its stdio ({e})"), true))
+            }
+            Transport::Lean => lean::connect(
+                &name,
+                stdin,
+                stdout,
+                close.clone(),
+                options.ping,
+                options.max_message_size,
+            )
+            .await
+            .map(|(client, task)| (ModuleConn::Lean(client), task))
+            .map_err(|e| {
+                let exiting = matches!(e, lean::HelloError::Ended | lean::HelloError::Io(_));
+                (format!("declares transport = \"lean\" but {e}"), exiting)
+            }),
+        };
+        let (client, conn_task) = match connected {
+            Ok(c) => c,
+            Err((problem, exiting)) => {
+                // Usually the module died at once; say how. Either way
+                // nothing can reach it, so it must not stay behind. A module
+                // that wrote the wrong thing is still running: the problem
+                // is the reason, not how it ends once killed.
+                let reason = if exiting {
+                    match tokio::time::timeout(options.grace, child.wait()).await {
                         Ok(Ok(status)) => format!("exited at start ({})", describe(status)),
-                        _ => format!("cannot be talked to over its stdio ({e})"),
-                    };
-                    signal_group(pid, libc::SIGKILL);
-                    tokio::spawn(async move {
-                        let _ = child.wait().await;
-                    });
-                    options.failures.record(&name, pid, &reason);
-                    return Err(Status::unavailable(format!("module '{name}' {reason}")));
-                }
-            };
+                        _ => problem,
+                    }
+                } else {
+                    problem
+                };
+                signal_group(pid, libc::SIGKILL);
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                options.failures.record(&name, pid, &reason);
+                return Err(Status::unavailable(format!("module '{name}' {reason}")));
+            }
+        };
 
         let slots = Arc::new(Semaphore::new(options.max_concurrent_calls as usize));
         let (exit_tx, exit) = watch::channel(None);
@@ -235,19 +273,49 @@ impl Instance {
     /// in line, first come first served); the stream yields the module's
     /// items as they come. With a deadline, the wait and the start are
     /// bounded by it, and the module is told the time left.
+    ///
+    /// A `nested` call (made by a module while it serves a call) never
+    /// waits in line: its caller may hold the very slots it would wait for
+    /// (a chain cycling back into a busy module), so it takes a free slot
+    /// if there is one and otherwise runs beyond the limit. Nested calls
+    /// are bounded by the outer calls they serve, which are limited.
     pub async fn invoke_until(
         self: &Arc<Self>,
         function: String,
         args: Vec<u8>,
         deadline: Option<Instant>,
-    ) -> Result<(tonic::Streaming<mc::MessagePack>, InFlight), Status> {
-        let slot = self.wait_for_slot(deadline).await?;
+        nested: bool,
+    ) -> Result<(ModuleStream, InFlight), Status> {
+        let slot = if nested {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(tokio::sync::TryAcquireError::NoPermits) => None,
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(self.gone()),
+            }
+        } else {
+            Some(self.wait_for_slot(deadline).await?)
+        };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight {
             inst: self.clone(),
             _slot: slot,
         };
-        let mut client = self.client.clone();
+        let mut client = match &self.client {
+            ModuleConn::Grpc(client) => client.clone(),
+            ModuleConn::Lean(client) => {
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                if left == Some(Duration::ZERO) {
+                    return Err(Status::deadline_exceeded(format!(
+                        "deadline exceeded before module '{}' answered",
+                        self.name
+                    )));
+                }
+                return match client.invoke(function, args, left) {
+                    Ok(stream) => Ok((ModuleStream::Lean(stream), guard)),
+                    Err(closed) => Err(self.explain(Status::unavailable(closed.to_string())).await),
+                };
+            }
+        };
         let mut request = tonic::Request::new(mc::Invocation {
             function_name: function,
             args: Some(mc::MessagePack { data: args }),
@@ -269,7 +337,7 @@ impl Instance {
             None => call.await,
         };
         match result {
-            Ok(response) => Ok((response.into_inner(), guard)),
+            Ok(response) => Ok((ModuleStream::Grpc(Box::new(response.into_inner())), guard)),
             Err(status) => Err(self.explain(status).await),
         }
     }
@@ -434,6 +502,13 @@ async fn supervise(mut s: Supervised) {
             ConnEnd::Broken(why) => {
                 s.fail(format!(
                     "wrote something that is not HTTP/2 to stdout ({why}); \
+                     a stray print to stdout breaks the protocol"
+                ));
+                s.child.wait().await
+            }
+            ConnEnd::Garbled(why) => {
+                s.fail(format!(
+                    "wrote something that is not a lean frame to stdout ({why}); \
                      a stray print to stdout breaks the protocol"
                 ));
                 s.child.wait().await

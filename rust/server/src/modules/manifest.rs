@@ -33,6 +33,31 @@ impl Restart {
     }
 }
 
+/// How the router talks to a module over its stdio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// gRPC (`module_communication.Invoker`) over HTTP/2: every module,
+    /// including those built on the public `norgopolis-module` crate.
+    #[default]
+    Grpc,
+    /// Length-prefixed frames (`norgopolis_proto::lean`): cheaper, spoken
+    /// only by modules built with our SDK.
+    Lean,
+}
+
+impl Transport {
+    /// The transport as written in `module.toml` and told to the module in
+    /// `NORGOPOLIS_TRANSPORT`.
+    #[allow(dead_code)] // Used by the server, not by the CLI, which compiles this file too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Lean => "lean",
+        }
+    }
+}
+
 /// A declared function with documentation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +151,10 @@ pub struct Manifest {
     /// What to do when the module crashes.
     #[serde(default)]
     pub restart: Restart,
+    /// How the router talks to the module (chosen at spawn).
+    #[allow(dead_code)] // Read by the server, not by the CLI, which compiles this file too.
+    #[serde(default)]
+    pub transport: Transport,
     /// Declared functions.
     #[serde(default)]
     pub functions: Vec<FunctionDecl>,
@@ -251,11 +280,13 @@ args = ["--fast"]
 dependencies = ["parser"]
 autostart = true
 restart = "on-failure"
+transport = "lean"
 functions = ["query", { name = "index", doc = "reindex" }]
 "#,
         )
         .unwrap();
         assert_eq!(m.restart, Restart::OnFailure);
+        assert_eq!(m.transport, Transport::Lean);
         assert_eq!(m.functions[0].name(), "query");
         assert_eq!(m.functions[0].doc(), "");
         assert_eq!(m.functions[1].name(), "index");
@@ -268,6 +299,7 @@ functions = ["query", { name = "index", doc = "reindex" }]
     fn empty_manifest_is_all_defaults() {
         let m = load("").unwrap();
         assert_eq!(m.restart, Restart::Never);
+        assert_eq!(m.transport, Transport::Grpc);
         assert!(!m.autostart && m.exec.is_none() && m.functions.is_empty());
     }
 
@@ -285,6 +317,18 @@ functions = ["query", { name = "index", doc = "reindex" }]
         assert!(
             e.contains("key `restart`") && e.contains("on-failure"),
             "{e}"
+        );
+        let e = error("transport = \"http\"\n");
+        assert!(
+            e.contains(MANIFEST_FILE)
+                && e.contains("key `transport`")
+                && e.contains("grpc")
+                && e.contains("lean"),
+            "{e}"
+        );
+        assert_eq!(
+            load("transport = \"grpc\"\n").unwrap().transport,
+            Transport::Grpc
         );
         let e = error("autostart = \"yes\"\n");
         assert!(e.contains("key `autostart`"), "{e}");

@@ -6,6 +6,7 @@ mod deps;
 mod failures;
 mod host;
 mod instance;
+mod lean;
 mod locate;
 mod manifest;
 #[cfg(test)]
@@ -16,7 +17,7 @@ mod stderr;
 mod stdio;
 
 pub use autostart::spawn_autostart;
-pub use conn::Ping;
+pub use conn::{ModuleStream, Ping};
 pub use failures::FailureLog;
 pub use host::ModuleHost;
 pub use instance::{InFlight, Instance, InstanceOptions};

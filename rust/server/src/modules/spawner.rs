@@ -10,6 +10,8 @@ use std::{path::PathBuf, sync::mpsc as std_mpsc};
 
 use tokio::{process::Child, sync::oneshot};
 
+use super::manifest::Transport;
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct SpawnRequest {
@@ -23,6 +25,8 @@ pub struct SpawnRequest {
     pub cwd: Option<PathBuf>,
     /// The server's socket (for NORGOPOLIS_SOCKET).
     pub socket: PathBuf,
+    /// The transport the module must speak (for NORGOPOLIS_TRANSPORT).
+    pub transport: Transport,
 }
 
 type Job = (SpawnRequest, oneshot::Sender<std::io::Result<Child>>);
@@ -67,6 +71,10 @@ fn spawn(req: &SpawnRequest) -> std::io::Result<Child> {
     cmd.args(&req.args)
         .env(norgopolis_common::places::MODULE_ENV, &req.name)
         .env(norgopolis_common::places::SOCKET_ENV, &req.socket)
+        .env(
+            norgopolis_common::places::TRANSPORT_ENV,
+            req.transport.as_str(),
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -27,6 +27,8 @@ pub struct CloseSignal(Arc<CloseInner>);
 struct CloseInner {
     raised: AtomicBool,
     waker: AtomicWaker,
+    /// Wakes tasks in [`CloseSignal::raised`] (the lean transport's).
+    notify: tokio::sync::Notify,
     /// The module closed its stdout (EOF seen), as opposed to us closing.
     stdout_eof: AtomicBool,
 }
@@ -36,6 +38,21 @@ impl CloseSignal {
     pub fn raise(&self) {
         self.0.raised.store(true, Ordering::Release);
         self.0.waker.wake();
+        self.0.notify.notify_waiters();
+    }
+
+    /// Resolves once the close is raised.
+    pub async fn raised(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a raise in between is not lost.
+            notified.as_mut().enable();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Whether we asked for the close.
