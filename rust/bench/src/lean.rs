@@ -1,10 +1,9 @@
-//! A model of the proposed lean module transport, to measure what the
-//! module hop would cost without HTTP/2 and gRPC.
+//! A model of the lean module transport, to measure what the module hop
+//! costs without HTTP/2 and gRPC and without the router.
 //!
-//! Frames on the module's stdin/stdout: `u32 length` (of what follows),
-//! `u32 call id`, `u8 kind`, payload. Router to module: `CALL` (payload:
-//! `u8` name length, function name, MessagePack arguments). Module to
-//! router: `ITEM` (MessagePack), then `END`. The peer is this binary re-run
+//! Frames are the real ones (`norgopolis_proto::lean`, the codec the server
+//! and the SDK share), without the hello, pings and cancels: router to
+//! module `CALL`, module to router `ITEM`, then `END`. The peer is this binary re-run
 //! as `norgopolis-bench lean-peer`, built like an SDK module: the default
 //! multi-threaded runtime, the connection on a worker task, each call in a
 //! task of its own whose items pass through a channel to one writer task
@@ -23,8 +22,8 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use norgopolis_proto::lean::{write_frames, Frame, FrameReader, Incoming, Outgoing};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
     net::unix::pipe,
     process::{Child, ChildStdin, Command},
     sync::{mpsc, oneshot},
@@ -35,54 +34,8 @@ use crate::{
     stats::Latency,
 };
 
-const CALL: u8 = 1;
-const ITEM: u8 = 2;
-const END: u8 = 3;
-
-/// One frame: call id, kind, payload.
-type Frame = (u32, u8, Vec<u8>);
-
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Frame>> {
-    let len = match r.read_u32_le().await {
-        Ok(len) => len as usize,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if len < 5 {
-        return Err(std::io::Error::other("short frame"));
-    }
-    let id = r.read_u32_le().await?;
-    let kind = r.read_u8().await?;
-    let mut payload = vec![0; len - 5];
-    r.read_exact(&mut payload).await?;
-    Ok(Some((id, kind, payload)))
-}
-
-fn put_frame(out: &mut Vec<u8>, (id, kind, payload): &Frame) {
-    out.extend_from_slice(&(payload.len() as u32 + 5).to_le_bytes());
-    out.extend_from_slice(&id.to_le_bytes());
-    out.push(*kind);
-    out.extend_from_slice(payload);
-}
-
-/// Writes queued frames, one write per burst.
-async fn writer<W: AsyncWrite + Unpin>(
-    mut rx: mpsc::UnboundedReceiver<Frame>,
-    w: W,
-) -> std::io::Result<()> {
-    let mut w = BufWriter::new(w);
-    let mut buf = Vec::new();
-    while let Some(frame) = rx.recv().await {
-        buf.clear();
-        put_frame(&mut buf, &frame);
-        while let Ok(more) = rx.try_recv() {
-            put_frame(&mut buf, &more);
-        }
-        w.write_all(&buf).await?;
-        w.flush().await?;
-    }
-    Ok(())
-}
+/// Largest frame either side reads.
+const LIMIT: usize = 64 << 20;
 
 /// The module side (`norgopolis-bench lean-peer`): echoes every CALL's
 /// arguments back as one ITEM, then END, until stdin closes.
@@ -97,22 +50,20 @@ pub fn peer() -> anyhow::Result<()> {
             let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
             let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
             let (tx, rx) = mpsc::unbounded_channel();
-            let out = tokio::spawn(writer(rx, pipe::Sender::from_file(stdout)?));
-            let mut input = BufReader::new(pipe::Receiver::from_file(stdin)?);
-            while let Some((id, kind, payload)) = read_frame(&mut input).await? {
-                if kind != CALL {
+            let out = tokio::spawn(write_frames(rx, pipe::Sender::from_file(stdout)?));
+            let mut input = FrameReader::new(pipe::Receiver::from_file(stdin)?, LIMIT);
+            while let Some(incoming) = input.next().await? {
+                let Incoming::Frame(Frame::Call { id, args, .. }) = incoming else {
                     continue;
-                }
+                };
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let name_len = payload.first().copied().unwrap_or(0) as usize;
-                    let args = payload.get(1 + name_len..).unwrap_or_default();
                     // Decode and encode, as the SDK does for `echo`.
                     let value =
-                        norgopolis_proto::msgpack::decode_value(args).unwrap_or(rmpv::Value::Nil);
-                    let item = norgopolis_proto::msgpack::encode(&value).unwrap_or_default();
-                    let _ = tx.send((id, ITEM, item));
-                    let _ = tx.send((id, END, Vec::new()));
+                        norgopolis_proto::msgpack::decode_value(&args).unwrap_or(rmpv::Value::Nil);
+                    let data = norgopolis_proto::msgpack::encode(&value).unwrap_or_default();
+                    let _ = tx.send(Outgoing::Frame(Frame::Item { id, data }));
+                    let _ = tx.send(Outgoing::Frame(Frame::End { id }));
                 });
             }
             drop(tx);
@@ -129,7 +80,7 @@ type CallItems = mpsc::UnboundedSender<Option<Vec<u8>>>;
 /// The router side of a lean connection to a started peer.
 pub struct LeanModule {
     child: Child,
-    out: mpsc::UnboundedSender<Frame>,
+    out: mpsc::UnboundedSender<Outgoing>,
     calls: Arc<Mutex<HashMap<u32, CallItems>>>,
     next: AtomicU32,
     _reader: oneshot::Receiver<()>,
@@ -149,21 +100,21 @@ impl LeanModule {
         let stdin: ChildStdin = child.stdin.take().context("stdin")?;
         let stdout = child.stdout.take().context("stdout")?;
         let (out, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(rx, stdin));
+        tokio::spawn(write_frames(rx, stdin));
         let calls: Arc<Mutex<HashMap<u32, CallItems>>> = Arc::default();
         let table = Arc::clone(&calls);
         let (done_tx, done) = oneshot::channel();
         tokio::spawn(async move {
-            let mut input = BufReader::new(stdout);
-            while let Ok(Some((id, kind, payload))) = read_frame(&mut input).await {
+            let mut input = FrameReader::new(stdout, LIMIT);
+            while let Ok(Some(Incoming::Frame(frame))) = input.next().await {
                 let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
-                match kind {
-                    ITEM => {
+                match frame {
+                    Frame::Item { id, data } => {
                         if let Some(tx) = table.get(&id) {
-                            let _ = tx.send(Some(payload));
+                            let _ = tx.send(Some(data));
                         }
                     }
-                    END => {
+                    Frame::End { id } => {
                         if let Some(tx) = table.remove(&id) {
                             let _ = tx.send(None);
                         }
@@ -190,11 +141,13 @@ impl LeanModule {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        let mut payload = Vec::with_capacity(1 + function.len() + args.len());
-        payload.push(function.len() as u8);
-        payload.extend_from_slice(function.as_bytes());
-        payload.extend_from_slice(args);
-        if self.out.send((id, CALL, payload)).is_err() {
+        let call = Frame::Call {
+            id,
+            function: function.into(),
+            args: args.to_vec(),
+            deadline_ms: None,
+        };
+        if self.out.send(Outgoing::Frame(call)).is_err() {
             bail!("lean peer gone");
         }
         let mut size = 0;

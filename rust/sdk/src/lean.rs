@@ -251,12 +251,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_cancels_pings_and_a_clean_end_at_eof() {
+    async fn calls_cancels_deadlines_pings_and_a_clean_end_at_eof() {
         let dropped = Arc::new(AtomicBool::new(false));
         let notify = Arc::new(tokio::sync::Notify::new());
         let (flag, woken) = (Arc::clone(&dropped), Arc::clone(&notify));
         let module = Module::new("t")
             .function("echo", |v: rmpv::Value| async move { Ok(v) })
+            .function("wait", |(): ()| async move {
+                std::future::pending::<()>().await;
+                Ok(())
+            })
             .stream("hold", move |(): (), out: Emitter| {
                 let guard = DropFlag(Arc::clone(&flag), Arc::clone(&woken));
                 async move {
@@ -339,6 +343,22 @@ mod tests {
         send(&mut to_module, Frame::Cancel { id: 3 }).await;
         cancelled.await;
         assert!(dropped.load(Ordering::SeqCst));
+
+        // The time the caller still waits bounds the call in the module too.
+        send(
+            &mut to_module,
+            Frame::Call {
+                id: 4,
+                function: "wait".into(),
+                args: vec![0xc0],
+                deadline_ms: Some(1),
+            },
+        )
+        .await;
+        match next(&mut frames).await {
+            Frame::Error { id: 4, code, .. } => assert_eq!(code, Code::DeadlineExceeded as i32),
+            other => panic!("{other:?}"),
+        }
 
         // The router closing its end is the module's cue to stop (both
         // halves: they share one stream).
