@@ -58,8 +58,10 @@
 //! gRPC unless the router asks for the lean transport at spawn
 //! (`NORGOPOLIS_TRANSPORT=lean`, set when the module's `module.toml` says
 //! `transport = "lean"`): length-prefixed MessagePack frames on the same
-//! stdin/stdout, without HTTP/2, about twice as cheap per call. Handlers
-//! do not notice which one carries their calls.
+//! stdin/stdout, without HTTP/2 (on the 2-core benchmark machine a routed
+//! 64-byte echo took about 40 instead of 100 µs of the module's CPU and a
+//! third less in all; `make bench`). Handlers do not notice which one
+//! carries their calls.
 //!
 //! # Environment
 //! The router tells a module its name and the router socket ([`env`](mod@env)); a
