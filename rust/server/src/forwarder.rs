@@ -102,7 +102,7 @@ impl Forwarder for ForwarderService {
         };
         let nested = conn
             .as_ref()
-            .is_some_and(|c| c.from_module(|pid| self.host.is_module_pid(pid)));
+            .is_some_and(|c| c.is_from_module(|pid| self.host.is_module_pid(pid)));
         let (inner, in_flight) = instance
             .invoke_until(inv.function_name, args, deadline, nested)
             .await

@@ -79,7 +79,7 @@ impl Drop for ConnCall {
 impl Conn {
     /// Whether this connection comes from one of our module processes;
     /// `is_module` is asked once per connection (a peer never changes).
-    pub fn from_module(&self, is_module: impl FnOnce(u32) -> bool) -> bool {
+    pub fn is_from_module(&self, is_module: impl FnOnce(u32) -> bool) -> bool {
         *self
             .from_module
             .get_or_init(|| self.peer_pid.is_some_and(is_module))
