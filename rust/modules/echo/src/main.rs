@@ -31,7 +31,8 @@ const STREAM_CRASH_EXIT: i32 = 101;
 /// Exit code of `crash` without an argument.
 const DEFAULT_CRASH_EXIT: i32 = 3;
 
-#[tokio::main]
+// One connection, nothing computed: the runtime the SDK docs recommend.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     module().run().await
 }
