@@ -33,8 +33,13 @@ pub struct Requests {
 impl Requests {
     /// Starts the background runtime.
     pub fn new(outbox: Outbox) -> std::io::Result<Self> {
+        // One worker: a call is I/O only, and a second worker only bounces
+        // its tasks between threads (Lua 64 B echo p50 452 -> 377 us and
+        // Neovim's CPU per call 207 -> 168 us on the 2-core benchmark
+        // machine; `make bench`). Not current-thread: it must run while
+        // the main thread is in Lua.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("norgopolis-nvim")
             .enable_all()
             .build()?;
