@@ -1,5 +1,5 @@
 -- Warm echo round trips from Lua, through the plugin's callback API.
--- Arguments: <native.so> <root> <reps> <warmup> <small calls> <large calls>
+-- Arguments: <native.so> <root> <reps> <warmup> <small calls> <large calls> [module]
 -- Prints one JSON line: { small = { {wall_ns, samples_ns = {...}, cpu_us_per_call,
 -- switches_per_call}, ... }, large = ... }.
 
@@ -10,6 +10,7 @@ local common = require("common")
 local native_so, root = arg[1], arg[2]
 local reps, warmup = tonumber(arg[3]), tonumber(arg[4])
 local small_calls, large_calls = tonumber(arg[5]), tonumber(arg[6])
+local module = arg[7] or "echo"
 local np = common.load_plugin(native_so, root)
 local hrtime = vim.uv.hrtime
 
@@ -30,7 +31,7 @@ local function chain(payload, n, done)
   step = function()
     i = i + 1
     t = hrtime()
-    np.invoke("echo", "echo", payload, {
+    np.invoke(module, "echo", payload, {
       on_value = function(v)
         if #v ~= #payload then
           common.fail(("echo returned %d bytes, sent %d"):format(#v, #payload))

@@ -317,13 +317,22 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
             step("Lua in headless Neovim, sequential echo");
             let (place, setup, small, large) =
                 (&place, setup.clone(), size.lua_small, size.lua_large_calls);
-            let warm = tokio::task::block_in_place(|| nvim::warm(&setup, place, small, large))?;
+            let warm =
+                tokio::task::block_in_place(|| nvim::warm(&setup, place, "echo", small, large))?;
+            step("Lua in headless Neovim, the same calls over the lean transport");
+            let lean = tokio::task::block_in_place(|| {
+                nvim::warm(&setup, place, LEAN_MODULE, small, large)
+            })?;
             Some((
                 Sizes {
                     b64: warm.b64,
                     kib64: warm.kib64,
                 },
                 warm.cost,
+                Sizes {
+                    b64: lean.b64,
+                    kib64: lean.kib64,
+                },
             ))
         }
         None => None,
@@ -378,8 +387,9 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         cpu_routed_lean,
         concurrent_lean,
         stream_lean,
-        lua: lua.as_ref().map(|(sizes, _)| sizes.clone()),
-        cpu_lua: lua.map(|(_, cost)| cost),
+        lua: lua.as_ref().map(|(sizes, _, _)| sizes.clone()),
+        lua_lean: lua.as_ref().map(|(_, _, lean)| lean.clone()),
+        cpu_lua: lua.map(|(_, cost, _)| cost),
         concurrent,
         stream,
         cold_cli,

@@ -107,10 +107,14 @@ pub struct Warm {
 pub fn warm(
     setup: &NvimSetup,
     place: &Place,
+    module: &str,
     small: Plan,
     large_calls: usize,
 ) -> anyhow::Result<Warm> {
-    let args = [small.reps, small.warmup, small.calls, large_calls].map(|n| n.to_string());
+    let mut args: Vec<String> = [small.reps, small.warmup, small.calls, large_calls]
+        .map(|n| n.to_string())
+        .into();
+    args.push(module.to_string());
     let out = setup
         .command(place, "warm.lua", &args)
         .output()

@@ -102,6 +102,8 @@ pub struct Results {
     pub stream_lean: Streamed,
     /// Lua in headless Neovim through the router (absent with --skip-nvim).
     pub lua: Option<Sizes>,
+    /// The same through a lean-transport module.
+    pub lua_lean: Option<Sizes>,
     /// CPU of the Neovim process per 64 B call from Lua.
     pub cpu_lua: Option<PerCall>,
     /// 8 concurrent Rust clients.
@@ -303,6 +305,20 @@ impl Results {
                     "—".into(),
                     "",
                 );
+                if let Some(l) = &self.lua_lean {
+                    row(
+                        "Lua in Neovim (callbacks), warm echo 64 B, lean module transport",
+                        latency(&l.b64),
+                        format!("p50 ≤ 200 µs {}", verdict(l.b64.p50_us <= 200.0)),
+                        "",
+                    );
+                    row(
+                        "Lua in Neovim (callbacks), warm echo 64 KiB, lean module transport",
+                        latency(&l.kib64),
+                        "—".into(),
+                        "",
+                    );
+                }
                 if let Some(c) = &self.cpu_lua {
                     row(
                         "CPU of Neovim per 64 B call from Lua (context switches)",
