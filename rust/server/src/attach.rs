@@ -90,8 +90,9 @@ pub async fn attach(
                     }
                     Ok(Ok(Some(_))) => {}
                     Ok(Ok(None)) => break "client detached".to_string(),
-                    // A client that dies without detaching shows up as a broken stream.
-                    Ok(Err(e)) => break format!("client connection lost ({})", e.message()),
+                    // A client that exits or dies without detaching (Neovim
+                    // quitting, a killed script) shows up as a broken stream.
+                    Ok(Err(e)) => break connection_lost(&e),
                     Err(_) => {
                         let reason = format!("no keepalive for {} s", timeout.as_secs());
                         let _ = tx.try_send(Ok(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
@@ -131,4 +132,16 @@ async fn read_hello(inbound: &mut Streaming<ClientMessage>) -> Result<Hello, Sta
 
 fn message(kind: Kind) -> ServerMessage {
     ServerMessage { kind: Some(kind) }
+}
+
+/// Why a session's stream broke, for the log: a closed connection is the
+/// usual way a front end leaves, anything else is shown as it came.
+fn connection_lost(e: &Status) -> String {
+    let source = std::error::Error::source(e).map(ToString::to_string);
+    let text = source.as_deref().unwrap_or(e.message());
+    if text.contains("error reading a body from connection") || text.contains("connection closed") {
+        "client closed its connection without detaching (it exited)".into()
+    } else {
+        format!("client connection lost ({})", e.message())
+    }
 }
