@@ -5,7 +5,9 @@
 //! response stream: own task, items first, then the outcome, panics as
 //! `Internal`); each call's items go to one writer task that gathers what
 //! is queued into one write. A `CANCEL` aborts the call's task, which drops
-//! the handler, as a reset HTTP/2 stream does.
+//! the handler, as a reset HTTP/2 stream does. A call sends no more items
+//! than the router's `CREDIT` allows, so a caller that stops reading pauses
+//! its own handler and no other call.
 
 use std::{
     collections::HashMap,
@@ -18,7 +20,7 @@ use std::{
 use norgopolis_proto::lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, Semaphore},
     task::AbortHandle,
 };
 use tonic::{codegen::tokio_stream::Stream, Code};
@@ -29,10 +31,21 @@ use crate::{emitter::ConnFlush, serve::ServeError, service::Registry};
 /// more than about twice this many items queued for a slow router.
 const WINDOW: u64 = 32;
 
-/// Calls in flight, by the router's id.
-type Calls = Arc<Mutex<HashMap<u32, AbortHandle>>>;
+/// Most results a router may allow one call ahead of its caller; credit
+/// beyond this is ignored, so a confused router cannot overflow a count.
+const MAX_CREDIT: usize = 1 << 20;
 
-fn lock(calls: &Calls) -> MutexGuard<'_, HashMap<u32, AbortHandle>> {
+/// A call in flight: how to cancel it, and the results it may still send
+/// before the router grants more (lean flow control).
+struct Call {
+    abort: AbortHandle,
+    credit: Arc<Semaphore>,
+}
+
+/// Calls in flight, by the router's id.
+type Calls = Arc<Mutex<HashMap<u32, Call>>>;
+
+fn lock(calls: &Calls) -> MutexGuard<'_, HashMap<u32, Call>> {
     // Plain map operations cannot leave it inconsistent on a panic.
     calls.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -72,7 +85,7 @@ where
         () = shutdown => Ok(()),
     };
     for (_, call) in lock(&calls).drain() {
-        call.abort();
+        call.abort.abort();
     }
     writer.abort();
     result
@@ -121,7 +134,14 @@ async fn read_calls<R: AsyncRead + Unpin>(
             Frame::Cancel { id } => {
                 if let Some(call) = lock(calls).remove(&id) {
                     tracing::debug!(call = id, "caller went away; cancelling");
-                    call.abort();
+                    call.abort.abort();
+                }
+            }
+            Frame::Credit { id, items } => {
+                // A call that ended meanwhile needs no more.
+                if let Some(call) = lock(calls).get(&id) {
+                    let room = MAX_CREDIT.saturating_sub(call.credit.available_permits());
+                    call.credit.add_permits((items as usize).min(room));
                 }
             }
             Frame::Ping { nonce } => {
@@ -165,6 +185,8 @@ fn start(
             }
         };
     let items = out.clone();
+    let credit = Arc::new(Semaphore::new(lean::INITIAL_CREDIT as usize));
+    let allowed = credit.clone();
     let pump = async move {
         let mut sent = 0u64;
         let mut window: Option<oneshot::Receiver<()>> = None;
@@ -173,6 +195,13 @@ fn start(
                 Ok(item) => item,
                 Err(status) => return error_frame(id, status.code(), status.message().into()),
             };
+            // Wait until the router's caller has room for it: a slow
+            // caller slows this call, not the module's others.
+            match allowed.acquire().await {
+                Ok(permit) => permit.forget(),
+                // Never closed; were it, the call could not go on.
+                Err(_) => return error_frame(id, Code::Internal, "flow control closed".into()),
+            }
             let _ = items.send(Outgoing::Frame(Frame::Item {
                 id,
                 data: item.data,
@@ -215,7 +244,13 @@ fn start(
         lock(&registered).remove(&id);
         let _ = out.send(last);
     });
-    table.insert(id, task.abort_handle());
+    table.insert(
+        id,
+        Call {
+            abort: task.abort_handle(),
+            credit,
+        },
+    );
 }
 
 #[cfg(test)]

@@ -21,6 +21,12 @@
 //! | `ERROR` | module → router | `i32` gRPC code, UTF-8 message: the call failed |
 //! | `CANCEL` | router → module | empty: the caller went away |
 //! | `PING` / `PONG` | router → module / back | `u64` nonce (call id 0) |
+//! | `CREDIT` | router → module | `u32` count: the module may send that many more `ITEM`s of the call |
+//!
+//! Flow control is per call: a module sends at most [`INITIAL_CREDIT`]
+//! items of a call plus what `CREDIT` frames granted since, and the router
+//! grants more as its caller takes them. A caller that stops reading thus
+//! stops its own call only; the module's other calls go on.
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
@@ -56,6 +62,7 @@ mod kind {
     pub const CANCEL: u8 = 5;
     pub const PING: u8 = 6;
     pub const PONG: u8 = 7;
+    pub const CREDIT: u8 = 8;
 }
 
 /// One frame of the lean transport.
@@ -110,7 +117,20 @@ pub enum Frame {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// The router's caller has taken `items` more results of a call: the
+    /// module may send that many more (see [`INITIAL_CREDIT`]).
+    Credit {
+        /// The call.
+        id: u32,
+        /// Results the module may send in addition.
+        items: u32,
+    },
 }
+
+/// Results a module may send for a call before the router's first
+/// [`Frame::Credit`]: per-call flow control, so a caller that reads slowly
+/// slows its own call down and nobody else's.
+pub const INITIAL_CREDIT: u32 = 64;
 
 /// A frame could not be read, written or understood.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +237,10 @@ fn encode_unchecked(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> 
             out.extend_from_slice(message.as_bytes());
         }
         Frame::Cancel { id } => put_header(out, *id, kind::CANCEL, 0)?,
+        Frame::Credit { id, items } => {
+            put_header(out, *id, kind::CREDIT, 4)?;
+            out.extend_from_slice(&items.to_le_bytes());
+        }
         Frame::Ping { nonce } | Frame::Pong { nonce } => {
             let k = if matches!(frame, Frame::Ping { .. }) {
                 kind::PING
@@ -300,6 +324,13 @@ pub fn decode(id: u32, kind: u8, mut payload: Vec<u8>) -> Result<Frame, FrameErr
         },
         kind::PONG => Frame::Pong {
             nonce: take_u64("PONG", &payload)?,
+        },
+        kind::CREDIT => Frame::Credit {
+            id,
+            items: payload
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| malformed("CREDIT", "no item count"))?,
         },
         kind => return Err(FrameError::UnknownKind { id, kind }),
     })
@@ -482,6 +513,7 @@ mod tests {
         round_trip(Frame::Cancel { id: 4 });
         round_trip(Frame::Ping { nonce: 9 });
         round_trip(Frame::Pong { nonce: u64::MAX });
+        round_trip(Frame::Credit { id: 7, items: 32 });
     }
 
     #[test]

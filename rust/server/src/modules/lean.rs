@@ -35,8 +35,13 @@ use super::{
     stdio::CloseSignal,
 };
 
-/// Results a call may have queued before the reader waits for its caller.
-const CALL_QUEUE: usize = 32;
+/// Results a call may have queued: what its credit allows, and its end.
+/// Only a module ignoring the credit fills it, and then the reader waits
+/// for that call's caller.
+const CALL_QUEUE: usize = lean::INITIAL_CREDIT as usize + 1;
+
+/// Results a caller takes before the module is granted as many more.
+const CREDIT_BATCH: u32 = lean::INITIAL_CREDIT / 2;
 
 /// What the reader hands a call.
 enum Event {
@@ -318,6 +323,7 @@ fn frame_name(frame: &Frame) -> &'static str {
         Frame::Cancel { .. } => "CANCEL",
         Frame::Ping { .. } => "PING",
         Frame::Pong { .. } => "PONG",
+        Frame::Credit { .. } => "CREDIT",
     }
 }
 
@@ -390,6 +396,7 @@ impl LeanClient {
             rx,
             shared: self.shared.clone(),
             done: false,
+            taken: 0,
         })
     }
 }
@@ -406,6 +413,8 @@ pub struct LeanStream {
     rx: mpsc::Receiver<Event>,
     shared: Arc<Shared>,
     done: bool,
+    /// Results taken since the last credit was granted.
+    taken: u32,
 }
 
 impl LeanStream {
@@ -416,7 +425,17 @@ impl LeanStream {
         }
         let event = self.rx.recv().await;
         match event {
-            Some(Event::Item(data)) => Ok(Some(mc::MessagePack { data })),
+            Some(Event::Item(data)) => {
+                self.taken += 1;
+                if self.taken == CREDIT_BATCH {
+                    self.taken = 0;
+                    self.shared.send(Frame::Credit {
+                        id: self.id,
+                        items: CREDIT_BATCH,
+                    });
+                }
+                Ok(Some(mc::MessagePack { data }))
+            }
             Some(Event::Done(None)) => {
                 self.done = true;
                 Ok(None)
