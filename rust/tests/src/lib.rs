@@ -185,8 +185,21 @@ impl Drop for ServerProc {
 
 /// Connects a tonic channel to a Unix socket.
 pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
+    connect_endpoint(socket, Endpoint::from_static("http://norgopolis.test")).await
+}
+
+/// A channel whose HTTP/2 windows hold only about `bytes` of results: a
+/// caller that stops reading is felt by the server almost at once.
+pub async fn connect_narrow(socket: &Path, bytes: u32) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_static("http://norgopolis.test")
+        .initial_stream_window_size(bytes)
+        .initial_connection_window_size(bytes);
+    connect_endpoint(socket, endpoint).await
+}
+
+async fn connect_endpoint(socket: &Path, endpoint: Endpoint) -> anyhow::Result<Channel> {
     let socket = socket.to_path_buf();
-    Ok(Endpoint::from_static("http://norgopolis.test")
+    Ok(endpoint
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
             async move { UnixStream::connect(socket).await.map(TokioIo::new) }

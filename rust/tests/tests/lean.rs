@@ -389,3 +389,52 @@ async fn the_callers_deadline_reaches_a_lean_module() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_holds_up_only_its_own_call() {
+    let sb = sandbox();
+    let _server = sb.start_server(&[]);
+    stalled_caller_holds_up_only_itself(&sb, LEAN).await;
+}
+
+/// The same over gRPC (HTTP/2's own windows), for comparison.
+#[tokio::test]
+async fn over_grpc_too_a_caller_that_stops_reading_holds_up_only_its_own_call() {
+    let sb = sandbox();
+    let _server = sb.start_server(&[]);
+    stalled_caller_holds_up_only_itself(&sb, "echo").await;
+}
+
+async fn stalled_caller_holds_up_only_itself(sb: &Sandbox, module: &str) {
+    let ch = sb.channel().await.unwrap();
+    // One caller takes the first item of an endless-looking stream and
+    // then reads nothing; its 1 KiB windows fill after a few dozen items.
+    let narrow = connect_narrow(&sb.socket, 1024).await.unwrap();
+    let mut stalled = call(&narrow, module, "count", Value::from(100_000_000u64))
+        .await
+        .unwrap();
+    assert!(stalled.next().await.is_some());
+    // Meanwhile the module's other callers are served, all along: long
+    // enough for the module to have filled every queue and pipe between
+    // it and the stalled caller many times over.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let mut n = 0u64;
+    while std::time::Instant::now() < until {
+        let echoed = tokio::time::timeout(
+            Duration::from_secs(5),
+            call_all(&ch, module, "echo", Value::from(n)),
+        )
+        .await
+        .expect("held up behind a caller that stopped reading")
+        .unwrap();
+        assert_eq!(echoed, vec![Value::from(n)]);
+        n += 1;
+    }
+    // The stalled call is still alive, and ends when its caller leaves.
+    assert_eq!(in_flight(&status(&ch).await, module), Some(1));
+    drop(stalled);
+    eventually(WAIT, "the stalled call to end", || async {
+        (in_flight(&status(&ch).await, module) == Some(0)).then_some(())
+    })
+    .await;
+}

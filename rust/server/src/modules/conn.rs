@@ -18,6 +18,20 @@ use super::{
     stdio::{CloseSignal, ModuleIo},
 };
 
+/// Results one call may have waiting at the router for its caller. Small
+/// enough that calls whose callers stopped reading cannot add up to h2's
+/// limit on buffered small DATA frames (which would end the connection
+/// with "too_many_data_frames" and fail the module for every caller),
+/// large enough for a 64 KiB result in one window.
+const STREAM_WINDOW: u32 = 128 * 1024;
+
+/// The connection window. h2 sizes its small-frame budget from it (half of
+/// it, ~250 per buffered small frame), so with this one about 160 calls of
+/// small (10-byte) items can sit unread at once, more than the default
+/// `max_calls_per_module` (128). It bounds nothing else: each call is
+/// bounded by its stream window.
+const CONNECTION_WINDOW: u32 = 1 << 30;
+
 /// A gRPC client of the module's `Invoker` service.
 pub type ModuleClient = InvokerClient<ModuleChannel>;
 
@@ -111,6 +125,8 @@ pub async fn connect(
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .keep_alive_interval(ping.interval)
         .keep_alive_timeout(ping.timeout)
         .keep_alive_while_idle(true);
