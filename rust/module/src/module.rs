@@ -189,15 +189,9 @@ impl Module {
         W: AsyncWrite + Unpin + Send + 'static,
         S: Future<Output = ()>,
     {
-        let registry = Arc::new(Registry {
-            name: self.name,
-            functions: self.functions,
-        });
-        serve_connection(registry, reader, writer, shutdown).await
+        serve_connection(self.into_registry(), reader, writer, shutdown).await
     }
-}
 
-impl Module {
     /// Like [`Module::serve_io_until`], over the lean transport
     /// (`norgopolis_proto::lean`) instead of gRPC: what [`Module::run`]
     /// does when the router asks for it. For tests and embedding.
@@ -212,11 +206,15 @@ impl Module {
         W: AsyncWrite + Unpin + Send + 'static,
         S: Future<Output = ()>,
     {
-        let registry = Arc::new(Registry {
+        crate::lean::serve_lean(self.into_registry(), reader, writer, shutdown).await
+    }
+
+    /// The functions as served, whichever the transport.
+    fn into_registry(self) -> Arc<Registry> {
+        Arc::new(Registry {
             name: self.name,
             functions: self.functions,
-        });
-        crate::lean::serve_lean(registry, reader, writer, shutdown).await
+        })
     }
 }
 
