@@ -20,16 +20,12 @@ use std::{
 use norgopolis_proto::lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{mpsc, oneshot, Semaphore},
+    sync::{mpsc, Semaphore},
     task::AbortHandle,
 };
 use tonic::{codegen::tokio_stream::Stream, Code};
 
 use crate::{emitter::ConnFlush, serve::ServeError, service::Registry};
-
-/// Items of one call between two waits for the writer: a call never has
-/// more than about twice this many items queued for a slow router.
-const WINDOW: u64 = 32;
 
 /// Most results a router may allow one call ahead of its caller; credit
 /// beyond this is ignored, so a confused router cannot overflow a count.
@@ -188,15 +184,14 @@ fn start(
     let credit = Arc::new(Semaphore::new(lean::INITIAL_CREDIT as usize));
     let allowed = credit.clone();
     let pump = async move {
-        let mut sent = 0u64;
-        let mut window: Option<oneshot::Receiver<()>> = None;
         while let Some(next) = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {
             let item = match next {
                 Ok(item) => item,
                 Err(status) => return error_frame(id, status.code(), status.message().into()),
             };
             // Wait until the router's caller has room for it: a slow
-            // caller slows this call, not the module's others.
+            // caller (or a router reading slowly) slows this call, not the
+            // module's others, and bounds what it has queued unwritten.
             match allowed.acquire().await {
                 Ok(permit) => permit.forget(),
                 // Never closed; were it, the call could not go on.
@@ -207,17 +202,6 @@ fn start(
                 data: item.data,
             }));
             probe.note_handed(probe.yielded());
-            sent += 1;
-            if sent.is_multiple_of(WINDOW) {
-                // Wait for the previous window to be written, so that a
-                // router reading slowly slows the handler down instead of
-                // the queue growing.
-                let (tx, rx) = oneshot::channel();
-                let _ = items.send(Outgoing::Flushed(tx));
-                if let Some(previous) = window.replace(rx) {
-                    let _ = previous.await;
-                }
-            }
         }
         Outgoing::Frame(Frame::End { id })
     };
