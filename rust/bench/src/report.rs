@@ -265,56 +265,42 @@ impl Results {
             "—".into(),
             "",
         );
-        let r = &self.rust;
-        row(
-            "Rust client, warm echo 64 B",
-            latency(&r.b64),
-            format!("p50 ≤ 130 µs {}", verdict(r.b64.p50_us <= 130.0)),
-            "p50 ≈ 385 µs · ≈ 2,500 calls/s",
-        );
-        row(
-            "Rust client, warm echo 64 KiB",
-            latency(&r.kib64),
-            format!("p50 ≤ 400 µs {}", verdict(r.kib64.p50_us <= 400.0)),
-            "p50 ≈ 1.24 ms",
-        );
-        let rl = &self.rust_lean;
-        row(
-            "Rust client, warm echo 64 B, lean module transport",
-            latency(&rl.b64),
-            format!("p50 ≤ 130 µs {}", verdict(rl.b64.p50_us <= 130.0)),
-            "",
-        );
-        row(
-            "Rust client, warm echo 64 KiB, lean module transport",
-            latency(&rl.kib64),
-            format!("p50 ≤ 400 µs {}", verdict(rl.kib64.p50_us <= 400.0)),
-            "",
-        );
+        const LEAN: &str = ", lean module transport";
+        for (sizes, transport, public_b64, public_kib64) in [
+            (
+                &self.rust,
+                "",
+                "p50 ≈ 385 µs · ≈ 2,500 calls/s",
+                "p50 ≈ 1.24 ms",
+            ),
+            (&self.rust_lean, LEAN, "", ""),
+        ] {
+            row(
+                &format!("Rust client, warm echo 64 B{transport}"),
+                latency(&sizes.b64),
+                format!("p50 ≤ 130 µs {}", verdict(sizes.b64.p50_us <= 130.0)),
+                public_b64,
+            );
+            row(
+                &format!("Rust client, warm echo 64 KiB{transport}"),
+                latency(&sizes.kib64),
+                format!("p50 ≤ 400 µs {}", verdict(sizes.kib64.p50_us <= 400.0)),
+                public_kib64,
+            );
+        }
         match &self.lua {
             Some(l) => {
-                row(
-                    "Lua in Neovim (callbacks), warm echo 64 B",
-                    latency(&l.b64),
-                    format!("p50 ≤ 200 µs {}", verdict(l.b64.p50_us <= 200.0)),
-                    "",
-                );
-                row(
-                    "Lua in Neovim (callbacks), warm echo 64 KiB",
-                    latency(&l.kib64),
-                    "—".into(),
-                    "",
-                );
-                if let Some(l) = &self.lua_lean {
+                let lean = self.lua_lean.as_ref().map(|l| (l, LEAN));
+                for (sizes, transport) in std::iter::once((l, "")).chain(lean) {
                     row(
-                        "Lua in Neovim (callbacks), warm echo 64 B, lean module transport",
-                        latency(&l.b64),
-                        format!("p50 ≤ 200 µs {}", verdict(l.b64.p50_us <= 200.0)),
+                        &format!("Lua in Neovim (callbacks), warm echo 64 B{transport}"),
+                        latency(&sizes.b64),
+                        format!("p50 ≤ 200 µs {}", verdict(sizes.b64.p50_us <= 200.0)),
                         "",
                     );
                     row(
-                        "Lua in Neovim (callbacks), warm echo 64 KiB, lean module transport",
-                        latency(&l.kib64),
+                        &format!("Lua in Neovim (callbacks), warm echo 64 KiB{transport}"),
+                        latency(&sizes.kib64),
                         "—".into(),
                         "",
                     );
