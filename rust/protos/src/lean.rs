@@ -22,6 +22,13 @@
 //! | `CANCEL` | router → module | empty: the caller went away |
 //! | `PING` / `PONG` | router → module / back | `u64` nonce (call id 0) |
 //! | `CREDIT` | router → module | `u32` count: the module may send that many more `ITEM`s of the call |
+//! | `ROUTE` | client → router | as `CALL`, with `u16` module name length and module name before the function's |
+//!
+//! The same frames also serve clients of the router on its socket (see
+//! `norgopolis-client`): there the client greets first with `HELLO`, the
+//! router answers with its own, and calls start with `ROUTE` (naming the
+//! module) instead of `CALL`; everything else is as between router and
+//! module, the client in the router's part and the router in the module's.
 //!
 //! Flow control is per call: a module sends at most [`INITIAL_CREDIT`]
 //! items of a call plus what `CREDIT` frames granted since, and the router
@@ -63,6 +70,7 @@ mod kind {
     pub const PING: u8 = 6;
     pub const PONG: u8 = 7;
     pub const CREDIT: u8 = 8;
+    pub const ROUTE: u8 = 9;
 }
 
 /// One frame of the lean transport.
@@ -124,6 +132,19 @@ pub enum Frame {
         id: u32,
         /// Results the module may send in addition.
         items: u32,
+    },
+    /// Start a call to a module (client → router).
+    Route {
+        /// Chosen by the client, unique among its calls in flight.
+        id: u32,
+        /// Module name.
+        module: String,
+        /// Function name.
+        function: String,
+        /// MessagePack arguments.
+        args: Vec<u8>,
+        /// Milliseconds the caller still waits, if it set a deadline.
+        deadline_ms: Option<u64>,
     },
 }
 
@@ -208,24 +229,22 @@ fn encode_unchecked(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> 
             function,
             args,
             deadline_ms,
-        } => {
-            let name_len = u16::try_from(function.len())
-                .map_err(|_| malformed("CALL", "function name longer than 65535 bytes"))?;
-            let deadline_len = if deadline_ms.is_some() { 8 } else { 0 };
-            put_header(
-                out,
-                *id,
-                kind::CALL,
-                1 + deadline_len + 2 + function.len() + args.len(),
-            )?;
-            out.push(u8::from(deadline_ms.is_some()));
-            if let Some(ms) = deadline_ms {
-                out.extend_from_slice(&ms.to_le_bytes());
-            }
-            out.extend_from_slice(&name_len.to_le_bytes());
-            out.extend_from_slice(function.as_bytes());
-            out.extend_from_slice(args);
-        }
+        } => put_call(out, *id, kind::CALL, None, function, args, *deadline_ms)?,
+        Frame::Route {
+            id,
+            module,
+            function,
+            args,
+            deadline_ms,
+        } => put_call(
+            out,
+            *id,
+            kind::ROUTE,
+            Some(module),
+            function,
+            args,
+            *deadline_ms,
+        )?,
         Frame::Item { id, data } => {
             put_header(out, *id, kind::ITEM, data.len())?;
             out.extend_from_slice(data);
@@ -254,6 +273,69 @@ fn encode_unchecked(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> 
     Ok(())
 }
 
+/// A `CALL` or `ROUTE` frame: flags, deadline, [module,] function, arguments.
+fn put_call(
+    out: &mut Vec<u8>,
+    id: u32,
+    kind: u8,
+    module: Option<&str>,
+    function: &str,
+    args: &[u8],
+    deadline_ms: Option<u64>,
+) -> Result<(), FrameError> {
+    let what = if module.is_some() { "ROUTE" } else { "CALL" };
+    let names = module.into_iter().chain(std::iter::once(function));
+    let mut names_len = 0;
+    for name in names.clone() {
+        u16::try_from(name.len()).map_err(|_| malformed(what, "a name longer than 65535 bytes"))?;
+        names_len += 2 + name.len();
+    }
+    let deadline_len = if deadline_ms.is_some() { 8 } else { 0 };
+    put_header(out, id, kind, 1 + deadline_len + names_len + args.len())?;
+    out.push(u8::from(deadline_ms.is_some()));
+    if let Some(ms) = deadline_ms {
+        out.extend_from_slice(&ms.to_le_bytes());
+    }
+    for name in names {
+        // Checked above.
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    out.extend_from_slice(args);
+    Ok(())
+}
+
+/// Reads the `u16`-length-prefixed name at `*at`, moving past it.
+fn take_name(what: &'static str, payload: &[u8], at: &mut usize) -> Result<String, FrameError> {
+    let len = payload
+        .get(*at..*at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+        .ok_or_else(|| malformed(what, "no name length"))?;
+    *at += 2;
+    let name = payload
+        .get(*at..*at + len)
+        .ok_or_else(|| malformed(what, "name cut short"))?;
+    *at += len;
+    std::str::from_utf8(name)
+        .map(str::to_owned)
+        .map_err(|_| malformed(what, "a name is not UTF-8"))
+}
+
+/// The flags and deadline that open `CALL` and `ROUTE`; `*at` moves past them.
+fn take_deadline(
+    what: &'static str,
+    payload: &[u8],
+    at: &mut usize,
+) -> Result<Option<u64>, FrameError> {
+    let flags = *payload.first().ok_or_else(|| malformed(what, "empty"))?;
+    *at = 1;
+    if flags & 1 == 0 {
+        return Ok(None);
+    }
+    *at += 8;
+    take_u64(what, &payload[1..]).map(Some)
+}
+
 fn take_u64(what: &'static str, bytes: &[u8]) -> Result<u64, FrameError> {
     let raw: [u8; 8] = bytes
         .get(..8)
@@ -280,28 +362,26 @@ pub fn decode(id: u32, kind: u8, mut payload: Vec<u8>) -> Result<Frame, FrameErr
             Frame::Hello
         }
         kind::CALL => {
-            let flags = *payload.first().ok_or_else(|| malformed("CALL", "empty"))?;
-            let mut at = 1;
-            let deadline_ms = if flags & 1 != 0 {
-                at += 8;
-                Some(take_u64("CALL", &payload[1..])?)
-            } else {
-                None
-            };
-            let name_len = payload
-                .get(at..at + 2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-                .ok_or_else(|| malformed("CALL", "no function name length"))?;
-            at += 2;
-            let name = payload
-                .get(at..at + name_len)
-                .ok_or_else(|| malformed("CALL", "function name cut short"))?;
-            let function = std::str::from_utf8(name)
-                .map_err(|_| malformed("CALL", "function name is not UTF-8"))?
-                .to_owned();
-            payload.drain(..at + name_len);
+            let mut at = 0;
+            let deadline_ms = take_deadline("CALL", &payload, &mut at)?;
+            let function = take_name("CALL", &payload, &mut at)?;
+            payload.drain(..at);
             Frame::Call {
                 id,
+                function,
+                args: payload,
+                deadline_ms,
+            }
+        }
+        kind::ROUTE => {
+            let mut at = 0;
+            let deadline_ms = take_deadline("ROUTE", &payload, &mut at)?;
+            let module = take_name("ROUTE", &payload, &mut at)?;
+            let function = take_name("ROUTE", &payload, &mut at)?;
+            payload.drain(..at);
+            Frame::Route {
+                id,
+                module,
                 function,
                 args: payload,
                 deadline_ms,
@@ -514,6 +594,20 @@ mod tests {
         round_trip(Frame::Ping { nonce: 9 });
         round_trip(Frame::Pong { nonce: u64::MAX });
         round_trip(Frame::Credit { id: 7, items: 32 });
+        round_trip(Frame::Route {
+            id: 8,
+            module: "echo".into(),
+            function: "echo".into(),
+            args: vec![0xa2, b'h', b'i'],
+            deadline_ms: Some(250),
+        });
+        round_trip(Frame::Route {
+            id: 9,
+            module: String::new(),
+            function: "ü".into(),
+            args: vec![],
+            deadline_ms: None,
+        });
     }
 
     #[test]
@@ -533,6 +627,14 @@ mod tests {
         ));
         for payload in [vec![], vec![1], vec![0, 5], vec![0, 9, 0, b'a']] {
             assert!(decode(1, kind::CALL, payload).is_err());
+        }
+        // A module name, then a function name cut short.
+        for payload in [
+            vec![0],
+            vec![0, 1, 0, b'm'],
+            vec![0, 1, 0, b'm', 3, 0, b'f'],
+        ] {
+            assert!(decode(1, kind::ROUTE, payload).is_err());
         }
         assert!(decode(1, kind::ERROR, vec![1, 2]).is_err());
         assert!(decode(0, kind::PING, vec![1; 7]).is_err());

@@ -80,7 +80,7 @@ impl ModuleStream {
     pub async fn message(&mut self) -> Result<Option<mc::MessagePack>, tonic::Status> {
         match self {
             ModuleStream::Grpc(s) => s.message().await,
-            ModuleStream::Lean(s) => s.message().await,
+            ModuleStream::Lean(s) => Ok(s.message().await?.map(|data| mc::MessagePack { data })),
         }
     }
 }
