@@ -31,7 +31,7 @@ use tokio::{
 };
 use tonic::service::Routes;
 
-use crate::lifetime::ExitReason;
+use crate::{lifetime::ExitReason, route::Router};
 
 /// What every HTTP/2 client sends first (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -97,7 +97,7 @@ impl Conn {
 }
 
 /// How connections of one listener are served.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// "unix" or "tcp", for logs.
     pub transport: &'static str,
@@ -107,6 +107,8 @@ pub struct ServeOptions {
     pub max_streams: u32,
     /// HTTP/2 ping interval; a peer silent for as long again is dropped.
     pub keepalive: Duration,
+    /// Where clients may also speak the lean transport: its calls' router.
+    pub lean: Option<Arc<Router>>,
 }
 
 /// An accepted connection and, where the transport tells, its peer's pid.
@@ -178,9 +180,10 @@ async fn connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let transport = options.transport;
-    let io = tokio::select! {
-        checked = tokio::time::timeout(PREFACE_TIMEOUT, read_preface(io)) => match checked {
-            Ok(Ok(io)) => io,
+    let opening = read_opening(io, options.lean.is_some());
+    let opening = tokio::select! {
+        checked = tokio::time::timeout(PREFACE_TIMEOUT, opening) => match checked {
+            Ok(Ok(opening)) => opening,
             Ok(Err(why)) => {
                 tracing::debug!(transport, "dropped a connection: {why}");
                 return;
@@ -201,6 +204,15 @@ async fn connection<IO>(
         calls: Arc::default(),
     };
     let id = conn.id;
+    let io = match (opening, &options.lean) {
+        (Opening::Http2(io), _) => io,
+        (Opening::Lean(io), Some(router)) => {
+            crate::lean_client::serve(io, conn, router.clone(), shutdown).await;
+            return;
+        }
+        // Not accepted where lean is off: read_opening refused it.
+        (Opening::Lean(_), None) => return,
+    };
     let service = tower::ServiceBuilder::new()
         .map_request(move |request: http::Request<hyper::body::Incoming>| {
             let mut request = request.map(tonic::body::boxed);
@@ -231,14 +243,31 @@ async fn connection<IO>(
     }
 }
 
-/// Reads and checks the HTTP/2 preface, then hands back a stream that
-/// replays it for hyper.
-async fn read_preface<IO: AsyncRead + Unpin>(mut io: IO) -> Result<Rewind<IO>, String> {
+/// How a client opened its connection.
+enum Opening<IO> {
+    /// With the HTTP/2 preface (gRPC); the stream replays it for hyper.
+    Http2(Rewind<IO>),
+    /// With the lean hello, which has been consumed.
+    Lean(IO),
+}
+
+/// Reads and checks the opening bytes: the HTTP/2 preface, or the lean
+/// transport's hello where `lean` is accepted. The two differ in their
+/// first byte.
+async fn read_opening<IO: AsyncRead + Unpin>(
+    mut io: IO,
+    lean: bool,
+) -> Result<Opening<IO>, String> {
+    let hello = norgopolis_proto::lean::hello_bytes();
     let mut got = [0u8; PREFACE.len()];
+    let mut expected: &[u8] = PREFACE;
     let mut filled = 0;
-    while filled < got.len() {
+    while filled < expected.len() {
+        // The first byte alone tells which opening to expect; no read goes
+        // past its end (a lean client may send its first call right away).
+        let want = if filled == 0 { 1 } else { expected.len() };
         let n = io
-            .read(&mut got[filled..])
+            .read(&mut got[filled..want])
             .await
             .map_err(|e| format!("read failed before the HTTP/2 preface: {e}"))?;
         if n == 0 {
@@ -246,16 +275,22 @@ async fn read_preface<IO: AsyncRead + Unpin>(mut io: IO) -> Result<Rewind<IO>, S
                 "closed after {filled} bytes, before the HTTP/2 preface"
             ));
         }
-        // Refuse as soon as the bytes differ: no need to wait for 24.
-        if got[filled..filled + n] != PREFACE[filled..filled + n] {
+        if filled == 0 && lean && got[0] == hello[0] {
+            expected = &hello;
+        }
+        // Refuse as soon as the bytes differ: no need to wait for them all.
+        if got[filled..filled + n] != expected[filled..filled + n] {
             return Err("not HTTP/2 (bad connection preface)".into());
         }
         filled += n;
     }
-    Ok(Rewind {
+    if expected.len() == hello.len() {
+        return Ok(Opening::Lean(io));
+    }
+    Ok(Opening::Http2(Rewind {
         replay: PREFACE.len(),
         io,
-    })
+    }))
 }
 
 /// A stream whose first bytes (the already-read preface) are replayed.
@@ -322,7 +357,9 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(64);
         a.write_all(PREFACE).await.unwrap();
         a.write_all(b"rest").await.unwrap();
-        let mut rewound = read_preface(b).await.unwrap();
+        let Ok(Opening::Http2(mut rewound)) = read_opening(b, true).await else {
+            panic!("the preface was not recognised");
+        };
         let mut out = vec![0u8; 28];
         rewound.read_exact(&mut out).await.unwrap();
         assert_eq!(&out[..24], PREFACE);
@@ -334,7 +371,7 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(64);
         // Not closed: the refusal must not wait for 24 bytes.
         a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let err = read_preface(b).await.err().unwrap();
+        let err = read_opening(b, true).await.err().unwrap();
         assert!(err.contains("not HTTP/2"), "{err}");
     }
 
@@ -343,8 +380,33 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(64);
         a.write_all(&PREFACE[..10]).await.unwrap();
         drop(a);
-        let err = read_preface(b).await.err().unwrap();
+        let err = read_opening(b, true).await.err().unwrap();
         assert!(err.contains("closed after 10 bytes"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_lean_hello_is_recognised_and_nothing_after_it_is_read() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&norgopolis_proto::lean::hello_bytes())
+            .await
+            .unwrap();
+        a.write_all(b"next frame").await.unwrap();
+        let Ok(Opening::Lean(mut rest)) = read_opening(b, true).await else {
+            panic!("the lean hello was not recognised");
+        };
+        let mut out = vec![0u8; 10];
+        rest.read_exact(&mut out).await.unwrap();
+        assert_eq!(out, b"next frame");
+    }
+
+    #[tokio::test]
+    async fn the_lean_hello_is_refused_where_lean_is_off() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&norgopolis_proto::lean::hello_bytes())
+            .await
+            .unwrap();
+        let err = read_opening(b, false).await.err().unwrap();
+        assert!(err.contains("not HTTP/2"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::{
     listener::Bound,
     modules::{spawn_autostart, FailureLog, InstanceOptions, ModuleHost, Ping, RestartPolicy},
     ready::ReadyPipe,
+    route::Router,
     serve::{serve, Connections, ServeOptions},
     settings::Settings,
     tcp::TcpCompat,
@@ -73,12 +74,15 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
     host.set_restart_policy(RestartPolicy::with_base(settings.restart_backoff));
     let hub: Arc<EventHub> = host.events();
 
-    let forwarder = Arc::new(ForwarderService {
+    let router = Arc::new(Router {
         host: host.clone(),
         lifetime: lifetime.clone(),
         call_timeout: settings.call_timeout,
         max_calls_per_session: settings.max_calls_per_session,
         max_message_size: settings.max_message_size,
+    });
+    let forwarder = Arc::new(ForwarderService {
+        router: router.clone(),
     });
     let control = ControlService {
         host: host.clone(),
@@ -120,6 +124,7 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
             transport: "unix",
             max_streams,
             keepalive,
+            lean: Some(router.clone()),
         },
         connections.clone(),
         lifetime.exit_watch(),
@@ -133,6 +138,7 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
                 transport: "tcp",
                 max_streams,
                 keepalive,
+                lean: None,
             };
             serve(
                 tcp.incoming(),

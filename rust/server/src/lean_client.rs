@@ -1,0 +1,243 @@
+//! Serving a client that speaks the lean transport on the server's socket
+//! (`norgopolis_proto::lean`; our client crate and Neovim plugin do).
+//!
+//! It exists for speed: a call over it costs the client and the server a
+//! fraction of the CPU of a gRPC call over HTTP/2, which is most of a
+//! routed call's time. It carries calls only; the session (Attach) and
+//! control calls stay on gRPC. The client greets first; we answer with our
+//! own hello, then serve `ROUTE` frames as [`Router`] calls, each in a task
+//! of its own, with the same limits, deadlines and cancellation as
+//! `communication.Forwarder`, and the same per-call credit the router
+//! gives lean modules (a client that stops reading pauses its own call).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use norgopolis_proto::lean::{
+    self, Frame, FrameError, FrameReader, Incoming, Outgoing, INITIAL_CREDIT,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::{mpsc, watch, Semaphore},
+    task::{AbortHandle, JoinSet},
+};
+use tonic::{Code, Status};
+
+use crate::{lifetime::ExitReason, route::Router, serve::Conn};
+
+/// Most results a client may allow one call ahead of it; more credit is
+/// ignored, so a confused client cannot overflow the count.
+const MAX_CREDIT: usize = 1 << 20;
+
+/// A call in flight: how to cancel it, and the results it may still send.
+struct Call {
+    abort: AbortHandle,
+    credit: Arc<Semaphore>,
+}
+
+type Calls = Arc<Mutex<HashMap<u32, Call>>>;
+
+fn lock(calls: &Calls) -> MutexGuard<'_, HashMap<u32, Call>> {
+    // Plain map operations cannot leave it inconsistent on a panic.
+    calls.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves one lean client whose hello has been read, until it closes the
+/// connection, breaks the protocol, or the server exits (then calls in
+/// flight finish first; new ones are refused by the lifetime).
+pub async fn serve<IO>(
+    io: IO,
+    conn: Conn,
+    router: Arc<Router>,
+    mut shutdown: watch::Receiver<Option<ExitReason>>,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(io);
+    let (out, rx) = mpsc::unbounded_channel();
+    let _ = out.send(Outgoing::Frame(Frame::Hello));
+    let mut writer = tokio::spawn(lean::write_frames(rx, writer));
+    let calls: Calls = Arc::default();
+    let mut tasks = JoinSet::new();
+    let limit = router.max_message_size;
+    let mut frames = FrameReader::new(reader, limit);
+    let id = conn.id;
+    let ended = loop {
+        let incoming = tokio::select! {
+            incoming = frames.next() => incoming,
+            _ = shutdown.wait_for(Option::is_some) => break "the server is exiting".to_string(),
+            written = &mut writer => break match written {
+                Ok(Ok(())) => "its writer stopped".to_string(),
+                Ok(Err(e)) => format!("writing to it failed: {e}"),
+                Err(e) => format!("writer task: {e}"),
+            },
+        };
+        // Reap finished calls as we go (not in the select above: a frame
+        // half read must not be abandoned).
+        while tasks.try_join_next().is_some() {}
+        let frame = match incoming {
+            Ok(Some(Incoming::Frame(frame))) => frame,
+            Ok(Some(Incoming::Oversized { id, len })) => {
+                // Its arguments were skipped unread; the connection goes on.
+                let _ = out.send(error_frame(
+                    id,
+                    Code::ResourceExhausted,
+                    format!(
+                        "the call's arguments are {len} bytes, over the message size limit \
+                         of {limit} bytes (max_message_size in config.toml)"
+                    ),
+                ));
+                continue;
+            }
+            Ok(None) => break "it closed the connection".to_string(),
+            Err(FrameError::Io(e)) => break format!("reading failed: {e}"),
+            Err(FrameError::Truncated) => break "it closed the connection mid-frame".to_string(),
+            Err(e) => break format!("it broke the lean protocol: {e}"),
+        };
+        match frame {
+            Frame::Route {
+                id,
+                module,
+                function,
+                args,
+                deadline_ms,
+            } => {
+                let call = Started {
+                    id,
+                    module,
+                    function,
+                    args,
+                    timeout: deadline_ms.map(Duration::from_millis),
+                };
+                start(call, &conn, &router, &out, &calls, &mut tasks);
+            }
+            Frame::Cancel { id } => {
+                if let Some(call) = lock(&calls).remove(&id) {
+                    call.abort.abort();
+                }
+            }
+            Frame::Credit { id, items } => {
+                // A call that ended meanwhile needs no more.
+                if let Some(call) = lock(&calls).get(&id) {
+                    let room = MAX_CREDIT.saturating_sub(call.credit.available_permits());
+                    call.credit.add_permits((items as usize).min(room));
+                }
+            }
+            Frame::Ping { nonce } => {
+                let _ = out.send(Outgoing::Frame(Frame::Pong { nonce }));
+            }
+            other => {
+                break format!("it sent {other:?}, which clients do not send");
+            }
+        }
+    };
+    tracing::debug!(conn = id, "lean client connection ends: {ended}");
+    if shutdown.borrow().is_some() {
+        // Calls in flight finish (the server bounds how long it waits).
+        while tasks.join_next().await.is_some() {}
+    }
+    for (_, call) in lock(&calls).drain() {
+        call.abort.abort();
+    }
+    tasks.shutdown().await;
+    drop(out);
+    // Whatever the calls queued goes out before the socket closes.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+/// A `ROUTE` frame's call.
+struct Started {
+    id: u32,
+    module: String,
+    function: String,
+    args: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+fn error_frame(id: u32, code: Code, message: String) -> Outgoing {
+    Outgoing::Frame(Frame::Error {
+        id,
+        code: code as i32,
+        message,
+    })
+}
+
+fn status_frame(id: u32, status: &Status) -> Outgoing {
+    error_frame(id, status.code(), status.message().to_string())
+}
+
+/// Starts `call` in a task of its own, registered for cancellation.
+fn start(
+    call: Started,
+    conn: &Conn,
+    router: &Arc<Router>,
+    out: &mpsc::UnboundedSender<Outgoing>,
+    calls: &Calls,
+    tasks: &mut JoinSet<()>,
+) {
+    let id = call.id;
+    let credit = Arc::new(Semaphore::new(INITIAL_CREDIT as usize));
+    let allowed = credit.clone();
+    let conn = conn.clone();
+    let router = router.clone();
+    let out = out.clone();
+    let registered = Arc::clone(calls);
+    // Held while spawning, so the task cannot unregister before it is
+    // registered.
+    let mut table = lock(calls);
+    let task = tasks.spawn(async move {
+        let last = run(call, &conn, &router, &allowed, &out).await;
+        // Unregistered before the last frame goes out, so a CANCEL
+        // crossing it finds nothing to abort.
+        lock(&registered).remove(&id);
+        let _ = out.send(last);
+    });
+    table.insert(
+        id,
+        Call {
+            abort: task,
+            credit,
+        },
+    );
+}
+
+/// Runs one call, sending its items; returns its last frame.
+async fn run(
+    call: Started,
+    conn: &Conn,
+    router: &Router,
+    allowed: &Semaphore,
+    out: &mpsc::UnboundedSender<Outgoing>,
+) -> Outgoing {
+    let id = call.id;
+    let started = router
+        .start(
+            Some(conn),
+            &call.module,
+            call.function,
+            call.args,
+            call.timeout,
+        )
+        .await;
+    let mut routed = match started {
+        Ok(routed) => routed,
+        Err(status) => return status_frame(id, &status),
+    };
+    while let Some(next) = routed.next().await {
+        let data = match next {
+            Ok(data) => data,
+            Err(status) => return status_frame(id, &status),
+        };
+        // Wait until the client has room for it: a client that stops
+        // reading pauses this call, not its others.
+        match allowed.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return error_frame(id, Code::Internal, "flow control closed".into()),
+        }
+        let _ = out.send(Outgoing::Frame(Frame::Item { id, data }));
+    }
+    Outgoing::Frame(Frame::End { id })
+}

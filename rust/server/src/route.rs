@@ -1,0 +1,185 @@
+//! Routing one call to its module, whatever transport the caller came in
+//! on (gRPC's `communication.Forwarder` or a lean client connection).
+//!
+//! A call is checked against its connection's call limit, counted by the
+//! lifetime task, bounded by its deadline (the caller's, or the server's
+//! `call_timeout` if sooner) from start to last item, and its module's
+//! items are handed on one for one. Dropping a [`RoutedCall`] (the caller
+//! went away) cancels the call in the module.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::{
+    lifetime::{CallGuard, Lifetime},
+    modules::{InFlight, Instance, ModuleHost, ModuleStream},
+    serve::{Conn, ConnCall},
+};
+
+/// Starts calls at modules; shared by every connection.
+pub struct Router {
+    /// Module table.
+    pub host: Arc<ModuleHost>,
+    /// Call accounting.
+    pub lifetime: Lifetime,
+    /// Deadline for calls whose caller set none.
+    pub call_timeout: Option<Duration>,
+    /// Most calls in flight on one connection.
+    pub max_calls_per_session: u32,
+    /// Largest message, for clearer errors about oversized results.
+    pub max_message_size: usize,
+}
+
+/// A call on its way.
+pub struct RoutedCall {
+    /// `None` once the call has ended.
+    active: Option<Active>,
+    instance: Arc<Instance>,
+    deadline: Option<Instant>,
+    /// The deadline's length and who set it, for the error when it passes.
+    timeout: Option<(Duration, &'static str)>,
+    max_message_size: usize,
+}
+
+/// The module's results and what keeps the call counted; dropping it ends
+/// the counts and cancels the module's call if it is still running.
+struct Active {
+    inner: ModuleStream,
+    _in_flight: InFlight,
+    _call: CallGuard,
+    _conn_call: Option<ConnCall>,
+}
+
+impl Router {
+    /// Admits and starts a call of `module.function` from `conn` (if the
+    /// transport knows its connection); `caller_timeout` is how long the
+    /// caller waits, if it said.
+    pub async fn start(
+        &self,
+        conn: Option<&Conn>,
+        module: &str,
+        function: String,
+        args: Vec<u8>,
+        caller_timeout: Option<Duration>,
+    ) -> Result<RoutedCall, Status> {
+        let timeout = match (caller_timeout, self.call_timeout) {
+            (Some(t), Some(s)) if s < t => Some((s, "the server's call_timeout")),
+            (Some(t), _) => Some((t, "the caller's deadline")),
+            (None, Some(s)) => Some((s, "the server's call_timeout")),
+            (None, None) => None,
+        };
+        let deadline = timeout.map(|(t, _)| Instant::now() + t);
+        norgopolis_common::validate_module_name(module)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let conn_call = match conn {
+            Some(conn) => Some(conn.begin_call(self.max_calls_per_session).ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "too many calls in flight on this connection: the limit is {} \
+                     (max_calls_per_session in config.toml)",
+                    self.max_calls_per_session
+                ))
+            })?),
+            None => None,
+        };
+        let call = self
+            .lifetime
+            .begin_call()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let args = if args.is_empty() {
+            norgopolis_proto::msgpack::NIL.to_vec()
+        } else {
+            args
+        };
+        let instance = match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.host.get(module))
+                .await
+                .map_err(|_| {
+                    expired(timeout, &format!("module '{module}' did not start in time"))
+                })??,
+            None => self.host.get(module).await?,
+        };
+        let nested = conn.is_some_and(|c| c.is_from_module(|pid| self.host.is_module_pid(pid)));
+        let (inner, in_flight) = instance
+            .invoke_until(function, args, deadline, nested)
+            .await
+            .map_err(|s| {
+                if s.code() == tonic::Code::DeadlineExceeded {
+                    expired(timeout, s.message())
+                } else {
+                    s
+                }
+            })?;
+        Ok(RoutedCall {
+            active: Some(Active {
+                inner,
+                _in_flight: in_flight,
+                _call: call,
+                _conn_call: conn_call,
+            }),
+            instance,
+            deadline,
+            timeout,
+            max_message_size: self.max_message_size,
+        })
+    }
+}
+
+impl RoutedCall {
+    /// The next result; `None` after the last. An error (the module's, or
+    /// a passed deadline) is the call's end: `None` follows it.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, Status>> {
+        // The call is let go as soon as it ends, not when the caller gets
+        // round to dropping it: a finished call no longer counts, and one
+        // past its deadline is cancelled in the module at once.
+        let inner = &mut self.active.as_mut()?.inner;
+        let next = match self.deadline {
+            Some(d) => match tokio::time::timeout_at(d, inner.message()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let what = format!("call to module '{}' cancelled", self.instance.name);
+                    return self.end(Some(expired(self.timeout, &what)));
+                }
+            },
+            None => inner.message().await,
+        };
+        match next {
+            Ok(Some(item)) => Some(Ok(item.data)),
+            Ok(None) => self.end(None),
+            Err(status) => {
+                let status = self.instance.explain(status).await;
+                let status = clarify(status, &self.instance.name, self.max_message_size);
+                self.end(Some(status))
+            }
+        }
+    }
+
+    fn end(&mut self, error: Option<Status>) -> Option<Result<Vec<u8>, Status>> {
+        self.active = None;
+        error.map(Err)
+    }
+}
+
+/// The error for a call whose deadline passed while `what` happened.
+fn expired(timeout: Option<(Duration, &'static str)>, what: &str) -> Status {
+    let (length, set_by) = timeout.unwrap_or((Duration::ZERO, "the deadline"));
+    Status::deadline_exceeded(format!(
+        "{what}: {set_by} of {} ms passed",
+        length.as_millis()
+    ))
+}
+
+/// Rewords tonic's size errors on module results so the caller learns
+/// which limit it hit.
+fn clarify(status: Status, module: &str, limit: usize) -> Status {
+    let oversized = status.message().contains("message length too large");
+    if oversized {
+        return Status::resource_exhausted(format!(
+            "module '{module}' sent a result larger than the message size limit of {limit} bytes \
+             (max_message_size in config.toml)"
+        ));
+    }
+    status
+}
