@@ -23,7 +23,10 @@ use tokio::{
 };
 
 use crate::{
-    connect::find_or_spawn, transport::Connection, ClientError, ConnectOptions, SessionEvent,
+    connect::find_or_spawn,
+    lean::{self, LeanConn},
+    transport::Connection,
+    ClientError, ConnectOptions, SessionEvent, Transport, TRANSPORT_ENV,
 };
 
 /// Largest message we send or accept (call arguments, results, status).
@@ -45,6 +48,8 @@ struct Inner {
     socket: PathBuf,
     welcome: Welcome,
     forwarder: ForwarderClient<Connection>,
+    /// Where calls go when the server speaks lean (see [`Transport`]).
+    lean: Option<Arc<LeanConn>>,
     control: ControlClient<Connection>,
     events: broadcast::Sender<SessionEvent>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
@@ -75,7 +80,21 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Finds the server (starting one if allowed and needed) and attaches.
     pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
+        let transport = match std::env::var(TRANSPORT_ENV) {
+            Ok(name) if !name.is_empty() => name.parse().map_err(ClientError::BadTransport)?,
+            _ => opts.transport,
+        };
         let (socket, session) = find_or_spawn(&opts).await?;
+        let lean = match transport {
+            Transport::Grpc => None,
+            Transport::Lean => match lean::connect(&socket, opts.spawn_timeout).await {
+                Ok(conn) => Some(Arc::new(conn)),
+                Err(e) => {
+                    tracing::debug!("calling over gRPC: no lean connection ({e})");
+                    None
+                }
+            },
+        };
         let channel = session.channel;
         let forwarder = ForwarderClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -88,6 +107,7 @@ impl Client {
                 socket,
                 welcome: session.welcome,
                 forwarder,
+                lean,
                 control,
                 events: session.events,
                 stop: Mutex::new(Some(session.stop)),
@@ -117,6 +137,11 @@ impl Client {
         &self.inner.socket
     }
 
+    /// Whether calls go over the lean transport (else gRPC).
+    pub fn is_lean(&self) -> bool {
+        self.inner.lean.is_some()
+    }
+
     /// Whether the session is still on (false after a goodbye, a lost
     /// connection or `detach`).
     pub fn is_attached(&self) -> bool {
@@ -139,6 +164,11 @@ impl Client {
         } else {
             args
         };
+        if let Some(conn) = &self.inner.lean {
+            let mut call = lean::invoke(conn, module, function, data)?;
+            let stream = futures::stream::poll_fn(move |cx| call.poll_next(cx));
+            return Ok(Box::pin(stream.map_err(ClientError::from)));
+        }
         let invocation = Invocation {
             module: module.to_string(),
             function_name: function.to_string(),

@@ -50,6 +50,9 @@ pub enum ClientError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// `NORGOPOLIS_CLIENT_TRANSPORT` names no transport.
+    #[error("{}: {0}", crate::options::TRANSPORT_ENV)]
+    BadTransport(String),
     /// Call arguments could not be encoded as MessagePack.
     #[error("cannot encode call arguments: {0}")]
     Encode(#[source] MsgpackError),
@@ -101,7 +104,7 @@ impl ClientError {
             ClientError::ProtocolMismatch { .. } | ClientError::Places(_) => {
                 tonic::Code::FailedPrecondition
             }
-            ClientError::Encode(_) => tonic::Code::InvalidArgument,
+            ClientError::Encode(_) | ClientError::BadTransport(_) => tonic::Code::InvalidArgument,
             ClientError::Decode(_) => tonic::Code::Internal,
         }
     }

@@ -26,6 +26,7 @@ mod client;
 mod connect;
 mod error;
 mod exit;
+mod lean;
 mod locate;
 mod options;
 mod readiness;
@@ -41,7 +42,7 @@ pub use norgopolis_proto::v1::{
     Event, ListModulesReply, LoadReply, ModuleInfo, ModuleStatus, StatusReply,
 };
 pub use norgopolis_proto::PROTOCOL_VERSION;
-pub use options::ConnectOptions;
+pub use options::{ConnectOptions, Transport, TRANSPORT_ENV};
 pub use session::SessionEvent;
 /// The gRPC status code type used in [`ClientError::Call`].
 pub use tonic::Code;

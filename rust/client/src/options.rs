@@ -24,6 +24,38 @@ pub struct ConnectOptions {
     pub keeps_server_alive: bool,
     /// How long starting a server (and each handshake) may take.
     pub spawn_timeout: Duration,
+    /// How calls travel to the server (default [`Transport::Lean`]).
+    pub transport: Transport,
+}
+
+/// How a client's calls travel to the server. The session and control
+/// calls are always gRPC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Lean frames on a second connection: much less CPU per call. Falls
+    /// back to gRPC where the server does not speak it.
+    #[default]
+    Lean,
+    /// gRPC over the session's HTTP/2 connection (the public protocol).
+    Grpc,
+}
+
+/// Environment variable that overrides [`ConnectOptions::transport`]
+/// (`lean` or `grpc`), for comparing the two or working around one.
+pub const TRANSPORT_ENV: &str = "NORGOPOLIS_CLIENT_TRANSPORT";
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lean" => Ok(Transport::Lean),
+            "grpc" => Ok(Transport::Grpc),
+            other => Err(format!(
+                "unknown client transport {other:?}: expected \"lean\" or \"grpc\""
+            )),
+        }
+    }
 }
 
 impl Default for ConnectOptions {
@@ -44,6 +76,7 @@ impl ConnectOptions {
             client_name: default_client_name(),
             keeps_server_alive: true,
             spawn_timeout: Duration::from_secs(10),
+            transport: Transport::default(),
         }
     }
 
@@ -96,6 +129,12 @@ impl ConnectOptions {
     /// Sets whether this session keeps the server alive.
     pub fn keeps_server_alive(mut self, keep: bool) -> Self {
         self.keeps_server_alive = keep;
+        self
+    }
+
+    /// Sets how calls travel (see [`TRANSPORT_ENV`] for the override).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 

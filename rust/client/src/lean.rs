@@ -1,0 +1,149 @@
+//! Calls over the lean transport: a second connection to the server that
+//! carries calls as lean frames (`norgopolis_proto::lean`) instead of
+//! gRPC over HTTP/2, which costs both ends far less CPU per call. The
+//! session and control calls stay on the HTTP/2 connection.
+//!
+//! We greet first; the server answers with its own hello. A server that
+//! does not (an older one, or another implementation) is left to gRPC.
+
+use std::{
+    path::Path,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use norgopolis_proto::{
+    lean::{self, Frame, FrameError, FrameReader, Incoming},
+    lean_caller::{CallStream, Caller},
+};
+use tokio::{io::AsyncWriteExt, net::UnixStream, sync::mpsc, task::JoinHandle};
+use tonic::Status;
+
+use crate::{client::MAX_MESSAGE_SIZE, ClientError};
+
+/// The lean connection; calls hold it too, so it stays open while any
+/// runs, and closes when the last holder goes.
+pub(crate) struct LeanConn {
+    caller: Caller,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Drop for LeanConn {
+    fn drop(&mut self) {
+        self.caller.close();
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+/// Why no lean connection was made (the client then calls over gRPC).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LeanRefused {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server did not answer the lean hello within {} ms", .0.as_millis())]
+    Silent(Duration),
+    #[error("the server answered the lean hello with {0:?}")]
+    Wrong(Vec<u8>),
+}
+
+/// Opens a lean connection to the server at `socket`.
+pub(crate) async fn connect(socket: &Path, patience: Duration) -> Result<LeanConn, LeanRefused> {
+    let mut stream = UnixStream::connect(socket).await?;
+    let hello = lean::hello_bytes();
+    stream.write_all(&hello).await?;
+    let (read, write) = stream.into_split();
+    let mut frames = FrameReader::new(read, MAX_MESSAGE_SIZE);
+    let answer = tokio::time::timeout(patience, frames.read_prefix(hello.len()))
+        .await
+        .map_err(|_| LeanRefused::Silent(patience))??;
+    if answer != hello {
+        return Err(LeanRefused::Wrong(answer));
+    }
+    let (out, rx) = mpsc::unbounded_channel();
+    let caller = Caller::new(out, "the norgopolis server");
+    let writer = tokio::spawn(async move {
+        if let Err(e) = lean::write_frames(rx, write).await {
+            tracing::debug!("lean connection to the server: writing failed: {e}");
+        }
+    });
+    let reader = tokio::spawn(dispatch(frames, caller.clone()));
+    Ok(LeanConn {
+        caller,
+        reader,
+        writer,
+    })
+}
+
+/// Hands the server's frames to their calls until the connection ends,
+/// then fails the calls still open.
+async fn dispatch(mut frames: FrameReader<tokio::net::unix::OwnedReadHalf>, caller: Caller) {
+    let ended = loop {
+        let frame = match frames.next().await {
+            Ok(Some(Incoming::Frame(frame))) => frame,
+            Ok(Some(Incoming::Oversized { id, len })) => {
+                let status = Status::resource_exhausted(format!(
+                    "the server sent a result of {len} bytes, over this client's limit of \
+                     {MAX_MESSAGE_SIZE} bytes"
+                ));
+                caller.fail(id, status).await;
+                continue;
+            }
+            Ok(None) => break "the server closed it".to_string(),
+            Err(FrameError::Io(e)) => break e.to_string(),
+            Err(e) => break e.to_string(),
+        };
+        match caller.dispatch(frame).await {
+            None | Some(Frame::Pong { .. }) => {}
+            Some(other) => break format!("the server sent {other:?}, which servers do not send"),
+        }
+    };
+    tracing::debug!("lean connection to the server ended: {ended}");
+    caller.close();
+}
+
+/// Starts a call of `module.function` on `conn`.
+pub(crate) fn invoke(
+    conn: &Arc<LeanConn>,
+    module: &str,
+    function: &str,
+    args: Vec<u8>,
+) -> Result<LeanCall, ClientError> {
+    let stream = conn
+        .caller
+        .start(|id| Frame::Route {
+            id,
+            module: module.to_string(),
+            function: function.to_string(),
+            args,
+            deadline_ms: None,
+        })
+        .map_err(|_| {
+            ClientError::from(Status::unavailable(
+                "the connection to the norgopolis server is closed",
+            ))
+        })?;
+    Ok(LeanCall {
+        stream,
+        _conn: conn.clone(),
+    })
+}
+
+/// One call's results; keeps the connection open while it runs. Dropping
+/// it before the end cancels the call.
+pub(crate) struct LeanCall {
+    stream: CallStream,
+    _conn: Arc<LeanConn>,
+}
+
+impl LeanCall {
+    /// The next result, `None` after the last.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Vec<u8>, Status>>> {
+        self.stream.poll_message(cx).map(Result::transpose)
+    }
+}
