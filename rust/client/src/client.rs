@@ -6,7 +6,7 @@ use std::{
     sync::{atomic::Ordering, Arc, Mutex},
 };
 
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryFutureExt, TryStreamExt};
 use norgopolis_proto::{
     communication::{forwarder_client::ForwarderClient, Invocation, MessagePack},
     msgpack,
@@ -164,10 +164,8 @@ impl Client {
         } else {
             args
         };
-        if let Some(conn) = &self.inner.lean {
-            let mut call = lean::invoke(conn, module, function, data)?;
-            let stream = futures::stream::poll_fn(move |cx| call.poll_next(cx));
-            return Ok(Box::pin(stream.map_err(ClientError::from)));
+        if self.inner.lean.is_some() {
+            return Ok(self.start_raw(module, function, data));
         }
         let invocation = Invocation {
             module: module.to_string(),
@@ -184,6 +182,41 @@ impl Client {
         Ok(Box::pin(
             stream.map_ok(|m| m.data).map_err(ClientError::from),
         ))
+    }
+
+    /// Starts a raw call without waiting. Over the lean transport the call
+    /// has left for the server when this returns (written from this thread,
+    /// which need not be the runtime's); over gRPC it starts when the
+    /// stream is first polled. Errors, including failing to start, arrive
+    /// on the stream.
+    pub fn start_raw(&self, module: &str, function: &str, args: Vec<u8>) -> RawCallStream {
+        let args = if args.is_empty() {
+            msgpack::NIL.to_vec()
+        } else {
+            args
+        };
+        let Some(conn) = &self.inner.lean else {
+            let (client, module, function) =
+                (self.clone(), module.to_string(), function.to_string());
+            let started = async move { client.invoke_raw(&module, &function, args).await };
+            return Box::pin(started.try_flatten_stream());
+        };
+        if args.len() > MAX_MESSAGE_SIZE {
+            let err = ClientError::Call {
+                code: tonic::Code::InvalidArgument,
+                message: format!(
+                    "the call's arguments are {} bytes, over the limit of {MAX_MESSAGE_SIZE}",
+                    args.len()
+                ),
+            };
+            return Box::pin(futures::stream::once(async move { Err(err) }));
+        }
+        match lean::invoke(conn, module, function, args) {
+            Ok(mut call) => Box::pin(
+                futures::stream::poll_fn(move |cx| call.poll_next(cx)).map_err(ClientError::from),
+            ),
+            Err(err) => Box::pin(futures::stream::once(async move { Err(err) })),
+        }
     }
 
     /// Typed streaming call: `args` are encoded as MessagePack (structs as

@@ -17,10 +17,14 @@ use norgopolis_proto::{
     lean::{self, Frame, FrameError, FrameReader, Incoming},
     lean_caller::{CallStream, Caller},
 };
-use tokio::{io::AsyncWriteExt, net::UnixStream, sync::mpsc, task::JoinHandle};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UnixStream,
+    task::JoinHandle,
+};
 use tonic::Status;
 
-use crate::{client::MAX_MESSAGE_SIZE, ClientError};
+use crate::{client::MAX_MESSAGE_SIZE, lean_writer::DirectWriter, ClientError};
 
 /// The lean connection; calls hold it too, so it stays open while any
 /// runs, and closes when the last holder goes.
@@ -54,21 +58,19 @@ pub(crate) async fn connect(socket: &Path, patience: Duration) -> Result<LeanCon
     let mut stream = UnixStream::connect(socket).await?;
     let hello = lean::hello_bytes();
     stream.write_all(&hello).await?;
-    let (read, write) = stream.into_split();
-    let mut frames = FrameReader::new(read, MAX_MESSAGE_SIZE);
-    let answer = tokio::time::timeout(patience, frames.read_prefix(hello.len()))
+    let mut answer = vec![0u8; hello.len()];
+    tokio::time::timeout(patience, stream.read_exact(&mut answer))
         .await
         .map_err(|_| LeanRefused::Silent(patience))??;
     if answer != hello {
         return Err(LeanRefused::Wrong(answer));
     }
-    let (out, rx) = mpsc::unbounded_channel();
+    // Reading stays with tokio; writing goes straight from the sending
+    // thread through a second handle on the socket (see `lean_writer`).
+    let stream = stream.into_std()?;
+    let (out, writer) = DirectWriter::start(stream.try_clone()?)?;
+    let frames = FrameReader::new(UnixStream::from_std(stream)?, MAX_MESSAGE_SIZE);
     let caller = Caller::new(out, "the norgopolis server");
-    let writer = tokio::spawn(async move {
-        if let Err(e) = lean::write_frames(rx, write).await {
-            tracing::debug!("lean connection to the server: writing failed: {e}");
-        }
-    });
     let reader = tokio::spawn(dispatch(frames, caller.clone()));
     Ok(LeanConn {
         caller,
@@ -79,7 +81,7 @@ pub(crate) async fn connect(socket: &Path, patience: Duration) -> Result<LeanCon
 
 /// Hands the server's frames to their calls until the connection ends,
 /// then fails the calls still open.
-async fn dispatch(mut frames: FrameReader<tokio::net::unix::OwnedReadHalf>, caller: Caller) {
+async fn dispatch(mut frames: FrameReader<UnixStream>, caller: Caller) {
     let ended = loop {
         let frame = match frames.next().await {
             Ok(Some(Incoming::Frame(frame))) => frame,

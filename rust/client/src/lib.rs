@@ -27,6 +27,7 @@ mod connect;
 mod error;
 mod exit;
 mod lean;
+mod lean_writer;
 mod locate;
 mod options;
 mod readiness;

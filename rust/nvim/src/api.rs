@@ -32,7 +32,7 @@ use std::{future::Future, rc::Rc, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use mlua::{Function, IntoLuaMulti, Lua, MultiValue, Table, Value};
-use norgopolis_client::Client;
+use norgopolis_client::{Client, RawCallStream};
 use rmpv::Value as Mp;
 
 use crate::{
@@ -173,6 +173,16 @@ fn add_requests(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
                     Ok(bytes) => bytes,
                     Err(refusal) => return Ok(refusal),
                 };
+                // Attached and lean: the call leaves from this thread now,
+                // before the runtime's thread is woken to take its results.
+                if let Some(client) = c.conn.current().filter(Client::is_lean) {
+                    let stream = client.start_raw(&module, &function, bytes);
+                    let spawned = c.requests.spawn(|reporter| async move {
+                        let result = forward_items(stream, &module, &function, &reporter).await;
+                        reporter.finish(result.map(|()| Mp::Nil));
+                    });
+                    return id_or_error(lua, spawned);
+                }
                 let conn = c.conn.clone();
                 let spawned = c.requests.spawn(|reporter| async move {
                     let result = match conn.client().await {
@@ -259,10 +269,21 @@ async fn stream_call(
     args: Vec<u8>,
     reporter: &Reporter,
 ) -> Result<(), ErrorInfo> {
-    let mut stream = client
+    let stream = client
         .invoke_raw(module, function, args)
         .await
         .map_err(error_info)?;
+    forward_items(stream, module, function, reporter).await
+}
+
+/// Hands a call's items to Lua as they arrive, checked for what Lua can
+/// hold; the call's error ends it.
+async fn forward_items(
+    mut stream: RawCallStream,
+    module: &str,
+    function: &str,
+    reporter: &Reporter,
+) -> Result<(), ErrorInfo> {
     while let Some(item) = stream.next().await {
         let bytes = item.map_err(error_info)?;
         let value = convert::decode_mp(&bytes)

@@ -45,8 +45,22 @@ struct Calls {
     by_id: HashMap<u32, mpsc::Sender<Event>>,
 }
 
+/// Where a caller's frames go: its connection's writer.
+pub trait FrameSink: Send + Sync + 'static {
+    /// Writes or queues `frame`, keeping the order of sends; `false` once
+    /// the connection takes no more.
+    fn send_frame(&self, frame: Frame) -> bool;
+}
+
+/// A writer task's queue (see [`crate::lean::write_frames`]).
+impl FrameSink for mpsc::UnboundedSender<Outgoing> {
+    fn send_frame(&self, frame: Frame) -> bool {
+        self.send(Outgoing::Frame(frame)).is_ok()
+    }
+}
+
 struct Shared {
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Box<dyn FrameSink>,
     calls: Mutex<Calls>,
     next_id: AtomicU32,
     /// Times the reader began or stopped waiting for a slow caller (odd
@@ -67,7 +81,7 @@ impl Shared {
     }
 
     fn send(&self, frame: Frame) -> bool {
-        self.out.send(Outgoing::Frame(frame)).is_ok()
+        self.out.send_frame(frame)
     }
 
     /// Hands `event` to its call, waiting while the call's queue is full
@@ -102,10 +116,10 @@ pub struct ConnectionClosed;
 impl Caller {
     /// A caller whose frames go to `out` (the connection's writer);
     /// `peer` names the other end in errors.
-    pub fn new(out: mpsc::UnboundedSender<Outgoing>, peer: impl Into<String>) -> Self {
+    pub fn new(out: impl FrameSink, peer: impl Into<String>) -> Self {
         Caller {
             shared: Arc::new(Shared {
-                out,
+                out: Box::new(out),
                 calls: Mutex::new(Calls {
                     open: true,
                     by_id: HashMap::new(),
