@@ -246,12 +246,31 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     let client = place.client().await?;
     let loaded = memory::load_all(&client, server.pid).await?;
 
+    step("Rust client over gRPC (the public protocol), sequential echo");
+    let grpc_client = place.grpc_client().await?;
+    let rust_grpc = Sizes {
+        b64: routed::echo_series(&grpc_client, "echo", &small, size.small).await?,
+        kib64: routed::echo_series(&grpc_client, "echo", &large, size.large).await?,
+    };
+    let echo_pid = loaded.pids.first().copied().unwrap_or(0);
+    let cpu_routed_grpc = cpu::per_call(
+        &[("client", me), ("server", server.pid), ("module", echo_pid)],
+        size.small.calls,
+        || async {
+            for _ in 0..size.small.calls {
+                routed::echo(&grpc_client, "echo", &small).await?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    grpc_client.detach().await;
+
     step("Rust client, sequential echo");
     let rust = Sizes {
         b64: routed::echo_series(&client, "echo", &small, size.small).await?,
         kib64: routed::echo_series(&client, "echo", &large, size.large).await?,
     };
-    let echo_pid = loaded.pids.first().copied().unwrap_or(0);
     let cpu_routed = cpu::per_call(
         &[("client", me), ("server", server.pid), ("module", echo_pid)],
         size.small.calls,
@@ -264,26 +283,26 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     )
     .await?;
     step("8 concurrent clients");
-    let clients = routed::clients(&place, CONCURRENT_CLIENTS).await?;
-    let concurrent = routed::concurrent(
-        &clients,
-        "echo",
-        &small,
-        size.concurrent_reps,
-        size.concurrent_calls,
-    )
-    .await?;
-    let concurrent_lean = routed::concurrent(
-        &clients,
-        LEAN_MODULE,
-        &small,
-        size.concurrent_reps,
-        size.concurrent_calls,
-    )
-    .await?;
-    for c in clients {
-        c.detach().await;
+    let mut concurrent_all = Vec::new();
+    for (grpc, module) in [(true, "echo"), (false, "echo"), (false, LEAN_MODULE)] {
+        let clients = routed::clients(&place, CONCURRENT_CLIENTS, grpc).await?;
+        concurrent_all.push(
+            routed::concurrent(
+                &clients,
+                module,
+                &small,
+                size.concurrent_reps,
+                size.concurrent_calls,
+            )
+            .await?,
+        );
+        for c in clients {
+            c.detach().await;
+        }
     }
+    let [concurrent_grpc, concurrent, concurrent_lean]: [routed::Concurrent; 3] = concurrent_all
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three concurrency runs expected"))?;
     step("10,000-item stream");
     let stream = routed::stream(&client, "echo", STREAM_ITEMS, size.stream_reps).await?;
 
@@ -382,7 +401,9 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         module_lean,
         cpu_lean,
         cpu_routed,
+        cpu_routed_grpc,
         rust,
+        rust_grpc,
         rust_lean,
         cpu_routed_lean,
         concurrent_lean,
@@ -391,6 +412,7 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         lua_lean: lua.as_ref().map(|(_, _, lean)| lean.clone()),
         cpu_lua: lua.map(|(_, cost, _)| cost),
         concurrent,
+        concurrent_grpc,
         stream,
         cold_cli,
         cold_nvim,

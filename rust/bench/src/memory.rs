@@ -68,7 +68,7 @@ pub async fn growth(
     clients: usize,
     calls: usize,
 ) -> anyhow::Result<Growth> {
-    let clients_v = routed::clients(place, clients).await?;
+    let clients_v = routed::clients(place, clients, false).await?;
     // Every client, stream and buffer size has been seen once before the
     // first reading, so what remains is growth, not warm-up.
     routed::burst(&clients_v, "echo", payload, 1000).await?;

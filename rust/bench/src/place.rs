@@ -75,6 +75,17 @@ impl Place {
             .with_context(|| format!("attaching to {}", self.socket().display()))
     }
 
+    /// Attaches a client whose calls use gRPC (the public protocol) rather
+    /// than the lean transport.
+    pub async fn grpc_client(&self) -> anyhow::Result<Client> {
+        let opts = self.options().transport(norgopolis_client::Transport::Grpc);
+        let client = Client::connect(opts)
+            .await
+            .with_context(|| format!("attaching to {}", self.socket().display()))?;
+        anyhow::ensure!(!client.is_lean(), "asked for a gRPC client, got a lean one");
+        Ok(client)
+    }
+
     /// Stops whatever server runs on this place's socket and waits until it
     /// has exited (its lock is free). Fine if none runs.
     pub async fn stop_any_server(&self) -> anyhow::Result<()> {

@@ -88,10 +88,14 @@ pub struct Results {
     pub module_lean: Sizes,
     /// CPU per 64 B call over the lean transport model.
     pub cpu_lean: Vec<PerCall>,
-    /// CPU per 64 B call through the router (Rust client).
+    /// CPU per 64 B call through the router (Rust client, lean).
     pub cpu_routed: Vec<PerCall>,
-    /// Rust client through the router.
+    /// The same with the client calling over gRPC.
+    pub cpu_routed_grpc: Vec<PerCall>,
+    /// Rust client (lean) through the router.
     pub rust: Sizes,
+    /// Rust client calling over gRPC (the public protocol all the way).
+    pub rust_grpc: Sizes,
     /// Rust client through the router to echo over the lean transport.
     pub rust_lean: Sizes,
     /// CPU per 64 B call through the router, module over the lean transport.
@@ -108,6 +112,8 @@ pub struct Results {
     pub cpu_lua: Option<PerCall>,
     /// 8 concurrent Rust clients.
     pub concurrent: Concurrent,
+    /// 8 concurrent Rust clients calling over gRPC.
+    pub concurrent_grpc: Concurrent,
     /// A 10,000-item stream.
     pub stream: Streamed,
     /// No server, then the CLI's first result.
@@ -123,6 +129,11 @@ pub struct Results {
     /// Over 100,000 calls.
     pub growth: Growth,
 }
+
+/// Row suffixes naming the transports client → server and server → module.
+const GRPC_GRPC: &str = " · gRPC client, gRPC module";
+const LEAN_GRPC: &str = " · lean client, gRPC module";
+const LEAN_LEAN: &str = " · lean client, lean module";
 
 fn us(v: f64) -> String {
     if v >= 1000.0 {
@@ -253,36 +264,36 @@ impl Results {
             "—".into(),
             "",
         );
-        row(
-            "CPU per 64 B call through the router (context switches)",
-            cpu(&self.cpu_routed),
-            "—".into(),
-            "",
-        );
-        row(
-            "CPU per 64 B call through the router, lean module transport (context switches)",
-            cpu(&self.cpu_routed_lean),
-            "—".into(),
-            "",
-        );
-        const LEAN: &str = ", lean module transport";
-        for (sizes, transport, public_b64, public_kib64) in [
-            (
-                &self.rust,
+        for (cost, path) in [
+            (&self.cpu_routed_grpc, GRPC_GRPC),
+            (&self.cpu_routed, LEAN_GRPC),
+            (&self.cpu_routed_lean, LEAN_LEAN),
+        ] {
+            row(
+                &format!("CPU per 64 B call through the router{path} (context switches)"),
+                cpu(cost),
+                "—".into(),
                 "",
+            );
+        }
+        for (sizes, path, public_b64, public_kib64) in [
+            (
+                &self.rust_grpc,
+                GRPC_GRPC,
                 "p50 ≈ 385 µs · ≈ 2,500 calls/s",
                 "p50 ≈ 1.24 ms",
             ),
-            (&self.rust_lean, LEAN, "", ""),
+            (&self.rust, LEAN_GRPC, "", ""),
+            (&self.rust_lean, LEAN_LEAN, "", ""),
         ] {
             row(
-                &format!("Rust client, warm echo 64 B{transport}"),
+                &format!("Rust client, warm echo 64 B{path}"),
                 latency(&sizes.b64),
                 format!("p50 ≤ 130 µs {}", verdict(sizes.b64.p50_us <= 130.0)),
                 public_b64,
             );
             row(
-                &format!("Rust client, warm echo 64 KiB{transport}"),
+                &format!("Rust client, warm echo 64 KiB{path}"),
                 latency(&sizes.kib64),
                 format!("p50 ≤ 400 µs {}", verdict(sizes.kib64.p50_us <= 400.0)),
                 public_kib64,
@@ -290,8 +301,8 @@ impl Results {
         }
         match &self.lua {
             Some(l) => {
-                let lean = self.lua_lean.as_ref().map(|l| (l, LEAN));
-                for (sizes, transport) in std::iter::once((l, "")).chain(lean) {
+                let lean = self.lua_lean.as_ref().map(|l| (l, LEAN_LEAN));
+                for (sizes, transport) in std::iter::once((l, LEAN_GRPC)).chain(lean) {
                     row(
                         &format!("Lua in Neovim (callbacks), warm echo 64 B{transport}"),
                         latency(&sizes.b64),
@@ -316,26 +327,21 @@ impl Results {
             }
             None => row("Lua in Neovim", "skipped".into(), "".into(), ""),
         }
-        let c = &self.concurrent;
-        row(
-            &format!("{} concurrent Rust clients, echo 64 B", c.clients),
-            format!("{} calls/s", rate(c.per_s)),
-            format!("≥ 30,000 calls/s {}", verdict(c.per_s >= 30_000.0)),
-            "≈ 10,500 calls/s",
-        );
-        let cl = &self.concurrent_lean;
-        row(
-            &format!(
-                "{} concurrent Rust clients, echo 64 B, lean module transport",
-                cl.clients
-            ),
-            format!("{} calls/s", rate(cl.per_s)),
-            format!("≥ 30,000 calls/s {}", verdict(cl.per_s >= 30_000.0)),
-            "",
-        );
+        for (c, path, public) in [
+            (&self.concurrent_grpc, GRPC_GRPC, "≈ 10,500 calls/s"),
+            (&self.concurrent, LEAN_GRPC, ""),
+            (&self.concurrent_lean, LEAN_LEAN, ""),
+        ] {
+            row(
+                &format!("{} concurrent Rust clients, echo 64 B{path}", c.clients),
+                format!("{} calls/s", rate(c.per_s)),
+                format!("≥ 30,000 calls/s {}", verdict(c.per_s >= 30_000.0)),
+                public,
+            );
+        }
         let s = &self.stream;
         row(
-            &format!("Stream of {} items", rate(s.items as f64)),
+            &format!("Stream of {} items{LEAN_GRPC}", rate(s.items as f64)),
             format!(
                 "{} items/s · first item {:.2} ms",
                 rate(s.items_per_s),
@@ -350,10 +356,7 @@ impl Results {
         );
         let sl = &self.stream_lean;
         row(
-            &format!(
-                "Stream of {} items, lean module transport",
-                rate(sl.items as f64)
-            ),
+            &format!("Stream of {} items{LEAN_LEAN}", rate(sl.items as f64)),
             format!(
                 "{} items/s · first item {:.2} ms",
                 rate(sl.items_per_s),

@@ -57,11 +57,15 @@ pub struct Concurrent {
     pub calls_per_client: usize,
 }
 
-/// Attaches `n` clients.
-pub async fn clients(place: &Place, n: usize) -> anyhow::Result<Vec<Client>> {
+/// Attaches `n` clients (calling over gRPC if `grpc`, else lean).
+pub async fn clients(place: &Place, n: usize, grpc: bool) -> anyhow::Result<Vec<Client>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        out.push(place.client().await?);
+        out.push(if grpc {
+            place.grpc_client().await?
+        } else {
+            place.client().await?
+        });
     }
     Ok(out)
 }
