@@ -386,3 +386,40 @@ async fn an_idle_lean_connection_does_not_hold_up_the_servers_exit() {
     assert!(server.exited_within(Duration::from_secs(2)).await);
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_arguments_from_many_callers_at_once_arrive_whole() {
+    let sb = sandbox();
+    let _server = sb.start_server(&[]);
+    let client = client_with(&sb, Transport::Lean).await;
+    // Each argument is several socket buffers long, so frames wait in the
+    // writer's backlog while others are sent: they must not interleave.
+    let calls = (0..8u8).map(|k| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let arg = Value::Binary((0..3 << 20).map(|i| (i % 251) as u8 ^ k).collect());
+            let back = call(&client, "echo", "echo", arg.clone()).await.unwrap();
+            assert_eq!(back, vec![arg], "caller {k}");
+        })
+    });
+    for done in futures::future::join_all(calls).await {
+        done.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_call_started_from_a_thread_outside_the_runtime_runs() {
+    let sb = sandbox();
+    let _server = sb.start_server(&[]);
+    let client = client_with(&sb, Transport::Lean).await;
+    // As the Neovim plugin does from its main thread.
+    let starter = client.clone();
+    let mut stream = std::thread::spawn(move || starter.start_raw("echo", "count", vec![0x03]))
+        .join()
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        got.push(item.unwrap());
+    }
+    assert_eq!(got, vec![vec![0x00], vec![0x01], vec![0x02]]);
+}
