@@ -13,6 +13,8 @@ describe("norgopolis API", function()
     assert.is_true(session.server_pid > 0)
     assert.equal(helpers.socket, session.socket)
     assert.is_true(helpers.alive(session.server_pid))
+    -- Our server speaks the lean client transport, so calls use it.
+    assert.equal("lean", session.transport)
   end)
 
   it("invoke streams items in order as they arrive", function()

@@ -25,7 +25,7 @@ local pending = {}
 ---@type table?
 local native = nil
 
---- Last known session (`{ session_id, server_pid, server_version, socket }`).
+--- Last known session (`{ session_id, server_pid, server_version, socket, transport }`).
 ---@type table?
 M.session = nil
 
@@ -62,6 +62,7 @@ local function on_event(v)
       server_pid = v.server_pid,
       server_version = v.server_version,
       socket = v.socket,
+      transport = v.transport,
     }
   elseif v.type == "detached" then
     if M.session and M.session.session_id == v.session_id then

@@ -158,6 +158,10 @@ local function check_server(native)
       st.calls_in_flight
     )
   )
+  local session = require("norgopolis.core").session
+  if session and session.transport then
+    health.info("this Neovim's calls travel over " .. session.transport)
+  end
   for _, m in ipairs(st.modules) do
     health.info(
       ("module %s: %s, pid %d, %d calls served"):format(m.name, m.state, m.pid, m.calls_served)

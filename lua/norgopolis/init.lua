@@ -256,7 +256,8 @@ local function control(start, cb, fname)
 end
 
 --- Attaches now (normally the first call does): `cb(err, session)` with
---- `{ session_id, server_pid, server_version, socket }`.
+--- `{ session_id, server_pid, server_version, socket, transport }`
+--- (`transport`: how calls travel, `"lean"` or `"grpc"`).
 ---@param cb? fun(err: norgopolis.Error?, session: table?)
 function M.attach(cb)
   control(function(n)

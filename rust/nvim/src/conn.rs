@@ -204,6 +204,7 @@ fn session_notice(kind: &str, client: &Client) -> Mp {
     map(vec![
         ("type", Mp::from(kind)),
         ("session_id", Mp::from(client.session_id())),
+        ("transport", Mp::from(transport_name(client))),
         ("server_pid", Mp::from(client.server_pid())),
         ("server_version", Mp::from(client.server_version())),
         (
@@ -213,10 +214,12 @@ fn session_notice(kind: &str, client: &Client) -> Mp {
     ])
 }
 
-/// What Lua gets for a session: `{ session_id, server_pid, server_version, socket }`.
+/// What Lua gets for a session: `{ session_id, server_pid, server_version,
+/// socket, transport }` (`transport`: how calls travel, "lean" or "grpc").
 pub fn session_info(client: &Client) -> Mp {
     map(vec![
         ("session_id", Mp::from(client.session_id())),
+        ("transport", Mp::from(transport_name(client))),
         ("server_pid", Mp::from(client.server_pid())),
         ("server_version", Mp::from(client.server_version())),
         (
@@ -224,6 +227,14 @@ pub fn session_info(client: &Client) -> Mp {
             Mp::from(client.socket().to_string_lossy().into_owned()),
         ),
     ])
+}
+
+fn transport_name(client: &Client) -> &'static str {
+    if client.is_lean() {
+        "lean"
+    } else {
+        "grpc"
+    }
 }
 
 /// A MessagePack map with string keys.
