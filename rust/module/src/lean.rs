@@ -10,41 +10,23 @@
 //! its own handler and no other call.
 
 use std::{
-    collections::HashMap,
     future::{poll_fn, Future},
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
-use norgopolis_proto::lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing};
+use norgopolis_proto::{
+    lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
+    lean_callee::{error_frame, CallTable},
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{mpsc, Semaphore},
-    task::AbortHandle,
+    sync::mpsc,
 };
 use tonic::{codegen::tokio_stream::Stream, Code};
 
 use crate::{emitter::ConnFlush, serve::ServeError, service::Registry};
-
-/// Most results a router may allow one call ahead of its caller; credit
-/// beyond this is ignored, so a confused router cannot overflow a count.
-const MAX_CREDIT: usize = 1 << 20;
-
-/// A call in flight: how to cancel it, and the results it may still send
-/// before the router grants more (lean flow control).
-struct Call {
-    abort: AbortHandle,
-    credit: Arc<Semaphore>,
-}
-
-/// Calls in flight, by the router's id.
-type Calls = Arc<Mutex<HashMap<u32, Call>>>;
-
-fn lock(calls: &Calls) -> MutexGuard<'_, HashMap<u32, Call>> {
-    // Plain map operations cannot leave it inconsistent on a panic.
-    calls.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Serves `registry` over lean frames until the router closes `reader`
 /// (`Ok`), `shutdown` resolves (`Ok`) or the router breaks the protocol.
@@ -64,7 +46,7 @@ where
     // The greeting goes first: the router checks it before anything else.
     let _ = out.send(Outgoing::Frame(Frame::Hello));
     let mut writer = tokio::spawn(lean::write_frames(rx, writer));
-    let calls: Calls = Arc::default();
+    let calls = CallTable::default();
     let served = read_calls(&registry, reader, &out, &calls);
     let result = tokio::select! {
         result = served => result,
@@ -80,9 +62,7 @@ where
         },
         () = shutdown => Ok(()),
     };
-    for (_, call) in lock(&calls).drain() {
-        call.abort.abort();
-    }
+    calls.cancel_all();
     writer.abort();
     result
 }
@@ -93,7 +73,7 @@ async fn read_calls<R: AsyncRead + Unpin>(
     registry: &Arc<Registry>,
     reader: R,
     out: &mpsc::UnboundedSender<Outgoing>,
-    calls: &Calls,
+    calls: &CallTable,
 ) -> Result<(), ServeError> {
     // The router bounds what it sends by its own max_message_size.
     let mut frames = FrameReader::new(reader, u32::MAX as usize);
@@ -128,18 +108,11 @@ async fn read_calls<R: AsyncRead + Unpin>(
                 calls,
             ),
             Frame::Cancel { id } => {
-                if let Some(call) = lock(calls).remove(&id) {
+                if calls.cancel(id) {
                     tracing::debug!(call = id, "caller went away; cancelling");
-                    call.abort.abort();
                 }
             }
-            Frame::Credit { id, items } => {
-                // A call that ended meanwhile needs no more.
-                if let Some(call) = lock(calls).get(&id) {
-                    let room = MAX_CREDIT.saturating_sub(call.credit.available_permits());
-                    call.credit.add_permits((items as usize).min(room));
-                }
-            }
+            Frame::Credit { id, items } => calls.grant(id, items),
             Frame::Ping { nonce } => {
                 let _ = out.send(Outgoing::Frame(Frame::Pong { nonce }));
             }
@@ -153,14 +126,6 @@ async fn read_calls<R: AsyncRead + Unpin>(
     }
 }
 
-fn error_frame(id: u32, code: Code, message: String) -> Outgoing {
-    Outgoing::Frame(Frame::Error {
-        id,
-        code: code as i32,
-        message,
-    })
-}
-
 /// Starts call `id` in a task of its own, registered for cancellation.
 fn start(
     registry: &Registry,
@@ -169,72 +134,62 @@ fn start(
     args: &[u8],
     deadline: Option<Duration>,
     out: &mpsc::UnboundedSender<Outgoing>,
-    calls: &Calls,
+    calls: &CallTable,
 ) {
     let name = function.clone();
     let (mut stream, probe) =
         match registry.start_call(function, args, ConnFlush::Lean(out.clone())) {
             Ok(started) => started,
             Err(err) => {
-                let _ = out.send(error_frame(id, err.code(), err.message().into()));
+                let _ = out.send(error_frame(id, err.code(), err.message()));
                 return;
             }
         };
     let items = out.clone();
-    let credit = Arc::new(Semaphore::new(lean::INITIAL_CREDIT as usize));
-    let allowed = credit.clone();
-    let pump = async move {
-        while let Some(next) = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {
-            let item = match next {
-                Ok(item) => item,
-                Err(status) => return error_frame(id, status.code(), status.message().into()),
-            };
-            // Wait until the router's caller has room for it: a slow
-            // caller (or a router reading slowly) slows this call, not the
-            // module's others, and bounds what it has queued unwritten.
-            match allowed.acquire().await {
-                Ok(permit) => permit.forget(),
-                // Never closed; were it, the call could not go on.
-                Err(_) => return error_frame(id, Code::Internal, "flow control closed".into()),
-            }
-            let _ = items.send(Outgoing::Frame(Frame::Item {
-                id,
-                data: item.data,
-            }));
-            probe.note_handed(probe.yielded());
-        }
-        Outgoing::Frame(Frame::End { id })
-    };
     let out = out.clone();
-    let registered = Arc::clone(calls);
-    // Held while spawning, so the task cannot unregister before it is
-    // registered.
-    let mut table = lock(calls);
-    let task = tokio::spawn(async move {
-        // The router cancels at the deadline too; this stops the handler
-        // even if that CANCEL is late.
-        let last = match deadline {
-            Some(left) => tokio::time::timeout(left, pump).await.unwrap_or_else(|_| {
-                error_frame(
+    let registered = calls.clone();
+    calls.start(id, |allowed| {
+        let pump = async move {
+            while let Some(next) = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {
+                let item = match next {
+                    Ok(item) => item,
+                    Err(status) => return error_frame(id, status.code(), status.message()),
+                };
+                // Wait until the router's caller has room for it: a slow
+                // caller (or a router reading slowly) slows this call, not
+                // the module's others, and bounds what it has queued
+                // unwritten.
+                match allowed.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    // Never closed; were it, the call could not go on.
+                    Err(_) => return error_frame(id, Code::Internal, "flow control closed"),
+                }
+                let _ = items.send(Outgoing::Frame(Frame::Item {
                     id,
-                    Code::DeadlineExceeded,
-                    format!("function '{name}' ran past the caller's deadline"),
-                )
-            }),
-            None => pump.await,
+                    data: item.data,
+                }));
+                probe.note_handed(probe.yielded());
+            }
+            Outgoing::Frame(Frame::End { id })
         };
-        // Unregistered before the last frame goes out, so a CANCEL
-        // crossing it finds nothing to abort.
-        lock(&registered).remove(&id);
-        let _ = out.send(last);
+        tokio::spawn(async move {
+            // The router cancels at the deadline too; this stops the
+            // handler even if that CANCEL is late.
+            let last = match deadline {
+                Some(left) => tokio::time::timeout(left, pump).await.unwrap_or_else(|_| {
+                    error_frame(
+                        id,
+                        Code::DeadlineExceeded,
+                        format!("function '{name}' ran past the caller's deadline"),
+                    )
+                }),
+                None => pump.await,
+            };
+            registered.finished(id);
+            let _ = out.send(last);
+        })
+        .abort_handle()
     });
-    table.insert(
-        id,
-        Call {
-            abort: task.abort_handle(),
-            credit,
-        },
-    );
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! [`lean`] is the framing of the opt-in lean module transport.
 
 pub mod lean;
+pub mod lean_callee;
 pub mod lean_caller;
 pub mod msgpack;
 

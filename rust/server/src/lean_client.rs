@@ -10,40 +10,20 @@
 //! `communication.Forwarder`, and the same per-call credit the router
 //! gives lean modules (a client that stops reading pauses its own call).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use norgopolis_proto::lean::{
-    self, Frame, FrameError, FrameReader, Incoming, Outgoing, INITIAL_CREDIT,
+use norgopolis_proto::{
+    lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
+    lean_callee::{error_frame, CallTable},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::{mpsc, watch, Semaphore},
-    task::{AbortHandle, JoinSet},
+    task::JoinSet,
 };
 use tonic::{Code, Status};
 
 use crate::{lifetime::ExitReason, route::Router, serve::Conn};
-
-/// Most results a client may allow one call ahead of it; more credit is
-/// ignored, so a confused client cannot overflow the count.
-const MAX_CREDIT: usize = 1 << 20;
-
-/// A call in flight: how to cancel it, and the results it may still send.
-struct Call {
-    abort: AbortHandle,
-    credit: Arc<Semaphore>,
-}
-
-type Calls = Arc<Mutex<HashMap<u32, Call>>>;
-
-fn lock(calls: &Calls) -> MutexGuard<'_, HashMap<u32, Call>> {
-    // Plain map operations cannot leave it inconsistent on a panic.
-    calls.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Serves one lean client whose hello has been read, until it closes the
 /// connection, breaks the protocol, or the server exits (then calls in
@@ -60,7 +40,7 @@ pub async fn serve<IO>(
     let (out, rx) = mpsc::unbounded_channel();
     let _ = out.send(Outgoing::Frame(Frame::Hello));
     let mut writer = tokio::spawn(lean::write_frames(rx, writer));
-    let calls: Calls = Arc::default();
+    let calls = CallTable::default();
     let mut tasks = JoinSet::new();
     let limit = router.max_message_size;
     let mut frames = FrameReader::new(reader, limit);
@@ -115,17 +95,9 @@ pub async fn serve<IO>(
                 start(call, &conn, &router, &out, &calls, &mut tasks);
             }
             Frame::Cancel { id } => {
-                if let Some(call) = lock(&calls).remove(&id) {
-                    call.abort.abort();
-                }
+                calls.cancel(id);
             }
-            Frame::Credit { id, items } => {
-                // A call that ended meanwhile needs no more.
-                if let Some(call) = lock(&calls).get(&id) {
-                    let room = MAX_CREDIT.saturating_sub(call.credit.available_permits());
-                    call.credit.add_permits((items as usize).min(room));
-                }
-            }
+            Frame::Credit { id, items } => calls.grant(id, items),
             Frame::Ping { nonce } => {
                 let _ = out.send(Outgoing::Frame(Frame::Pong { nonce }));
             }
@@ -139,9 +111,7 @@ pub async fn serve<IO>(
         // Calls in flight finish (the server bounds how long it waits).
         while tasks.join_next().await.is_some() {}
     }
-    for (_, call) in lock(&calls).drain() {
-        call.abort.abort();
-    }
+    calls.cancel_all();
     tasks.shutdown().await;
     drop(out);
     // Whatever the calls queued goes out before the socket closes.
@@ -157,14 +127,6 @@ struct Started {
     timeout: Option<Duration>,
 }
 
-fn error_frame(id: u32, code: Code, message: String) -> Outgoing {
-    Outgoing::Frame(Frame::Error {
-        id,
-        code: code as i32,
-        message,
-    })
-}
-
 fn status_frame(id: u32, status: &Status) -> Outgoing {
     error_frame(id, status.code(), status.message().to_string())
 }
@@ -175,33 +137,21 @@ fn start(
     conn: &Conn,
     router: &Arc<Router>,
     out: &mpsc::UnboundedSender<Outgoing>,
-    calls: &Calls,
+    calls: &CallTable,
     tasks: &mut JoinSet<()>,
 ) {
     let id = call.id;
-    let credit = Arc::new(Semaphore::new(INITIAL_CREDIT as usize));
-    let allowed = credit.clone();
     let conn = conn.clone();
     let router = router.clone();
     let out = out.clone();
-    let registered = Arc::clone(calls);
-    // Held while spawning, so the task cannot unregister before it is
-    // registered.
-    let mut table = lock(calls);
-    let task = tasks.spawn(async move {
-        let last = run(call, &conn, &router, &allowed, &out).await;
-        // Unregistered before the last frame goes out, so a CANCEL
-        // crossing it finds nothing to abort.
-        lock(&registered).remove(&id);
-        let _ = out.send(last);
+    let registered = calls.clone();
+    calls.start(id, |allowed| {
+        tasks.spawn(async move {
+            let last = run(call, &conn, &router, &allowed, &out).await;
+            registered.finished(id);
+            let _ = out.send(last);
+        })
     });
-    table.insert(
-        id,
-        Call {
-            abort: task,
-            credit,
-        },
-    );
 }
 
 /// Runs one call, sending its items; returns its last frame.
@@ -235,7 +185,7 @@ async fn run(
         // reading pauses this call, not its others.
         match allowed.acquire().await {
             Ok(permit) => permit.forget(),
-            Err(_) => return error_frame(id, Code::Internal, "flow control closed".into()),
+            Err(_) => return error_frame(id, Code::Internal, "flow control closed"),
         }
         let _ = out.send(Outgoing::Frame(Frame::Item { id, data }));
     }
