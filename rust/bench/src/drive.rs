@@ -14,6 +14,7 @@ pub async fn drive(
     calls: usize,
     bytes: usize,
     clients: usize,
+    module: &str,
 ) -> anyhow::Result<()> {
     let payload = string_of(bytes.saturating_sub(if bytes > 0xffff { 5 } else { 2 }));
     let opts = ConnectOptions::new("bench").socket(socket).spawn(false);
@@ -27,7 +28,7 @@ pub async fn drive(
         &[("client", std::process::id())],
         per_client * all.len(),
         || async {
-            routed::burst(&all, "echo", &payload, per_client).await?;
+            routed::burst(&all, module, &payload, per_client).await?;
             Ok(())
         },
     )

@@ -84,6 +84,9 @@ enum Internal {
         /// Clients calling at once.
         #[arg(long, default_value_t = 1)]
         clients: usize,
+        /// Module to call (echo's `echo` function must be there).
+        #[arg(long, default_value = "echo")]
+        module: String,
         /// Instead of echo calls, stream `count(N)` 15 times and print the
         /// median items/s and time to the first item.
         #[arg(long)]
@@ -151,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             calls,
             bytes,
             clients,
+            module,
             stream,
             timeline,
         }) => {
@@ -158,7 +162,7 @@ fn main() -> anyhow::Result<()> {
                 match stream {
                     Some(items) if *timeline => drive::stream_timeline(socket, *items).await,
                     Some(items) => drive::stream(socket, *items).await,
-                    None => drive::drive(socket, *calls, *bytes, *clients).await,
+                    None => drive::drive(socket, *calls, *bytes, *clients, module).await,
                 }
             })
         }
