@@ -99,7 +99,12 @@ async fn dispatch(mut frames: FrameReader<UnixStream>, caller: Caller) {
         };
         match caller.dispatch(frame).await {
             None | Some(Frame::Pong { .. }) => {}
-            Some(other) => break format!("the server sent {other:?}, which servers do not send"),
+            Some(other) => {
+                break format!(
+                    "the server sent a {} frame, which servers do not send",
+                    other.kind_name()
+                )
+            }
         }
     };
     tracing::debug!("lean connection to the server ended: {ended}");

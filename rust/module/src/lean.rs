@@ -119,7 +119,10 @@ async fn read_calls<R: AsyncRead + Unpin>(
             other => {
                 return Err(ServeError::Lean(FrameError::Malformed {
                     what: "unexpected",
-                    why: format!("the router sent {other:?}, which only modules send"),
+                    why: format!(
+                        "the router sent a {} frame, which only modules send",
+                        other.kind_name()
+                    ),
                 }))
             }
         }

@@ -148,6 +148,25 @@ pub enum Frame {
     },
 }
 
+impl Frame {
+    /// The frame's kind as the protocol names it ("CALL", "ITEM", …), for
+    /// errors: a frame's payload can be large and is not worth logging.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Frame::Hello => "HELLO",
+            Frame::Call { .. } => "CALL",
+            Frame::Item { .. } => "ITEM",
+            Frame::End { .. } => "END",
+            Frame::Error { .. } => "ERROR",
+            Frame::Cancel { .. } => "CANCEL",
+            Frame::Ping { .. } => "PING",
+            Frame::Pong { .. } => "PONG",
+            Frame::Credit { .. } => "CREDIT",
+            Frame::Route { .. } => "ROUTE",
+        }
+    }
+}
+
 /// Results a module may send for a call before the router's first
 /// [`Frame::Credit`]: per-call flow control, so a caller that reads slowly
 /// slows its own call down and nobody else's.

@@ -45,6 +45,11 @@ impl CallTable {
         calls.insert(id, Entry { abort, credit });
     }
 
+    /// Whether call `id` is in flight.
+    pub fn is_running(&self, id: u32) -> bool {
+        self.lock().contains_key(&id)
+    }
+
     /// Unregisters a call that is ending by itself. Do it before sending
     /// its last frame, so a `CANCEL` crossing that frame finds nothing.
     pub fn finished(&self, id: u32) {

@@ -78,6 +78,10 @@ pub async fn serve<IO>(
             Err(e) => break format!("it broke the lean protocol: {e}"),
         };
         match frame {
+            // Its results could not be told from the running call's.
+            Frame::Route { id, .. } if calls.is_running(id) => {
+                break format!("it reused call id {id} while that call was running");
+            }
             Frame::Route {
                 id,
                 module,
@@ -102,7 +106,10 @@ pub async fn serve<IO>(
                 let _ = out.send(Outgoing::Frame(Frame::Pong { nonce }));
             }
             other => {
-                break format!("it sent {other:?}, which clients do not send");
+                break format!(
+                    "it sent a {} frame, which clients do not send",
+                    other.kind_name()
+                );
             }
         }
     };

@@ -317,6 +317,20 @@ async fn a_lean_client_breaking_the_protocol_is_dropped_and_others_go_on() {
         "the server closes a connection that breaks the protocol"
     );
 
+    // ...as does reusing the id of a call in flight...
+    let (mut frames, mut write) = raw_lean(&sb).await;
+    let sleep = |id| Frame::Route {
+        id,
+        module: "echo".into(),
+        function: "sleep".into(),
+        args: vec![0xcd, 0xea, 0x60], // 60000
+        deadline_ms: None,
+    };
+    send(&mut write, sleep(7)).await;
+    send(&mut write, sleep(7)).await;
+    let after = tokio::time::timeout(WAIT, frames.next()).await.unwrap().unwrap();
+    assert_eq!(after, None, "a reused call id ends the connection");
+
     // ...and so does garbage, while nobody else notices.
     let (mut frames, mut write) = raw_lean(&sb).await;
     write

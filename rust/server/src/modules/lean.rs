@@ -201,25 +201,13 @@ async fn read(
             Some(other) => {
                 return ConnEnd::Garbled(format!(
                     "a {} frame, which only the router sends",
-                    frame_name(&other)
+                    match other {
+                        Frame::Hello => "second HELLO",
+                        other => other.kind_name(),
+                    }
                 ))
             }
         }
-    }
-}
-
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello => "second HELLO",
-        Frame::Call { .. } => "CALL",
-        Frame::Item { .. } => "ITEM",
-        Frame::End { .. } => "END",
-        Frame::Error { .. } => "ERROR",
-        Frame::Cancel { .. } => "CANCEL",
-        Frame::Ping { .. } => "PING",
-        Frame::Pong { .. } => "PONG",
-        Frame::Credit { .. } => "CREDIT",
-        Frame::Route { .. } => "ROUTE",
     }
 }
 
