@@ -133,6 +133,8 @@ mod tests {
         Refuse,
         /// Welcomes us with another version number.
         WelcomeOtherVersion,
+        /// Welcomes us properly, but speaks gRPC only (as tonic's server).
+        Welcome,
     }
 
     struct StandIn(Answer);
@@ -155,10 +157,14 @@ mod tests {
                     "client speaks protocol {PROTOCOL}, server speaks 99",
                     PROTOCOL = norgopolis_proto::PROTOCOL_VERSION
                 ))),
-                Answer::WelcomeOtherVersion => {
+                Answer::WelcomeOtherVersion | Answer::Welcome => {
+                    let protocol_version = match self.0 {
+                        Answer::Welcome => norgopolis_proto::PROTOCOL_VERSION,
+                        _ => 99,
+                    };
                     let welcome = ServerMessage {
                         kind: Some(server_message::Kind::Welcome(Welcome {
-                            protocol_version: 99,
+                            protocol_version,
                             session_id: 1,
                             server_pid: 1,
                             server_version: "future".into(),
@@ -251,6 +257,20 @@ mod tests {
         assert!(
             msg.contains(&format!("version {}", norgopolis_proto::PROTOCOL_VERSION)),
             "{msg}"
+        );
+        assert!(!mark.exists(), "a server was spawned");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_go_over_grpc_where_the_server_does_not_speak_lean() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (opts, mark) = stand_in(tmp.path(), Answer::Welcome);
+        // tonic's server drops a connection that opens with the lean hello.
+        let client = crate::Client::connect(opts).await.expect("attach");
+        assert!(client.is_attached());
+        assert!(
+            !client.is_lean(),
+            "no lean connection to a gRPC-only server"
         );
         assert!(!mark.exists(), "a server was spawned");
     }

@@ -151,3 +151,16 @@ fn default_client_name() -> String {
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Transport;
+
+    #[test]
+    fn transports_parse_by_name_and_others_are_refused_by_name() {
+        assert_eq!("lean".parse(), Ok(Transport::Lean));
+        assert_eq!("grpc".parse(), Ok(Transport::Grpc));
+        let err = "http".parse::<Transport>().unwrap_err();
+        assert!(err.contains("\"http\"") && err.contains("\"lean\" or \"grpc\""), "{err}");
+    }
+}

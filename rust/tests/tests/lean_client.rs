@@ -328,7 +328,10 @@ async fn a_lean_client_breaking_the_protocol_is_dropped_and_others_go_on() {
     };
     send(&mut write, sleep(7)).await;
     send(&mut write, sleep(7)).await;
-    let after = tokio::time::timeout(WAIT, frames.next()).await.unwrap().unwrap();
+    let after = tokio::time::timeout(WAIT, frames.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after, None, "a reused call id ends the connection");
 
     // ...and so does garbage, while nobody else notices.
