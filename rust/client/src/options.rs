@@ -161,6 +161,9 @@ mod tests {
         assert_eq!("lean".parse(), Ok(Transport::Lean));
         assert_eq!("grpc".parse(), Ok(Transport::Grpc));
         let err = "http".parse::<Transport>().unwrap_err();
-        assert!(err.contains("\"http\"") && err.contains("\"lean\" or \"grpc\""), "{err}");
+        assert!(
+            err.contains("\"http\"") && err.contains("\"lean\" or \"grpc\""),
+            "{err}"
+        );
     }
 }
