@@ -87,13 +87,15 @@ impl Client {
         let (socket, session) = find_or_spawn(&opts).await?;
         let lean = match transport {
             Transport::Grpc => None,
-            Transport::Lean => match lean::connect(&socket, opts.spawn_timeout).await {
-                Ok(conn) => Some(Arc::new(conn)),
-                Err(e) => {
-                    tracing::debug!("calling over gRPC: no lean connection ({e})");
-                    None
+            Transport::Lean => {
+                match lean::connect(&socket, opts.spawn_timeout, opts.server_timeout).await {
+                    Ok(conn) => Some(Arc::new(conn)),
+                    Err(e) => {
+                        tracing::debug!("calling over gRPC: no lean connection ({e})");
+                        None
+                    }
                 }
-            },
+            }
         };
         let channel = session.channel;
         let forwarder = ForwarderClient::new(channel.clone())
@@ -137,9 +139,15 @@ impl Client {
         &self.inner.socket
     }
 
-    /// Whether calls go over the lean transport (else gRPC).
+    /// Whether calls go over the lean transport (else gRPC: asked for,
+    /// not spoken by the server, or the lean connection was lost while
+    /// the session lives on).
     pub fn is_lean(&self) -> bool {
-        self.inner.lean.is_some()
+        self.lean().is_some()
+    }
+
+    fn lean(&self) -> Option<&Arc<LeanConn>> {
+        self.inner.lean.as_ref().filter(|c| c.is_open())
     }
 
     /// Whether the session is still on (false after a goodbye, a lost
@@ -164,7 +172,7 @@ impl Client {
         } else {
             args
         };
-        if self.inner.lean.is_some() {
+        if self.is_lean() {
             return Ok(self.start_raw(module, function, data));
         }
         let invocation = Invocation {
@@ -195,7 +203,7 @@ impl Client {
         } else {
             args
         };
-        let Some(conn) = &self.inner.lean else {
+        let Some(conn) = self.lean() else {
             let (client, module, function) =
                 (self.clone(), module.to_string(), function.to_string());
             let started = async move { client.invoke_raw(&module, &function, args).await };

@@ -15,7 +15,7 @@ use std::{
 
 use norgopolis_proto::{
     lean::{self, Frame, FrameError, FrameReader, Incoming},
-    lean_caller::{CallStream, Caller},
+    lean_caller::{CallStream, Caller, KeepAlive},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -32,6 +32,13 @@ pub(crate) struct LeanConn {
     caller: Caller,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+}
+
+impl LeanConn {
+    /// Whether calls can still start here (else the client uses gRPC).
+    pub(crate) fn is_open(&self) -> bool {
+        self.caller.is_open()
+    }
 }
 
 impl Drop for LeanConn {
@@ -53,8 +60,13 @@ pub(crate) enum LeanRefused {
     Wrong(Vec<u8>),
 }
 
-/// Opens a lean connection to the server at `socket`.
-pub(crate) async fn connect(socket: &Path, patience: Duration) -> Result<LeanConn, LeanRefused> {
+/// Opens a lean connection to the server at `socket`. While calls wait on
+/// it, the server is pinged; one silent for `server_timeout` fails them.
+pub(crate) async fn connect(
+    socket: &Path,
+    patience: Duration,
+    server_timeout: Duration,
+) -> Result<LeanConn, LeanRefused> {
     let mut stream = UnixStream::connect(socket).await?;
     let hello = lean::hello_bytes();
     stream.write_all(&hello).await?;
@@ -70,8 +82,29 @@ pub(crate) async fn connect(socket: &Path, patience: Duration) -> Result<LeanCon
     let stream = stream.into_std()?;
     let (out, writer) = DirectWriter::start(stream.try_clone()?)?;
     let frames = FrameReader::new(UnixStream::from_std(stream)?, MAX_MESSAGE_SIZE);
-    let caller = Caller::new(out, "the norgopolis server");
-    let reader = tokio::spawn(dispatch(frames, caller.clone()));
+    let caller = Caller::new(out.clone(), "the norgopolis server");
+    let keep_alive = KeepAlive {
+        interval: server_timeout / 2,
+        timeout: server_timeout,
+        when_idle: false,
+    };
+    let watched = caller.clone();
+    let reader = tokio::spawn(async move {
+        tokio::select! {
+            () = dispatch(frames, watched.clone()) => {}
+            () = watched.keep_alive(keep_alive) => {
+                let why = format!(
+                    "the norgopolis server did not answer for {} ms while calls waited on it \
+                     (is it stopped or stuck? its log may tell)",
+                    server_timeout.as_millis()
+                );
+                tracing::warn!("{why}");
+                watched.close_because(why);
+            }
+        }
+        // The server learns we are gone, and stops what it ran for us.
+        out.shutdown();
+    });
     Ok(LeanConn {
         caller,
         reader,
@@ -98,7 +131,7 @@ async fn dispatch(mut frames: FrameReader<UnixStream>, caller: Caller) {
             Err(e) => break e.to_string(),
         };
         match caller.dispatch(frame).await {
-            None | Some(Frame::Pong { .. }) => {}
+            None => {}
             Some(other) => {
                 break format!(
                     "the server sent a {} frame, which servers do not send",

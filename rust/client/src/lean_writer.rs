@@ -95,6 +95,19 @@ impl DirectWriter {
     }
 }
 
+impl DirectWriter {
+    /// Shuts the socket down both ways: the server sees the connection
+    /// end, and nothing more is sent.
+    pub(crate) fn shutdown(&self) {
+        self.shared.state().broken = true;
+        let _ = self
+            .shared
+            .socket
+            .get_ref()
+            .shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl FrameSink for DirectWriter {
     fn send_frame(&self, frame: Frame) -> bool {
         let mut state = self.shared.state();

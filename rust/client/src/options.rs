@@ -26,6 +26,9 @@ pub struct ConnectOptions {
     pub spawn_timeout: Duration,
     /// How calls travel to the server (default [`Transport::Lean`]).
     pub transport: Transport,
+    /// How long the server may leave a ping unanswered while lean calls
+    /// wait on it before they fail as `Unavailable` (default 10 s).
+    pub server_timeout: Duration,
 }
 
 /// How a client's calls travel to the server. The session and control
@@ -77,6 +80,7 @@ impl ConnectOptions {
             keeps_server_alive: true,
             spawn_timeout: Duration::from_secs(10),
             transport: Transport::default(),
+            server_timeout: Duration::from_secs(10),
         }
     }
 
@@ -135,6 +139,12 @@ impl ConnectOptions {
     /// Sets how calls travel (see [`TRANSPORT_ENV`] for the override).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Sets how long a silent server is given while calls wait on it.
+    pub fn server_timeout(mut self, timeout: Duration) -> Self {
+        self.server_timeout = timeout;
         self
     }
 

@@ -21,7 +21,7 @@ use std::{
     },
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status};
 
 use crate::lean::{Frame, Outgoing, INITIAL_CREDIT};
@@ -68,6 +68,10 @@ struct Shared {
     stalls: AtomicU64,
     /// Who answers the calls, for errors ("module 'x'", "the norgopolis server").
     peer: String,
+    /// The nonce of the latest pong.
+    pongs: watch::Sender<u64>,
+    /// Why the connection was closed, if we closed it for a reason.
+    closed_because: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -127,6 +131,8 @@ impl Caller {
                 next_id: AtomicU32::new(1),
                 stalls: AtomicU64::new(0),
                 peer: peer.into(),
+                pongs: watch::channel(0).0,
+                closed_because: Mutex::new(None),
             }),
         }
     }
@@ -164,8 +170,8 @@ impl Caller {
     }
 
     /// Hands a result frame (`ITEM`, `END`, `ERROR`) to its call, waiting
-    /// while that call's caller is behind; any other frame is given back
-    /// for the connection to handle. Frames of calls no longer wanted
+    /// while that call's caller is behind, and notes a `PONG`; any other
+    /// frame is given back for the connection to handle. Frames of calls no longer wanted
     /// (cancelled) are dropped.
     pub async fn dispatch(&self, frame: Frame) -> Option<Frame> {
         let shared = &self.shared;
@@ -193,6 +199,9 @@ impl Caller {
                         .await;
                 }
             }
+            Frame::Pong { nonce } => {
+                shared.pongs.send_replace(nonce);
+            }
             other => return Some(other),
         }
         None
@@ -212,6 +221,26 @@ impl Caller {
         self.shared.send(frame)
     }
 
+    /// Whether calls can still start.
+    pub fn is_open(&self) -> bool {
+        self.shared.calls().open
+    }
+
+    /// Calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.shared.calls().by_id.len()
+    }
+
+    /// As [`Caller::close`], telling the calls why (their error's message).
+    pub fn close_because(&self, reason: String) {
+        *self
+            .shared
+            .closed_because
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.close();
+    }
+
     /// Ends every call (their streams report the connection lost) and
     /// refuses new ones.
     pub fn close(&self) {
@@ -225,6 +254,53 @@ impl Caller {
     /// such a wait.
     pub fn stalls(&self) -> u64 {
         self.shared.stalls.load(Ordering::SeqCst)
+    }
+}
+
+/// How a connection's liveness is checked (see [`Caller::keep_alive`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAlive {
+    /// How often a ping is sent.
+    pub interval: std::time::Duration,
+    /// How long a ping may go unanswered.
+    pub timeout: std::time::Duration,
+    /// Whether to ping while no call is in flight (a module is checked
+    /// always; a client checks its server only while it waits on it).
+    pub when_idle: bool,
+}
+
+impl Caller {
+    /// Pings the peer as `settings` say; returns (only) when a ping went
+    /// unanswered for `timeout` while the reader was not waiting on a slow
+    /// caller (the pong may be queued behind that). Never returns once the
+    /// connection's writer is gone: the reader reports that end.
+    pub async fn keep_alive(&self, settings: KeepAlive) {
+        let mut pongs = self.shared.pongs.subscribe();
+        let mut nonce = 0u64;
+        loop {
+            tokio::time::sleep(settings.interval).await;
+            if !settings.when_idle && self.in_flight() == 0 {
+                continue;
+            }
+            nonce += 1;
+            if !self.send(Frame::Ping { nonce }) {
+                return std::future::pending().await;
+            }
+            loop {
+                let stalls = self.stalls();
+                let answered = async { pongs.wait_for(|n| *n >= nonce).await.map(drop) };
+                match tokio::time::timeout(settings.timeout, answered).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return std::future::pending().await,
+                    Err(_) => {
+                        let now = self.stalls();
+                        if now == stalls && now.is_multiple_of(2) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -283,10 +359,18 @@ impl CallStream {
             }
             None => {
                 self.done = true;
-                Err(Status::unavailable(format!(
-                    "the connection to {} ended during the call",
-                    self.shared.peer
-                )))
+                let because = self
+                    .shared
+                    .closed_because
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                Err(Status::unavailable(because.unwrap_or_else(|| {
+                    format!(
+                        "the connection to {} ended during the call",
+                        self.shared.peer
+                    )
+                })))
             }
         }
     }

@@ -440,3 +440,60 @@ async fn a_call_started_from_a_thread_outside_the_runtime_runs() {
     }
     assert_eq!(got, vec![vec![0x00], vec![0x01], vec![0x02]]);
 }
+
+/// Stops or continues a process (SIGSTOP / SIGCONT).
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test]
+async fn calls_waiting_on_a_stopped_server_fail_and_later_calls_use_grpc() {
+    let sb = sandbox();
+    let server = sb.start_server(&[]);
+    let opts = ConnectOptions::new("test")
+        .socket(&sb.socket)
+        .spawn(false)
+        .server_timeout(Duration::from_millis(500));
+    let client = Client::connect(opts).await.unwrap();
+    assert!(client.is_lean());
+    let slow = map(&[("n", 1_000_000.into()), ("delay_ms", 20.into())]);
+    let mut stream = client
+        .invoke::<Value, u64>("echo", "count", &slow)
+        .await
+        .unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap(), 0);
+
+    signal(server.pid, "-STOP");
+    let err = loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("the call hangs")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e,
+            None => panic!("the call ended cleanly although its server is stopped"),
+        }
+    };
+    signal(server.pid, "-CONT");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("did not answer for 500 ms"), "{err}");
+
+    // The session lived on, so the client calls over it from now on.
+    assert!(!client.is_lean());
+    assert!(client.is_attached());
+    assert_eq!(
+        call(&client, "echo", "echo", Value::from(5)).await.unwrap(),
+        vec![Value::from(5)]
+    );
+    // The server saw the lean connection go and stopped the call it ran
+    // for it.
+    eventually(WAIT, "the abandoned call to end", || async {
+        (in_flight(&client, "echo").await == 0).then_some(())
+    })
+    .await;
+}

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use norgopolis_proto::{
     lean::{self, Frame, FrameError, FrameReader, Incoming},
-    lean_caller::{CallStream, Caller},
+    lean_caller::{CallStream, Caller, KeepAlive},
 };
 use tokio::{
     process::{ChildStdin, ChildStdout},
-    sync::{mpsc, watch},
+    sync::mpsc,
     task::JoinHandle,
 };
 use tonic::Status;
@@ -156,10 +156,15 @@ async fn read_and_ping(
     ping: Ping,
     limit: usize,
 ) -> ConnEnd {
-    let (pongs_tx, pongs) = watch::channel(0u64);
+    let keep_alive = KeepAlive {
+        interval: ping.interval,
+        timeout: ping.timeout,
+        when_idle: true,
+    };
     let end = tokio::select! {
-        end = read(&name, reader, &caller, pongs_tx, limit) => end,
-        end = pinger(&caller, pongs, ping) => end,
+        end = read(&name, reader, &caller, limit) => end,
+        // A ping unanswered: the module hangs.
+        () = caller.keep_alive(keep_alive) => ConnEnd::Unanswered,
         () = close.raised() => ConnEnd::Asked,
     };
     caller.close();
@@ -171,7 +176,6 @@ async fn read(
     name: &str,
     mut reader: FrameReader<ChildStdout>,
     caller: &Caller,
-    pongs: watch::Sender<u64>,
     limit: usize,
 ) -> ConnEnd {
     loop {
@@ -195,9 +199,6 @@ async fn read(
         };
         match caller.dispatch(frame).await {
             None => {}
-            Some(Frame::Pong { nonce }) => {
-                pongs.send_replace(nonce);
-            }
             Some(other) => {
                 return ConnEnd::Garbled(format!(
                     "a {} frame, which only the router sends",
@@ -206,35 +207,6 @@ async fn read(
                         other => other.kind_name(),
                     }
                 ))
-            }
-        }
-    }
-}
-
-/// Pings every `interval`; a ping unanswered for `timeout` ends the
-/// connection as [`ConnEnd::Unanswered`] (the module hangs), unless the
-/// reader waited for a slow caller meanwhile (the pong may be in the pipe).
-async fn pinger(caller: &Caller, mut pongs: watch::Receiver<u64>, ping: Ping) -> ConnEnd {
-    let mut nonce = 0u64;
-    loop {
-        tokio::time::sleep(ping.interval).await;
-        nonce += 1;
-        if !caller.send(Frame::Ping { nonce }) {
-            return std::future::pending().await;
-        }
-        loop {
-            let stalls = caller.stalls();
-            let answered = async { pongs.wait_for(|n| *n >= nonce).await.map(drop) };
-            match tokio::time::timeout(ping.timeout, answered).await {
-                Ok(Ok(())) => break,
-                // The reader ended; it reports why.
-                Ok(Err(_)) => return std::future::pending().await,
-                Err(_) => {
-                    let now = caller.stalls();
-                    if now == stalls && now.is_multiple_of(2) {
-                        return ConnEnd::Unanswered;
-                    }
-                }
             }
         }
     }
