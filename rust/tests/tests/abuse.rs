@@ -114,15 +114,29 @@ fn probe_for_nobody(dir: &Path) -> PathBuf {
 
 /// Runs the probe as `nobody` against `socket`; returns (success, stderr).
 fn probe_as_nobody(probe: &Path, socket: &Path) -> (bool, String) {
-    let out = Command::new(probe)
-        .arg("100")
-        .env_clear()
-        .env("NORGOPOLIS_SOCKET", socket)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run probe as nobody");
+    let run = || {
+        Command::new(probe)
+            .arg("100")
+            .env_clear()
+            .env("NORGOPOLIS_SOCKET", socket)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(Stdio::null())
+            .output()
+    };
+    // The copy was just written: a process forked meanwhile by another test
+    // thread holds its write descriptor until it execs, and exec of the
+    // copy fails with "Text file busy" until then. Brief and harmless.
+    let mut tries = 0;
+    let out = loop {
+        match run() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other.expect("run probe as nobody"),
+        }
+    };
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
