@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use norgopolis_client::{Client, ClientError, ConnectOptions, Transport};
+use norgopolis_client::{CallStream, Client, ClientError, ConnectOptions, Transport};
 use norgopolis_proto::lean::{self, Frame, FrameReader, Incoming};
 use norgopolis_tests::*;
 use rmpv::Value;
@@ -42,6 +42,21 @@ async fn call(
     tokio::time::timeout(WAIT, calling)
         .await
         .expect("the call did not finish")
+}
+
+/// The error that ends `stream`, skipping its items; panics if it hangs
+/// or ends cleanly (although `why` it should not).
+async fn error_ending(stream: &mut CallStream<u64>, why: &str) -> ClientError {
+    loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("the call hangs")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return e,
+            None => panic!("the call ended cleanly although {why}"),
+        }
+    }
 }
 
 async fn in_flight(client: &Client, module: &str) -> u32 {
@@ -371,16 +386,7 @@ async fn a_server_killed_mid_call_fails_the_call_as_unavailable() {
         .unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap(), 0);
     server.child.kill().unwrap();
-    let err = loop {
-        match tokio::time::timeout(WAIT, stream.next())
-            .await
-            .expect("the call hangs")
-        {
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => break e,
-            None => panic!("the call ended cleanly although its server died"),
-        }
-    };
+    let err = error_ending(&mut stream, "its server died").await;
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("norgopolis server"), "{err}");
     let err = call(&client, "echo", "echo", Value::Nil).await.unwrap_err();
@@ -469,16 +475,7 @@ async fn calls_waiting_on_a_stopped_server_fail_and_later_calls_use_grpc() {
     assert_eq!(stream.next().await.unwrap().unwrap(), 0);
 
     signal(server.pid, "-STOP");
-    let err = loop {
-        match tokio::time::timeout(WAIT, stream.next())
-            .await
-            .expect("the call hangs")
-        {
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => break e,
-            None => panic!("the call ended cleanly although its server is stopped"),
-        }
-    };
+    let err = error_ending(&mut stream, "its server is stopped").await;
     signal(server.pid, "-CONT");
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("did not answer for 500 ms"), "{err}");
