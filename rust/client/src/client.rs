@@ -165,6 +165,9 @@ impl Client {
         function: &str,
         args: Vec<u8>,
     ) -> Result<RawCallStream, ClientError> {
+        if self.is_lean() {
+            return Ok(self.start_raw(module, function, args));
+        }
         let data = if args.is_empty() {
             // Explicit nil: modules written against the public SDK may
             // expect `args` to be present.
@@ -172,9 +175,6 @@ impl Client {
         } else {
             args
         };
-        if self.is_lean() {
-            return Ok(self.start_raw(module, function, data));
-        }
         let invocation = Invocation {
             module: module.to_string(),
             function_name: function.to_string(),
