@@ -55,12 +55,7 @@ fn start_server_with_nofile(sb: &Sandbox, soft: u64, hard: u64, extra: &[&str]) 
             Ok(())
         });
     }
-    let (child, line) = spawn_with_ready(cmd).expect("server start");
-    let pid: u32 = line
-        .strip_prefix("ready ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("server did not become ready: {line:?}"));
-    ServerProc { child, pid }
+    ServerProc::start(cmd)
 }
 
 /// The soft and hard open-file limits of a process.
@@ -283,13 +278,7 @@ async fn idle_http2_connections_from_another_user_on_tcp_do_not_cut_the_owner_of
         .await;
     let fds = fd_count(server.pid);
     assert!(fds < 64 + 64, "the server holds {fds} descriptors");
-    let log = sb.log_text();
-    assert_eq!(
-        log.matches("closing the oldest that started no call")
-            .count(),
-        1,
-        "not logged once per burst: {log}"
-    );
+    assert_logged_once(&sb, "closing the oldest that started no call");
     eprintln!(
         "tcp flood from uid {NOBODY}: {opened} opened, {closed} closed by the server, {open} \
          held, server fds {fds}; owner calls on fresh connections: {}",
@@ -323,13 +312,7 @@ async fn the_tcp_listener_leaves_half_the_descriptors_to_the_owner() {
     for _ in 0..5 {
         latencies.push(owner_call(&sb.socket).await.expect("owner call"));
     }
-    let log = sb.log_text();
-    assert_eq!(
-        log.matches("the rest is kept for the owner's socket")
-            .count(),
-        1,
-        "not logged once per burst: {log}"
-    );
+    assert_logged_once(&sb, "the rest is kept for the owner's socket");
     let (open, closed) = flood.report().await;
     eprintln!(
         "tcp flood under a 256-descriptor limit: {opened} opened, {open} held, {closed} closed, \
@@ -389,6 +372,25 @@ async fn busy(channel: &Channel) -> tonic::Streaming<norgopolis_proto::communica
     stream
 }
 
+/// Asserts that a call on `channel` is refused for the cap set by `key`.
+async fn assert_refused(channel: &Channel, key: &str) {
+    let err = call_all(channel, "echo", "echo", Value::Nil)
+        .await
+        .expect_err("a connection over the cap was served");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains(key), "{}", err.message());
+}
+
+/// Asserts that the server logged `text` exactly once (once per burst).
+fn assert_logged_once(sb: &Sandbox, text: &str) {
+    let log = sb.log_text();
+    assert_eq!(
+        log.matches(text).count(),
+        1,
+        "{text:?} not logged once per burst: {log}"
+    );
+}
+
 #[tokio::test]
 async fn a_peer_over_the_tcp_cap_gets_a_clear_error_and_the_owner_none() {
     let sb = Sandbox::new();
@@ -401,24 +403,10 @@ async fn a_peer_over_the_tcp_cap_gets_a_clear_error_and_the_owner_none() {
     let _a = busy(&first).await;
     let b = busy(&second).await;
     for _ in 0..3 {
-        let over = tcp_channel(&addr).await;
-        let err = call_all(&over, "echo", "echo", Value::Nil)
-            .await
-            .expect_err("a third tcp connection was served");
-        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-        assert!(
-            err.message().contains("max_tcp_connections"),
-            "{}",
-            err.message()
-        );
+        assert_refused(&tcp_channel(&addr).await, "max_tcp_connections").await;
     }
     owner_call(&sb.socket).await.expect("owner call");
-    assert_eq!(
-        sb.log_text().matches("refusing connections").count(),
-        1,
-        "not logged once per burst: {}",
-        sb.log_text()
-    );
+    assert_logged_once(&sb, "refusing connections");
     // A place freed is a place for the next peer.
     drop(b);
     drop(second);
@@ -440,16 +428,7 @@ async fn a_unix_socket_full_of_busy_connections_refuses_newcomers_by_name() {
         let call = busy(&ch).await;
         held.push((ch, call));
     }
-    let over = sb.channel().await.expect("connect");
-    let err = call_all(&over, "echo", "echo", Value::Nil)
-        .await
-        .expect_err("a 17th connection was served");
-    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    assert!(
-        err.message().contains("max_connections"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&sb.channel().await.expect("connect"), "max_connections").await;
     held.pop();
     eventually(WAIT, "a call once a place was freed", || async {
         owner_call(&sb.socket).await.ok()
