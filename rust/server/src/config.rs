@@ -68,6 +68,16 @@ pub struct Config {
     /// manifest says `autostart = true`).
     #[serde(default, deserialize_with = "module_names")]
     pub autostart: Option<Vec<String>>,
+    /// Most connections open at once on the Unix socket.
+    #[serde(default, deserialize_with = "unix_connections")]
+    pub max_connections: Option<u32>,
+    /// Most connections open at once on the TCP listener.
+    #[serde(default, deserialize_with = "tcp_connections")]
+    pub max_tcp_connections: Option<u32>,
+    /// A connection that starts no call or session this long after it
+    /// opened is closed.
+    #[serde(default, deserialize_with = "first_call_timeout")]
+    pub first_call_timeout: Option<Duration>,
 }
 
 /// A config file that cannot be used.
@@ -228,6 +238,43 @@ fn module_names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, 
     Ok(Some(names))
 }
 
+/// Connection caps: `u32` within `range`.
+fn count_in<'de, D: Deserializer<'de>>(
+    d: D,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Option<u32>, D::Error> {
+    let n = u32::deserialize(d)?;
+    if !range.contains(&n) {
+        return Err(D::Error::custom(format!(
+            "{n} is out of range: use {} to {}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(Some(n))
+}
+
+fn unix_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    count_in(d, crate::settings::limits::MAX_CONNECTIONS)
+}
+
+fn tcp_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    count_in(d, crate::settings::limits::MAX_TCP_CONNECTIONS)
+}
+
+fn first_call_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let range = crate::settings::limits::FIRST_CALL_TIMEOUT;
+    match duration(d)? {
+        Some(t) if !range.contains(&t) => Err(D::Error::custom(format!(
+            "{} ms is out of range: use {} ms to {} s",
+            t.as_millis(),
+            range.start().as_millis(),
+            range.end().as_secs()
+        ))),
+        t => Ok(t),
+    }
+}
+
 fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(d)?;
     parse_loopback(&text).map(Some).map_err(D::Error::custom)
@@ -262,6 +309,9 @@ module_ping_interval = "5s"
 module_ping_timeout = "10s"
 log_max_size = 65536
 stderr_lines_per_second = 0
+max_connections = 512
+max_tcp_connections = 8
+first_call_timeout = "5s"
 "#,
         )
         .unwrap();
@@ -270,6 +320,9 @@ stderr_lines_per_second = 0
         assert_eq!(c.call_timeout, Some(Some(Duration::from_secs(30))));
         assert_eq!(c.listen_tcp, Some("127.0.0.1:62020".parse().unwrap()));
         assert_eq!(c.max_calls_per_module, Some(3));
+        assert_eq!(c.max_connections, Some(512));
+        assert_eq!(c.max_tcp_connections, Some(8));
+        assert_eq!(c.first_call_timeout, Some(Duration::from_secs(5)));
         assert_eq!(
             parse("call_timeout = \"off\"").unwrap().call_timeout,
             Some(None)
@@ -299,6 +352,24 @@ stderr_lines_per_second = 0
                 "at least 1",
             ),
             ("log_max_size = 10\n", 1, "log_max_size", "too small"),
+            (
+                "max_connections = 2\n",
+                1,
+                "max_connections",
+                "out of range",
+            ),
+            (
+                "max_tcp_connections = 0\n",
+                1,
+                "max_tcp_connections",
+                "out of range",
+            ),
+            (
+                "first_call_timeout = \"10ms\"\n",
+                1,
+                "first_call_timeout",
+                "out of range",
+            ),
             (
                 "\n\nlisten_tcp = \"0.0.0.0:62020\"\n",
                 3,

@@ -4,11 +4,13 @@
 //! reach the spawning client), then the process detaches (before any thread
 //! exists, as `fork` requires), and only then is the tokio runtime built.
 
+mod admission;
 mod attach;
 mod config;
 mod control;
 mod daemon;
 mod events;
+mod fds;
 mod forwarder;
 mod lean_client;
 mod lifetime;

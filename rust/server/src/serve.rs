@@ -7,7 +7,9 @@
 //! dropped at once (garbage, HTTP/1, port scanners) or after a short
 //! silence, and the caller's `grpc-timeout` reaches the forwarder intact
 //! (it enforces deadlines on the whole stream, not only on its first
-//! response).
+//! response). Each listener admits connections through its
+//! [`Admission`]: a capped number, each of which must start a call or a
+//! session within `first_call_timeout`.
 
 use std::{
     pin::Pin,
@@ -16,7 +18,7 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{Stream, StreamExt};
@@ -26,12 +28,16 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
-    sync::watch,
+    sync::{watch, Semaphore},
     task::JoinSet,
 };
 use tonic::service::Routes;
 
-use crate::{lifetime::ExitReason, route::Router};
+use crate::{
+    admission::{Admission, Admitted, Setup, Unstarted},
+    lifetime::ExitReason,
+    route::Router,
+};
 
 /// What every HTTP/2 client sends first (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -39,6 +45,11 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request header block accepted (gRPC headers are small).
 const MAX_HEADER_LIST: u32 = 64 * 1024;
+/// Connections refused over a listener's cap that are told why at once;
+/// beyond these the refused are closed unanswered.
+const REFUSALS_ANSWERED: usize = 8;
+/// How long a refused connection is kept for telling it why.
+const REFUSAL_TIME: Duration = Duration::from_secs(3);
 
 /// Counts of open connections, for `Status`.
 #[derive(Default)]
@@ -65,6 +76,8 @@ pub struct Conn {
     /// Whether the peer is one of our modules, judged on its first call.
     from_module: Arc<std::sync::OnceLock<bool>>,
     calls: Arc<AtomicU32>,
+    /// Whether a call or session has started here (see [`Admission`]).
+    setup: Arc<Setup>,
 }
 
 /// A call counted against its connection; dropping it ends the count.
@@ -87,6 +100,8 @@ impl Conn {
 
     /// Counts a call unless `limit` calls are already running here.
     pub fn begin_call(&self, limit: u32) -> Option<ConnCall> {
+        // Lean connections start calls only through here.
+        self.setup.mark_started();
         self.calls
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
@@ -109,6 +124,11 @@ pub struct ServeOptions {
     pub keepalive: Duration,
     /// Where clients may also speak the lean transport: its calls' router.
     pub lean: Option<Arc<Router>>,
+    /// Which connections this listener keeps.
+    pub admission: Arc<Admission>,
+    /// A connection that starts no call or session this long after it was
+    /// accepted is closed.
+    pub first_call_timeout: Duration,
 }
 
 /// An accepted connection and, where the transport tells, its peer's pid.
@@ -129,20 +149,36 @@ pub async fn serve<IO, I>(
     let options = Arc::new(options);
     let mut tasks = JoinSet::new();
     let mut incoming = Box::pin(incoming);
+    let answering = Arc::new(Semaphore::new(REFUSALS_ANSWERED));
     loop {
         tokio::select! {
             _ = exiting(&mut shutdown) => break,
             io = incoming.next() => match io {
-                Some((io, peer_pid)) => {
-                    tasks.spawn(connection(
-                        io,
-                        peer_pid,
-                        routes.clone(),
-                        options.clone(),
-                        connections.clone(),
-                        shutdown.clone(),
-                    ));
-                }
+                Some((io, peer_pid)) => match options.admission.admit() {
+                    Some(admitted) => {
+                        tasks.spawn(connection(
+                            io,
+                            peer_pid,
+                            admitted,
+                            routes.clone(),
+                            options.clone(),
+                            connections.clone(),
+                            shutdown.clone(),
+                        ));
+                    }
+                    None => {
+                        let why = options.admission.refused();
+                        // Answering costs a task and the descriptor for a
+                        // moment: only a few at a time, the rest are closed.
+                        if let Ok(permit) = answering.clone().try_acquire_owned() {
+                            let lean = options.lean.is_some();
+                            tasks.spawn(async move {
+                                refuse(io, why, lean).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                },
                 None => break,
             },
             // Reap finished connection tasks as we go.
@@ -172,6 +208,7 @@ impl Drop for OpenGuard {
 async fn connection<IO>(
     io: IO,
     peer_pid: Option<u32>,
+    admitted: Admitted,
     routes: Routes,
     options: Arc<ServeOptions>,
     connections: Arc<Connections>,
@@ -180,8 +217,14 @@ async fn connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let transport = options.transport;
+    let first_call_by = Instant::now() + options.first_call_timeout;
+    // Resolves only while the connection has started nothing: it is then
+    // closed at once (no call can be lost).
+    let unstarted = admitted.unstarted(first_call_by);
+    tokio::pin!(unstarted);
     let opening = read_opening(io, options.lean.is_some());
     let opening = tokio::select! {
+        why = &mut unstarted => return closed_unstarted(transport, why, &options),
         checked = tokio::time::timeout(PREFACE_TIMEOUT, opening) => match checked {
             Ok(Ok(opening)) => opening,
             Ok(Err(why)) => {
@@ -202,12 +245,16 @@ async fn connection<IO>(
         peer_pid,
         from_module: Arc::default(),
         calls: Arc::default(),
+        setup: admitted.setup(),
     };
     let id = conn.id;
     let io = match (opening, &options.lean) {
         (Opening::Http2(io), _) => io,
         (Opening::Lean(io), Some(router)) => {
-            crate::lean_client::serve(io, conn, router.clone(), shutdown).await;
+            tokio::select! {
+                _ = crate::lean_client::serve(io, conn, router.clone(), shutdown) => {}
+                why = &mut unstarted => closed_unstarted(transport, why, &options),
+            }
             return;
         }
         // Not accepted where lean is off: read_opening refused it.
@@ -215,6 +262,8 @@ async fn connection<IO>(
     };
     let service = tower::ServiceBuilder::new()
         .map_request(move |request: http::Request<hyper::body::Incoming>| {
+            // Any request counts: an Attach, a control call or a call.
+            conn.setup.mark_started();
             let mut request = request.map(tonic::body::boxed);
             request.extensions_mut().insert(conn.clone());
             request
@@ -235,12 +284,59 @@ async fn connection<IO>(
                 tracing::debug!(transport, conn = id, "connection ended: {e}");
             }
         }
+        why = &mut unstarted => closed_unstarted(transport, why, &options),
         _ = exiting(&mut shutdown) => {
             // GOAWAY: streams in flight finish, new ones are refused.
             served.as_mut().graceful_shutdown();
             let _ = served.await;
         }
     }
+}
+
+/// Logs why a connection that started nothing is being closed.
+fn closed_unstarted(transport: &str, why: Unstarted, options: &ServeOptions) {
+    match why {
+        Unstarted::Evicted => {
+            tracing::debug!(
+                transport,
+                "closed an idle connection to make room for a new one"
+            )
+        }
+        Unstarted::TimedOut => tracing::debug!(
+            transport,
+            "closed a connection that started no call within {} ms (first_call_timeout)",
+            options.first_call_timeout.as_millis()
+        ),
+    }
+}
+
+/// Tells a connection refused over the listener's cap why: every gRPC call
+/// it makes in the next moments fails with `ResourceExhausted` and `why`.
+/// A lean client is simply closed (it then calls over its gRPC connection,
+/// which is told).
+async fn refuse<IO>(io: IO, why: String, lean: bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(Ok(Opening::Http2(io))) =
+        tokio::time::timeout(REFUSAL_TIME, read_opening(io, lean)).await
+    else {
+        return;
+    };
+    let answer = hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
+        let status = tonic::Status::resource_exhausted(why.clone());
+        async move { Ok::<_, std::convert::Infallible>(status.into_http()) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(4)
+        .max_header_list_size(MAX_HEADER_LIST);
+    let _ = tokio::time::timeout(
+        REFUSAL_TIME,
+        builder.serve_connection(TokioIo::new(io), answer),
+    )
+    .await;
 }
 
 /// How a client opened its connection.
@@ -416,6 +512,7 @@ mod tests {
             peer_pid: None,
             from_module: Arc::default(),
             calls: Arc::default(),
+            setup: Arc::default(),
         };
         let a = conn.begin_call(2).unwrap();
         let _b = conn.begin_call(2).unwrap();

@@ -11,9 +11,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tonic::service::Routes;
 
 use crate::{
+    admission::Admission,
     attach::AttachConfig,
     control::ControlService,
     events::EventHub,
+    fds::FdBudget,
     forwarder::ForwarderService,
     lifetime::Lifetime,
     listener::Bound,
@@ -30,6 +32,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the server until the lifetime task decides to exit.
 pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()> {
+    let budget = open_file_budget();
     let bound = match Bound::acquire(&settings.places, settings.lock_wait).await {
         Ok(b) => Arc::new(b),
         Err(e) => {
@@ -117,6 +120,14 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
     // A little above the call limit, so callers over it get a clear error.
     let max_streams = settings.max_calls_per_session.saturating_add(32);
     let keepalive = settings.keepalive_interval.max(Duration::from_secs(10)) * 2;
+    let unix_cap = budget.unix_connections(settings.max_connections);
+    if unix_cap < settings.max_connections {
+        tracing::warn!(
+            "max_connections is {} but the open-file limit ({}) allows {unix_cap}",
+            settings.max_connections,
+            budget.limit
+        );
+    }
     let unix = serve(
         bound.incoming(),
         unix_routes,
@@ -125,6 +136,8 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
             max_streams,
             keepalive,
             lean: Some(router.clone()),
+            admission: Admission::new("unix", "max_connections", unix_cap),
+            first_call_timeout: settings.first_call_timeout,
         },
         connections.clone(),
         lifetime.exit_watch(),
@@ -139,9 +152,15 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
                 max_streams,
                 keepalive,
                 lean: None,
+                admission: Admission::new(
+                    "tcp",
+                    "max_tcp_connections",
+                    settings.max_tcp_connections,
+                ),
+                first_call_timeout: settings.first_call_timeout,
             };
             serve(
-                tcp.incoming(),
+                tcp.incoming(budget),
                 routes,
                 options,
                 connections.clone(),
@@ -189,6 +208,16 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
     host.stop_all().await;
     tracing::info!("norgopolis-server exited cleanly");
     Ok(())
+}
+
+/// Raises the open-file limit as far as it goes and returns how it is
+/// shared out; a limit that cannot be read is taken as the usual 1,024.
+fn open_file_budget() -> FdBudget {
+    let limit = crate::fds::raise_open_file_limit().unwrap_or_else(|e| {
+        tracing::warn!("cannot read the open-file limit: {e}");
+        1024
+    });
+    FdBudget { limit }
 }
 
 fn spawn_signal_handlers(lifetime: Lifetime) -> anyhow::Result<()> {

@@ -122,6 +122,13 @@ pub struct Settings {
     pub log_max_size: u64,
     /// Stderr lines per second each module may log (0: unlimited).
     pub stderr_lines_per_second: u32,
+    /// Most connections open at once on the Unix socket.
+    pub max_connections: u32,
+    /// Most connections open at once on the TCP listener.
+    pub max_tcp_connections: u32,
+    /// A connection that starts no call or session this long after it
+    /// opened is closed.
+    pub first_call_timeout: Duration,
 }
 
 /// Defaults of the limits, documented in the README.
@@ -146,6 +153,26 @@ pub mod defaults {
     pub const LOG_MAX_SIZE: u64 = 8 * 1024 * 1024;
     /// `stderr_lines_per_second`.
     pub const STDERR_LINES_PER_SECOND: u32 = 100;
+    /// `max_connections` (the Unix socket; two per front end).
+    pub const MAX_CONNECTIONS: u32 = 1024;
+    /// `max_tcp_connections`: far below the socket's, as any local user
+    /// can connect.
+    pub const MAX_TCP_CONNECTIONS: u32 = 64;
+    /// `first_call_timeout`.
+    pub const FIRST_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// Accepted ranges of the connection limits.
+pub mod limits {
+    use std::{ops::RangeInclusive, time::Duration};
+
+    /// `max_connections`: the owner's own tools need a few.
+    pub const MAX_CONNECTIONS: RangeInclusive<u32> = 16..=1_048_576;
+    /// `max_tcp_connections`.
+    pub const MAX_TCP_CONNECTIONS: RangeInclusive<u32> = 1..=65_536;
+    /// `first_call_timeout`: long enough to connect and call.
+    pub const FIRST_CALL_TIMEOUT: RangeInclusive<Duration> =
+        Duration::from_millis(100)..=Duration::from_secs(3600);
 }
 
 impl Settings {
@@ -223,6 +250,13 @@ impl Settings {
             stderr_lines_per_second: config
                 .stderr_lines_per_second
                 .unwrap_or(defaults::STDERR_LINES_PER_SECOND),
+            max_connections: config.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
+            max_tcp_connections: config
+                .max_tcp_connections
+                .unwrap_or(defaults::MAX_TCP_CONNECTIONS),
+            first_call_timeout: config
+                .first_call_timeout
+                .unwrap_or(defaults::FIRST_CALL_TIMEOUT),
         })
     }
 }

@@ -5,12 +5,20 @@
 //! tell users apart: every local user can reach it. That is why it is off
 //! by default, refuses any address outside loopback, and serves
 //! `communication.Forwarder` only (no session, control or shutdown calls).
+//! Nor can it be allowed to use up the server's descriptors: it accepts
+//! only while the server has more than half of them free (see
+//! [`FdBudget`]), and a connection over that is closed at once.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
 use futures::Stream;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::{
+    admission::BurstLog,
+    fds::{self, FdBudget, SpareFd},
+};
 
 /// Parses a listen address: `127.0.0.1:62020`, `[::1]:62020`,
 /// `localhost:62020` or a bare port (loopback). Anything that is not a
@@ -60,27 +68,80 @@ impl TcpCompat {
         Ok(TcpCompat { listener, local })
     }
 
-    /// Accepted connections, with Nagle off (calls are small and
-    /// latency-bound).
-    pub fn incoming(self) -> impl Stream<Item = crate::serve::Accepted<TcpStream>> {
-        futures::stream::unfold(self.listener, |listener| async move {
+    /// Accepted connections within `budget`, with Nagle off (calls are
+    /// small and latency-bound).
+    pub fn incoming(
+        self,
+        budget: FdBudget,
+    ) -> impl Stream<Item = crate::serve::Accepted<TcpStream>> {
+        let state = Accepting {
+            listener: self.listener,
+            budget,
+            spare: SpareFd::new(),
+            over_budget: BurstLog::default(),
+            out_of_fds: BurstLog::default(),
+        };
+        futures::stream::unfold(state, |mut state| async move {
             loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        if let Err(e) = stream.set_nodelay(true) {
-                            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
-                        }
-                        // A TCP peer's process is unknown: never a module.
-                        return Some(((stream, None), listener));
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!("tcp accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
+                if let Some(stream) = state.accept().await {
+                    // A TCP peer's process is unknown: never a module.
+                    return Some(((stream, None), state));
                 }
             }
         })
+    }
+}
+
+/// The accepting end of the TCP listener.
+struct Accepting {
+    listener: TcpListener,
+    budget: FdBudget,
+    spare: SpareFd,
+    over_budget: BurstLog,
+    out_of_fds: BurstLog,
+}
+
+impl Accepting {
+    /// The next connection to serve; `None` when one was accepted and
+    /// closed (over budget) or accepting failed.
+    async fn accept(&mut self) -> Option<TcpStream> {
+        match self.listener.accept().await {
+            Ok((stream, peer)) => {
+                if !self.budget.tcp_may_accept() {
+                    if self.over_budget.note().is_some() {
+                        tracing::warn!(
+                            "tcp: closing new connections: the server holds half its open-file                              limit ({}), the rest is kept for the owner's socket; this is                              logged once per burst",
+                            self.budget.limit
+                        );
+                    }
+                    return None;
+                }
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+                }
+                Some(stream)
+            }
+            Err(e) if fds::out_of_fds(&e) => {
+                if self.out_of_fds.note().is_some() {
+                    tracing::warn!("tcp accept: {e}; closing waiting connections unanswered");
+                }
+                // Make room with the spare to take the waiting connection
+                // off the queue and close it: no spinning on a full queue.
+                if self.spare.release() {
+                    drop(self.listener.accept().await);
+                    self.spare.restore();
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!("tcp accept failed: {e}");
+                // Not a descriptor shortage: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                None
+            }
+        }
     }
 }
 

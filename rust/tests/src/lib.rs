@@ -114,12 +114,7 @@ impl Sandbox {
 
     /// Starts a foreground server and waits for its readiness line.
     pub fn start_server(&self, extra: &[&str]) -> ServerProc {
-        let (child, line) = spawn_with_ready(self.server_command(extra)).expect("server start");
-        let pid: u32 = line
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("server did not become ready: {line:?}"));
-        ServerProc { child, pid }
+        ServerProc::start(self.server_command(extra))
     }
 
     /// Starts a server expected to fail; returns its readiness line.
@@ -170,6 +165,17 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
+    /// Runs a server command and waits for its readiness line; panics
+    /// with that line if it is not `ready <pid>`.
+    pub fn start(cmd: Command) -> Self {
+        let (child, line) = spawn_with_ready(cmd).expect("server start");
+        let pid: u32 = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("server did not become ready: {line:?}"));
+        ServerProc { child, pid }
+    }
+
     /// Waits up to `timeout` for the server to exit; true if it did.
     pub async fn exited_within(&mut self, timeout: Duration) -> bool {
         wait_pid_exit(self.pid, timeout).await && self.child.try_wait().ok().flatten().is_some()
@@ -407,12 +413,7 @@ impl Sandbox {
         let log = std::fs::File::create(&self.log).expect("create log");
         let mut cmd = self.server_command(extra);
         cmd.stderr(log);
-        let (child, line) = spawn_with_ready(cmd).expect("server start");
-        let pid: u32 = line
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("server did not become ready: {line:?}"));
-        ServerProc { child, pid }
+        ServerProc::start(cmd)
     }
 }
 
