@@ -199,7 +199,7 @@ end
 local function collect(fname, level, module, fn, args, cb)
   check_cb(fname, cb, level + 1)
   local values, n = {}, 0
-  return start_call(fname, level + 1, module, fn, args, {
+  local handle = start_call(fname, level + 1, module, fn, args, {
     on_value = function(v)
       n = n + 1
       values[n] = v == nil and vim.NIL or v
@@ -210,6 +210,7 @@ local function collect(fname, level, module, fn, args, cb)
       end
     end,
   })
+  return handle
 end
 
 --- Calls `fn` of `module` with `args`, streaming results.
@@ -219,7 +220,9 @@ end
 ---@param opts? norgopolis.InvokeOpts
 ---@return norgopolis.Call
 function M.invoke(module, fn, args, opts)
-  return start_call("invoke", 2, module, fn, args, opts)
+  -- Not a tail call: error levels count this frame.
+  local handle = start_call("invoke", 2, module, fn, args, opts)
+  return handle
 end
 
 --- Calls and collects every item: `cb(err, values)`; on error `values`
@@ -230,7 +233,9 @@ end
 ---@param cb fun(err: norgopolis.Error?, values: any[])
 ---@return norgopolis.Call
 function M.call(module, fn, args, cb)
-  return collect("call", 2, module, fn, args, cb)
+  -- Not a tail call: error levels count this frame.
+  local handle = collect("call", 2, module, fn, args, cb)
+  return handle
 end
 
 ---@class norgopolis.CallSyncOpts
