@@ -123,7 +123,7 @@ io.stdout:write(tostring(ok), "\n", tostring(err), "\n")
 vim.g.norgopolis = { linger = 100 }
 local values, e = np.call_sync("echo", "echo", "second", { timeout = 10000 })
 io.stdout:write(vim.inspect(values), " ", vim.inspect(e), "\n")
-]])
+]], { NORGOPOLIS_SERVER = "" }) -- the server is found beside the plugin, by the Lua side
     assert.equal("false", lines[1])
     assert.matches("vim%.g%.norgopolis: linger must be", lines[2])
     assert.not_matches("server binary", lines[2])
