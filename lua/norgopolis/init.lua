@@ -433,7 +433,9 @@ end
 --- the command line install alike: the module is checked as the server
 --- would load it, and a running server can call it at once. The user
 --- modules dir is the first of the `modules_dirs` option, else of
---- $NORGOPOLIS_MODULES_DIR, else $XDG_DATA_HOME/norgopolis/modules.
+--- $NORGOPOLIS_MODULES_DIR, else $XDG_DATA_HOME/norgopolis/modules; a dir
+--- inside the plugin's own folder is skipped (an update replaces it), and
+--- a module that already is the source (or links to it) is left alone.
 --- `cb(err, { message, warnings })`; an existing module of the same name is
 --- an "AlreadyExists" error unless `opts.force`.
 ---@param path string
