@@ -29,21 +29,18 @@ end
 
 describe(":Norgopolis completion", function()
   it("completes subcommands", function()
-    assert.same(
-      {
-        "call",
-        "install",
-        "load",
-        "log",
-        "modules",
-        "restart",
-        "shutdown",
-        "start",
-        "status",
-        "unload",
-      },
-      complete("Norgopolis ")
-    )
+    assert.same({
+      "call",
+      "install",
+      "load",
+      "log",
+      "modules",
+      "restart",
+      "shutdown",
+      "start",
+      "status",
+      "unload",
+    }, complete("Norgopolis "))
     assert.same({ "load", "log" }, complete("Norgopolis lo"))
   end)
 

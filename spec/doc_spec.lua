@@ -18,7 +18,10 @@ local function functions()
       end, vim.split(params, "%s*,%s*", { trimempty = true }))
       local call = ("%s(%s)"):format(name, table.concat(args, ", "))
       if owner == "M" then
-        table.insert(found, { tag = "norgopolis." .. name .. "()", signature = "norgopolis." .. call })
+        table.insert(
+          found,
+          { tag = "norgopolis." .. name .. "()", signature = "norgopolis." .. call }
+        )
       else
         table.insert(found, {
           tag = "norgopolis." .. owner .. ":" .. name .. "()",
@@ -128,7 +131,8 @@ describe("doc/norgopolis.txt", function()
     vim.uv.fs_copyfile(doc_file, copy .. "/doc/norgopolis.txt")
     vim.cmd("helptags " .. vim.fn.fnameescape(copy .. "/doc"))
     vim.opt.rtp:append(copy)
-    local tags = { "norgopolis", "norgopolis.call()", "norgopolis-option-linger", ":Norgopolis-status" }
+    local tags =
+      { "norgopolis", "norgopolis.call()", "norgopolis-option-linger", ":Norgopolis-status" }
     for _, f in ipairs(functions()) do
       table.insert(tags, f.tag)
     end

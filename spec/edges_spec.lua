@@ -19,7 +19,10 @@ describe("API edges", function()
   it("call_sync checks its options' types", function()
     local ok, err = pcall(norgopolis.call_sync, "echo", "echo", 1, 5)
     assert.is_false(ok)
-    assert.matches("norgopolis%.call_sync: opts must be a table { timeout = milliseconds }, got 5", err)
+    assert.matches(
+      "norgopolis%.call_sync: opts must be a table { timeout = milliseconds }, got 5",
+      err
+    )
     ok, err = pcall(norgopolis.call_sync, "echo", "echo", 1, { timeout = "x" })
     assert.is_false(ok)
     assert.matches('opts%.timeout must be a positive whole number of milliseconds, got "x"', err)
@@ -115,7 +118,8 @@ end)
 
 describe("recovery after a failed first use", function()
   it("a bad vim.g.norgopolis fails the call clearly; fixed, the next call works", function()
-    local lines = fresh([[
+    local lines = fresh(
+      [[
 vim.g.norgopolis = { linger = {} }
 local np = require("norgopolis")
 local ok, err = pcall(np.call_sync, "echo", "echo", "first", { timeout = 10000 })
@@ -123,7 +127,9 @@ io.stdout:write(tostring(ok), "\n", tostring(err), "\n")
 vim.g.norgopolis = { linger = 100 }
 local values, e = np.call_sync("echo", "echo", "second", { timeout = 10000 })
 io.stdout:write(vim.inspect(values), " ", vim.inspect(e), "\n")
-]], { NORGOPOLIS_SERVER = "" }) -- the server is found beside the plugin, by the Lua side
+]],
+      { NORGOPOLIS_SERVER = "" }
+    ) -- the server is found beside the plugin, by the Lua side
     assert.equal("false", lines[1])
     assert.matches("vim%.g%.norgopolis: linger must be", lines[2])
     assert.not_matches("server binary", lines[2])

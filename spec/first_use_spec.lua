@@ -62,9 +62,7 @@ describe("first use", function()
       "vim.wait(5000, function() return done end, 10)",
       "vim.cmd('qa!')",
     })
-    local proc = helpers
-      .spawn_nvim(table.concat(script, "\n"), { env = fresh_env() })
-      :wait(60000)
+    local proc = helpers.spawn_nvim(table.concat(script, "\n"), { env = fresh_env() }):wait(60000)
     assert.equal(0, proc.code, proc.stdout .. proc.stderr)
     assert.not_matches("FAILED", proc.stdout)
     for i = 0, 2 do

@@ -69,7 +69,6 @@ M.ask_timeout_ms = 2000
 --- one following its convention) answer NotFound with "(has: a, b, c)".
 local probe_function = "norgopolis-list-functions"
 
-
 --- The functions `module` lists when called with a function it lacks, or
 --- nil when it does not say (waits at most `ask_timeout_ms`).
 ---@param module string

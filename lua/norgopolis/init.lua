@@ -347,7 +347,10 @@ end
 ---@param opts? norgopolis.StatusOpts
 function M.status(cb, opts)
   if opts ~= nil and type(opts) ~= "table" then
-    error(("norgopolis.status: opts must be a table { start = boolean }, got %s"):format(type(opts)), 2)
+    error(
+      ("norgopolis.status: opts must be a table { start = boolean }, got %s"):format(type(opts)),
+      2
+    )
   end
   local start = not (opts and opts.start == false)
   control(function(n)
