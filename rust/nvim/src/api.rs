@@ -111,8 +111,8 @@ fn add_codec(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     m.set(
         "decode",
         lua.create_function(move |lua, bytes: mlua::String| {
-            let decoded = convert::decode_mp_strict(&bytes.as_bytes())
-                .and_then(|mp| c.codec.decode(&mp, 0));
+            let decoded =
+                convert::decode_mp_strict(&bytes.as_bytes()).and_then(|mp| c.codec.decode(&mp, 0));
             match decoded {
                 Ok(v) => (v, Value::Nil).into_lua_multi(lua),
                 Err(e) => (Value::Nil, e.to_string()).into_lua_multi(lua),

@@ -391,9 +391,9 @@ pub fn decode_mp_strict(bytes: &[u8]) -> Result<Mp, DecodeError> {
 /// value already read by rmpv (so lengths are trusted and bounded).
 fn reserved_marker(bytes: &[u8]) -> Option<usize> {
     let be = |at: usize, n: usize| -> usize {
-        bytes
-            .get(at..at + n)
-            .map_or(0, |b| b.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize))
+        bytes.get(at..at + n).map_or(0, |b| {
+            b.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize)
+        })
     };
     let (mut at, mut values) = (0usize, 1usize);
     while values > 0 && at < bytes.len() {
