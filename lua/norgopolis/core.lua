@@ -204,8 +204,8 @@ function M.load_native()
     return nil, load_failure(mod)
   end
   if type(mod) ~= "table" or mod.version ~= M.version then
-    -- Not kept: a rebuilt library is picked up by the next try.
-    package.loaded["norgopolis.native"] = nil
+    -- Left in package.loaded: loading it again would start a second
+    -- runtime; a rebuilt library needs a Neovim restart anyway.
     return nil,
       ("native library version %s does not match the Lua side's %s: to fix it, %s"):format(
         type(mod) == "table" and tostring(mod.version) or "?",
