@@ -207,7 +207,7 @@ function M.load_native()
     -- Left in package.loaded: loading it again would start a second
     -- runtime; a rebuilt library needs a Neovim restart anyway.
     return nil,
-      ("native library version %s does not match the Lua side's %s: to fix it, %s"):format(
+      ("native library version %s does not match the Lua side's %s: to fix it, %s, then restart Neovim"):format(
         type(mod) == "table" and tostring(mod.version) or "?",
         M.version,
         paths.build_hint()
