@@ -12,7 +12,7 @@
 //! | function | returns / reports |
 //! |---|---|
 //! | `version` | crate version (string field) |
-//! | `encode({v})`, `decode(s)`, `roundtrip({v})` | value/bytes, or `nil, message` |
+//! | `encode({v})`, `decode(s)`, `roundtrip({v})` | value/bytes, or `nil, message` (`decode` refuses empty input) |
 //! | `set_sink(fn(batch))` | — |
 //! | `configure(settings)` | `true` or `nil, message` |
 //! | `connect()` | id → `{ session_id, server_pid, server_version, socket }` |
