@@ -8,7 +8,7 @@ vim.api.nvim_create_user_command("Norgopolis", function(opts)
   require("norgopolis.commands").run(opts)
 end, {
   nargs = "*",
-  desc = "norgopolis: status | modules | load | unload | restart | call | install | shutdown | log",
+  desc = "norgopolis: status | start | modules | load | unload | restart | call | install | shutdown | log",
   complete = function(lead, cmdline, pos)
     return require("norgopolis.commands").complete(lead, cmdline, pos)
   end,

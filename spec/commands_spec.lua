@@ -29,10 +29,18 @@ end
 
 describe(":Norgopolis completion", function()
   it("completes subcommands", function()
-    assert.same(
-      { "call", "install", "load", "log", "modules", "restart", "shutdown", "status", "unload" },
-      complete("Norgopolis ")
-    )
+    assert.same({
+      "call",
+      "install",
+      "load",
+      "log",
+      "modules",
+      "restart",
+      "shutdown",
+      "start",
+      "status",
+      "unload",
+    }, complete("Norgopolis "))
     assert.same({ "load", "log" }, complete("Norgopolis lo"))
   end)
 
@@ -47,10 +55,19 @@ describe(":Norgopolis completion", function()
     assert.same({ "count" }, complete("Norgopolis call notes c"))
     assert.same({}, complete("Norgopolis call notes echo "))
   end)
+
+  it("completes function names of a module without a manifest, as it lists them", function()
+    local names = complete("Norgopolis call echo ")
+    for _, f in ipairs({ "count", "crash", "echo", "fail", "sleep" }) do
+      assert.is_true(vim.tbl_contains(names, f), f .. " in " .. vim.inspect(names))
+    end
+    assert.same({ "crash" }, complete("Norgopolis call echo cr"))
+  end)
 end)
 
 describe(":Norgopolis", function()
   it("status shows the server", function()
+    assert.matches("attached to server pid %d+", run("Norgopolis start", "attached"))
     local out = run("Norgopolis status", "norgopolis%-server")
     assert.matches("norgopolis%-server %S+, pid %d+, up", out)
     assert.matches("sessions: %d+", out)
@@ -148,6 +165,20 @@ describe(":Norgopolis", function()
     helpers.wait(10000, function()
       return not helpers.alive(pid)
     end, "the server to exit")
+  end)
+
+  it("status after shutdown says no server runs, and starts none", function()
+    assert.matches("attached to server pid %d+", run("Norgopolis start", "attached"))
+    assert.matches("server shut down", run("Norgopolis shutdown", "shut down"))
+    helpers.await(require("norgopolis").detach)
+    helpers.wait(10000, function()
+      return vim.uv.fs_stat(helpers.socket) == nil
+    end, "the socket to go")
+    local out = run("Norgopolis status", "server")
+    assert.matches("no server is running %(`:Norgopolis start` starts one%)", out)
+    assert.is_nil(vim.uv.fs_stat(helpers.socket))
+    assert.matches("attached to server pid %d+", run("Norgopolis start", "attached"))
+    assert.is_not_nil(vim.uv.fs_stat(helpers.socket))
   end)
 
   it("the status float opens and closes with q", function()

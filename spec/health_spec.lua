@@ -20,16 +20,22 @@ describe(":checkhealth norgopolis", function()
     assert.matches("Neovim 0%.%d+", out)
     assert.matches(
       "norgopolis%.native "
-        .. vim.pesc(norgopolis.version)
+        .. vim.pesc(norgopolis.version())
         .. " loaded from "
         .. vim.pesc(helpers.root .. "/lua/norgopolis/native.so"),
       out
     )
     assert.not_matches("WARNING", out)
     assert.matches(
-      vim.pesc(helpers.server) .. " %(found via %$NORGOPOLIS_SERVER%): norgopolis%-server",
+      "OK server "
+        .. vim.pesc(helpers.server)
+        .. " %(found via %$NORGOPOLIS_SERVER%): version "
+        .. vim.pesc(norgopolis.version()),
       out
     )
+    assert.matches("OK CLI .*norgopolis %(found via .*%): version", out)
+    assert.matches("OK options %(setup%(%) and vim%.g%.norgopolis%) are valid", out)
+    assert.matches("OK config ok: no file at " .. vim.pesc(helpers.tmp .. "/config.toml"), out)
     assert.matches("running: pid %d+", out)
     assert.matches("notes 0%.3%.0", out)
     assert.matches("server log: " .. vim.pesc(helpers.log), out)
@@ -52,7 +58,7 @@ describe(":checkhealth norgopolis", function()
     assert.matches(
       "WARNING the running server searches "
         .. vim.pesc(helpers.modules)
-        .. ", not "
+        .. ", [^\n]*, not "
         .. vim.pesc(other),
       out
     )
@@ -92,7 +98,7 @@ describe(":checkhealth norgopolis", function()
     local dir = broken_modules()
     norgopolis.setup({ modules_dirs = { dir } })
     local out = checkhealth()
-    assert.matches("OK norgopolis CLI: ", out)
+    assert.matches("OK CLI ", out)
     assert.matches("ERROR module 'noexec': .*missing%-bin is not an executable file", out)
     assert.matches('ERROR needy: dependency "ghost" is not installed', out)
     assert.matches("install module ghost", out)
@@ -116,5 +122,41 @@ describe(":checkhealth norgopolis", function()
     assert.matches("WARNING norgopolis CLI not found", out)
     assert.matches("noexec: executable .*missing%-bin is missing or not executable", out)
     assert.matches('needy: dependency "ghost" is not installed', out)
+  end)
+
+  it("reports a broken config.toml with file, line and key", function()
+    local file = helpers.tmp .. "/config.toml"
+    vim.fn.writefile({ 'linger = "3s"', "colour = 1" }, file)
+    local ok, out = pcall(checkhealth)
+    vim.fn.delete(file)
+    assert(ok, out)
+    assert.matches(
+      "ERROR config file " .. vim.pesc(file) .. ", line 2, key `colour`: unknown field",
+      out
+    )
+  end)
+
+  it("reports bad vim.g.norgopolis under the configuration, not the native library", function()
+    vim.g.norgopolis = { linger = {} }
+    local ok, out = pcall(checkhealth)
+    vim.g.norgopolis = nil
+    assert(ok, out)
+    local config_part = out:match("norgopolis: configuration ~(.-)norgopolis: native library ~")
+    assert.matches("ERROR vim%.g%.norgopolis: linger must be", config_part)
+    local native_part = out:match("norgopolis: native library ~(.-)norgopolis: binaries ~")
+    assert.not_matches("ERROR", native_part)
+    assert.not_matches("make build", native_part)
+  end)
+
+  it("warns when no module is found anywhere", function()
+    local empty = helpers.tmp .. "/empty-mods-" .. vim.uv.hrtime()
+    vim.fn.mkdir(empty, "p")
+    local bundled = require("norgopolis.paths").bundled_modules_dir
+    require("norgopolis.paths").bundled_modules_dir = function() end
+    norgopolis.setup({ modules_dirs = { empty } })
+    local ok, out = pcall(checkhealth)
+    require("norgopolis.paths").bundled_modules_dir = bundled
+    assert(ok, out)
+    assert.matches("WARNING no modules found in " .. vim.pesc(empty), out)
   end)
 end)

@@ -17,7 +17,8 @@ describe("a server started by this Neovim", function()
     norgopolis.setup({ modules_dirs = { helpers.modules, extra }, linger = 250 })
     local err, st = helpers.await(norgopolis.status)
     assert.is_nil(err)
-    assert.same({ helpers.modules, extra }, st.modules_dirs)
+    -- the bundled modules come last, after the user's dirs
+    assert.same({ helpers.modules, extra, helpers.root .. "/target/modules" }, st.modules_dirs)
     local cmdline = table.concat(
       vim.split(vim.fn.readfile("/proc/" .. st.pid .. "/cmdline", "b")[1] or "", "\n"),
       " "

@@ -62,12 +62,31 @@ end
 ---@type table<string, norgopolis.Subcommand>
 M.commands = {
   status = {
+    -- Asks a running server only: looking must not start one (after
+    -- `:Norgopolis shutdown` that would undo it); `start` does that.
     impl = function()
       require("norgopolis").status(function(err, st)
-        if err then
+        if err and (err.code == "Unavailable" or err.code == "NotFound") then
+          return core.notify("no server is running (`:Norgopolis start` starts one)")
+        elseif err then
           return report("status", err)
         end
         ui.show(ui.status_lines(st), "norgopolis status")
+      end, { start = false })
+    end,
+  },
+  start = {
+    impl = function()
+      require("norgopolis").attach(function(err, session)
+        if err then
+          return report("start", err)
+        end
+        core.notify(
+          ("attached to server pid %d (version %s)"):format(
+            session.server_pid,
+            tostring(session.server_version)
+          )
+        )
       end)
     end,
   },

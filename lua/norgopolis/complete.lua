@@ -2,16 +2,23 @@
 ---
 --- Completion must answer at once, so it combines the modules on disk with
 --- what the server last told us (refreshed in the background while this
---- Neovim is attached); it never starts a server.
+--- Neovim is attached). Module names never start a server; the functions
+--- of a module that declares none are asked of the module itself, through
+--- the server (see `asked`).
 
 local M = {}
 
 ---@type table<string, { functions: string[] }>
 local known = {}
 
+---@type table<string, string[]> functions modules listed when asked
+local asked = {}
+
 --- Records a `modules()` reply.
 ---@param reply table
 function M.remember(reply)
+  -- A fresh list may follow a reload: ask modules again next time.
+  asked = {}
   for _, m in ipairs(reply.modules or {}) do
     known[m.name] = { functions = m.functions or {} }
   end
@@ -43,7 +50,7 @@ function M.module_names()
   local paths = require("norgopolis.paths")
   local ok, cfg = pcall(config.get)
   local names = {}
-  for _, m in ipairs(paths.disk_modules(paths.modules_dirs(ok and cfg or config.defaults))) do
+  for _, m in ipairs(paths.disk_modules(paths.search_dirs(ok and cfg or config.defaults))) do
     names[m.name] = true
   end
   for name in pairs(known) do
@@ -55,7 +62,46 @@ function M.module_names()
   return list
 end
 
---- Function names of a module, when known (manifest or server), sorted.
+--- How long completion waits for a module to list its functions.
+M.ask_timeout_ms = 2000
+
+--- A function name no module has: calling it makes a module on our SDK (or
+--- one following its convention) answer NotFound with "(has: a, b, c)".
+local probe_function = "norgopolis-list-functions"
+
+--- The functions `module` lists when called with a function it lacks, or
+--- nil when it does not say (waits at most `ask_timeout_ms`).
+---@param module string
+---@return string[]?
+local function ask_module(module)
+  if asked[module] then
+    return asked[module]
+  end
+  local ok, handle_or_err = pcall(function()
+    local done, err
+    local norgopolis = require("norgopolis")
+    norgopolis.invoke(module, probe_function, nil, {
+      on_done = function(e)
+        done, err = true, e
+      end,
+    })
+    vim.wait(M.ask_timeout_ms, function()
+      return done
+    end, 5)
+    return err
+  end)
+  local err = ok and handle_or_err or nil
+  local list = err and err.code == "NotFound" and err.message:match("%(has: ([^)]*)%)")
+  if not list then
+    return nil
+  end
+  asked[module] = vim.split(list, "%s*,%s*", { trimempty = true })
+  return asked[module]
+end
+
+--- Function names of a module, sorted: from its manifest and the server's
+--- list, else (no function declared anywhere) as the module itself lists
+--- them.
 ---@param module string
 ---@return string[]
 function M.function_names(module)
@@ -66,7 +112,7 @@ function M.function_names(module)
   for _, f in ipairs(known[module] and known[module].functions or {}) do
     names[f] = true
   end
-  for _, m in ipairs(paths.disk_modules(paths.modules_dirs(ok and cfg or config.defaults))) do
+  for _, m in ipairs(paths.disk_modules(paths.search_dirs(ok and cfg or config.defaults))) do
     if m.name == module and m.manifest then
       local manifest = read_manifest(m.manifest)
       for _, f in ipairs(manifest and manifest.functions or {}) do
@@ -75,6 +121,11 @@ function M.function_names(module)
           names[name] = true
         end
       end
+    end
+  end
+  if vim.tbl_isempty(names) and not vim.in_fast_event() then
+    for _, f in ipairs(ask_module(module) or {}) do
+      names[f] = true
     end
   end
   local list = vim.tbl_keys(names)

@@ -11,7 +11,7 @@ local paths = require("norgopolis.paths")
 local M = {}
 
 --- Version of the Lua side; the native library must report the same.
-M.version = "0.1.0"
+M.version = require("norgopolis.version")
 
 ---@class norgopolis.Pending
 ---@field on_value? fun(value: any)
@@ -24,6 +24,10 @@ local pending = {}
 
 ---@type table?
 local native = nil
+
+--- Whether the native side holds this Neovim's settings. A configure that
+--- failed leaves it false, so the next call tries again.
+local configured = false
 
 --- Last known session (`{ session_id, server_pid, server_version, socket, transport }`).
 ---@type table?
@@ -124,6 +128,10 @@ local function settings(cfg)
       vim.list_extend(args, { "--modules-dir", dir })
     end
   end
+  local bundled = paths.bundled_modules_dir()
+  if bundled then
+    vim.list_extend(args, { "--fallback-modules-dir", bundled })
+  end
   if cfg.linger then
     vim.list_extend(args, { "--linger", config.linger_arg(cfg.linger) })
   end
@@ -142,13 +150,16 @@ local function settings(cfg)
 end
 
 --- Passes the current configuration to the native side (applies at the
---- next attach).
+--- next attach). Raises with the reason when the configuration is invalid;
+--- the next call then tries again.
 function M.configure()
+  configured = false
   if native then
     local ok, err = native.configure(settings(config.get()))
     if not ok then
       error("norgopolis: " .. tostring(err), 0)
     end
+    configured = true
   end
 end
 
@@ -161,24 +172,42 @@ function M.native_path()
     or package.searchpath("norgopolis.native", package.cpath)
 end
 
---- Loads the native library without raising.
+--- Why `require("norgopolis.native")` failed, in one line: a library that
+--- is not there gets the build advice once, instead of the loader's list
+--- of every path it tried.
+---@param loader_err any
+---@return string
+local function load_failure(loader_err)
+  local where = M.native_path()
+  if not where then
+    return ("the native library is not built (no lua/norgopolis/native.so): %s"):format(
+      paths.build_hint()
+    )
+  end
+  local first = vim.split(tostring(loader_err), "\n", { plain = true })[1]
+  return ("cannot load the native library %s: %s; to fix it, %s"):format(
+    where,
+    first,
+    paths.build_hint()
+  )
+end
+
+--- Loads the native library without raising (and without configuring it).
 ---@return table? native
 ---@return string? err
-function M.try_native()
+function M.load_native()
   if native then
     return native
   end
   local ok, mod = pcall(require, "norgopolis.native")
   if not ok then
-    return nil,
-      ("cannot load the native library norgopolis.native: %s\nTo fix it, %s"):format(
-        tostring(mod),
-        paths.build_hint()
-      )
+    return nil, load_failure(mod)
   end
   if type(mod) ~= "table" or mod.version ~= M.version then
+    -- Left in package.loaded: loading it again would start a second
+    -- runtime; a rebuilt library needs a Neovim restart anyway.
     return nil,
-      ("native library version %s does not match the Lua side's %s: to fix it, %s"):format(
+      ("native library version %s does not match the Lua side's %s: to fix it, %s, then restart Neovim"):format(
         type(mod) == "table" and tostring(mod.version) or "?",
         M.version,
         paths.build_hint()
@@ -186,10 +215,6 @@ function M.try_native()
   end
   mod.set_sink(sink)
   native = mod
-  local ok_cfg, err = pcall(M.configure)
-  if not ok_cfg then
-    return nil, err
-  end
   -- Leaving ends this Neovim's lease at once; if Neovim dies instead, the
   -- closed socket tells the server the same.
   vim.api.nvim_create_autocmd("VimLeavePre", {
@@ -201,12 +226,38 @@ function M.try_native()
   return native
 end
 
+--- The configured native library without raising: nil and the reason when
+--- it cannot be loaded or the configuration is invalid.
+---@return table? native
+---@return string? err
+function M.try_native()
+  if native and configured then
+    return native
+  end
+  if vim.in_fast_event() then
+    -- Loading and configuring read options and create autocmds, which a
+    -- fast (luv) callback may not; nothing is left half-done.
+    return nil,
+      "the first norgopolis call cannot run in a fast (luv) callback: wrap it in vim.schedule()"
+  end
+  local mod, err = M.load_native()
+  if not mod then
+    return nil, err
+  end
+  local ok_cfg, cfg_err = pcall(M.configure)
+  if not ok_cfg then
+    return nil, tostring(cfg_err):gsub("^norgopolis: ", "")
+  end
+  return native
+end
+
 --- The native library; raises a clear error if it cannot be loaded.
+---@param level? integer error level, for errors at the caller's line (default 0: no position)
 ---@return table
-function M.native()
+function M.native(level)
   local mod, err = M.try_native()
   if not mod then
-    error("norgopolis: " .. err, 0)
+    error("norgopolis: " .. err, level and level + 1 or 0)
   end
   return mod
 end

@@ -35,16 +35,50 @@ local function check_neovim()
   end
 end
 
+--- `vim.g.norgopolis` and setup() options, and the server's config.toml
+--- as the server itself reads it (`norgopolis-server --check-config`).
+---@return norgopolis.Config cfg the effective options (the defaults when invalid)
+local function check_configuration()
+  health.start("norgopolis: configuration")
+  local config = require("norgopolis.config")
+  local ok, cfg = pcall(config.get)
+  if ok then
+    health.ok("options (setup() and vim.g.norgopolis) are valid")
+  else
+    health.error(tostring(cfg), {
+      "fix the option in setup() or vim.g.norgopolis; the next call picks up the fix",
+    })
+    cfg = config.defaults
+  end
+  local server = require("norgopolis.paths").find_server(cfg.server)
+  if not server.path then
+    health.warn("config.toml not checked: no server binary (see below)")
+    return cfg
+  end
+  local out, err = run({ server.path, "--check-config" })
+  if out then
+    health.ok(vim.split(out, "\n", { plain = true })[1])
+  else
+    health.error(err:gsub("^exited with code %d+: ", ""):gsub("^norgopolis%-server: ", ""), {
+      "fix the config file as the message says; a server cannot start until then",
+    })
+  end
+  return cfg
+end
+
+---@param cfg_ok boolean whether the options are valid (else the library is only loaded)
 ---@return table? native
-local function check_native()
+local function check_native(cfg_ok)
   health.start("norgopolis: native library")
   local core = require("norgopolis.core")
-  local native, err = core.try_native()
+  local native, err
+  if cfg_ok then
+    native, err = core.try_native()
+  else
+    native, err = core.load_native()
+  end
   if not native then
-    health.error(
-      err or "cannot load norgopolis.native",
-      { require("norgopolis.paths").build_hint() }
-    )
+    health.error(err or "cannot load norgopolis.native")
     return nil
   end
   health.ok(
@@ -56,30 +90,54 @@ local function check_native()
   return native
 end
 
+--- Runs `path --version` and checks it reports `want` as version.
+---@param path string
+---@param what string the binary's name in messages
+---@param found_via string
+---@return boolean ok
+local function check_binary_version(path, what, found_via)
+  local version = require("norgopolis.core").version
+  local out, err = run({ path, "--version" })
+  if not out then
+    health.error(("%s %s (found via %s) does not run: %s"):format(what, path, found_via, err), {
+      require("norgopolis.paths").build_hint(),
+      "or point the `server` option / $NORGOPOLIS_SERVER at a working binary",
+    })
+    return false
+  end
+  local reported = out:match("(%d+%.%d+%.%d+%S*)")
+  if reported ~= version then
+    health.error(
+      ("%s %s (found via %s) is version %s, not %s like the plugin"):format(
+        what,
+        path,
+        found_via,
+        tostring(reported or out),
+        version
+      ),
+      { require("norgopolis.paths").build_hint() }
+    )
+    return false
+  end
+  health.ok(("%s %s (found via %s): version %s"):format(what, path, found_via, reported))
+  return true
+end
+
 ---@param cfg norgopolis.Config
-local function check_server_binary(cfg)
-  health.start("norgopolis: server binary")
+local function check_binaries(cfg)
+  health.start("norgopolis: binaries")
+  health.info("plugin version " .. require("norgopolis.core").version)
   local found = require("norgopolis.paths").find_server(cfg.server)
   if not found.path then
     health.error(found.err)
     return
   end
-  local version, err = run({ found.path, "--version" })
-  if not version then
-    health.error(("%s (found via %s) does not run: %s"):format(found.path, found.source, err), {
-      require("norgopolis.paths").build_hint(),
-      "or point the `server` option / $NORGOPOLIS_SERVER at a working binary",
-    })
-    return
-  end
-  health.ok(("%s (found via %s): %s"):format(found.path, found.source, version))
+  check_binary_version(found.path, "server", found.source)
   local cli = require("norgopolis.install").find_cli(cfg)
   if cli.path then
-    health.ok(
-      ("norgopolis CLI: %s (used by `:Norgopolis install` and the module checks below)"):format(
-        cli.path
-      )
-    )
+    if check_binary_version(cli.path, "CLI", "the server binary or PATH") then
+      health.info("the CLI runs `:Norgopolis install` and the module checks below")
+    end
   else
     health.warn(
       "norgopolis CLI not found: `:Norgopolis install` cannot work and modules are checked less strictly",
@@ -158,6 +216,13 @@ local function check_server(native)
       st.calls_in_flight
     )
   )
+  local version = require("norgopolis.core").version
+  if st.version ~= version then
+    health.warn(
+      ("the running server is version %s, not %s like the plugin"):format(st.version, version),
+      { "restart it with `:Norgopolis restart` to run this version" }
+    )
+  end
   local session = require("norgopolis.core").session
   if session and session.transport then
     health.info("this Neovim's calls travel over " .. session.transport)
@@ -255,7 +320,8 @@ end
 local function check_modules(native, cfg, status)
   health.start("norgopolis: modules")
   local paths = require("norgopolis.paths")
-  local dirs, source = paths.modules_dirs(cfg)
+  local dirs, source = paths.search_dirs(cfg)
+  local bundled = paths.bundled_modules_dir()
   if status then
     local function absolute(list)
       return vim.tbl_map(function(d)
@@ -281,7 +347,10 @@ local function check_modules(native, cfg, status)
   local any_dir = false
   for _, dir in ipairs(dirs) do
     local stat = vim.uv.fs_stat(dir)
-    if not stat then
+    if dir == bundled then
+      any_dir = true
+      health.ok(("modules dir %s (the bundled modules, searched last)"):format(dir))
+    elseif not stat then
       if explicit then
         health.error(("modules dir %s (from %s) does not exist"):format(dir, source), {
           "create it and put modules there, or fix " .. source,
@@ -300,6 +369,7 @@ local function check_modules(native, cfg, status)
     end
   end
   if not any_dir then
+    no_modules(dirs)
     return
   end
   local listed = cli_list(cfg, dirs)
@@ -391,14 +461,10 @@ end
 
 function M.check()
   check_neovim()
-  local cfg_ok, cfg = pcall(require("norgopolis.config").get)
-  if not cfg_ok then
-    health.start("norgopolis: configuration")
-    health.error(tostring(cfg), { "fix the option in setup() or vim.g.norgopolis" })
-    cfg = require("norgopolis.config").defaults
-  end
-  local native = check_native()
-  check_server_binary(cfg)
+  local cfg = check_configuration()
+  local cfg_ok = pcall(require("norgopolis.config").get)
+  local native = check_native(cfg_ok)
+  check_binaries(cfg)
   if not native then
     return
   end

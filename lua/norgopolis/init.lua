@@ -91,8 +91,12 @@ local core = require("norgopolis.core")
 
 local M = {}
 
---- Version of the plugin (the native library must match it).
-M.version = core.version
+--- The version of norgopolis (the plugin; its native library, server and
+--- CLI must report the same).
+---@return string
+function M.version()
+  return core.version
+end
 
 ---@class norgopolis.Error
 ---@field code string gRPC status name, e.g. "NotFound"
@@ -145,32 +149,40 @@ end
 
 ---@param fname string
 ---@param cb any
-local function check_cb(fname, cb)
+---@param level? integer the caller's level as seen from check_cb's caller (default 2)
+local function check_cb(fname, cb, level)
   if cb ~= nil and not vim.is_callable(cb) then
-    error(("norgopolis.%s: callback must be a function, got %s"):format(fname, type(cb)), 3)
+    error(
+      ("norgopolis.%s: callback must be a function, got %s"):format(fname, type(cb)),
+      (level or 2) + 1
+    )
   end
 end
 
---- Calls `fn` of `module` with `args`, streaming results.
----@param module string module name
----@param fn string function name
----@param args any arguments (see the value table); nil for none
----@param opts? norgopolis.InvokeOpts
----@return norgopolis.Call
-function M.invoke(module, fn, args, opts)
-  check_name("module", module, 2)
-  check_name("function name", fn, 2)
+--- `invoke` for a caller `level` frames up the stack, where errors about
+--- the arguments point.
+---@param fname string the public function's name, for messages
+---@param level integer
+local function start_call(fname, level, module, fn, args, opts)
+  check_name("module", module, level + 1)
+  check_name("function name", fn, level + 1)
   opts = opts or {}
   if type(opts) ~= "table" then
-    error("norgopolis.invoke: opts must be a table { on_value = fn, on_done = fn }", 2)
+    error(
+      ("norgopolis.%s: opts must be a table { on_value = fn, on_done = fn }, got %s"):format(
+        fname,
+        type(opts)
+      ),
+      level + 1
+    )
   end
-  check_cb("invoke", opts.on_value)
-  check_cb("invoke", opts.on_done)
-  local native = core.native()
+  check_cb(fname, opts.on_value, level + 1)
+  check_cb(fname, opts.on_done, level + 1)
+  local native = core.native(level + 1)
   local id, err = native.invoke(module, fn, { args })
   if not id and err and err.code == "InvalidArgument" then
     -- Unsendable arguments are the caller's bug: say so where it happened.
-    error("norgopolis.invoke: " .. err.message, 2)
+    error(("norgopolis.%s: %s"):format(fname, err.message), level + 1)
   end
   core.track(id, err, {
     on_value = opts.on_value,
@@ -181,17 +193,13 @@ function M.invoke(module, fn, args, opts)
   return setmetatable({ id = id }, Call)
 end
 
---- Calls and collects every item: `cb(err, values)`; on error `values`
---- holds the items received before it.
----@param module string
----@param fn string
----@param args any
----@param cb fun(err: norgopolis.Error?, values: any[])
----@return norgopolis.Call
-function M.call(module, fn, args, cb)
-  check_cb("call", cb)
+--- Calls and collects every item, for a caller `level` frames up.
+---@param fname string
+---@param level integer
+local function collect(fname, level, module, fn, args, cb)
+  check_cb(fname, cb, level + 1)
   local values, n = {}, 0
-  return M.invoke(module, fn, args, {
+  local handle = start_call(fname, level + 1, module, fn, args, {
     on_value = function(v)
       n = n + 1
       values[n] = v == nil and vim.NIL or v
@@ -202,7 +210,36 @@ function M.call(module, fn, args, cb)
       end
     end,
   })
+  return handle
 end
+
+--- Calls `fn` of `module` with `args`, streaming results.
+---@param module string module name
+---@param fn string function name
+---@param args any arguments (see the value table); nil for none
+---@param opts? norgopolis.InvokeOpts
+---@return norgopolis.Call
+function M.invoke(module, fn, args, opts)
+  -- Not a tail call: error levels count this frame.
+  local handle = start_call("invoke", 2, module, fn, args, opts)
+  return handle
+end
+
+--- Calls and collects every item: `cb(err, values)`; on error `values`
+--- holds the items received before it.
+---@param module string
+---@param fn string
+---@param args any
+---@param cb fun(err: norgopolis.Error?, values: any[])
+---@return norgopolis.Call
+function M.call(module, fn, args, cb)
+  -- Not a tail call: error levels count this frame.
+  local handle = collect("call", 2, module, fn, args, cb)
+  return handle
+end
+
+---@class norgopolis.CallSyncOpts
+---@field timeout? integer milliseconds (default: the `call_timeout` option)
 
 --- Blocking helper for scripts and tests: waits (processing events, see
 --- `vim.wait`) for the call to finish. Returns the items, or nil and an
@@ -211,14 +248,37 @@ end
 ---@param module string
 ---@param fn string
 ---@param args any
----@param opts? { timeout?: integer } milliseconds (default: the `call_timeout` option)
+---@param opts? norgopolis.CallSyncOpts
 ---@return any[]? values
 ---@return norgopolis.Error? err
 function M.call_sync(module, fn, args, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(
+      ("norgopolis.call_sync: opts must be a table { timeout = milliseconds }, got %s"):format(
+        vim.inspect(opts)
+      ),
+      2
+    )
+  end
   opts = opts or {}
-  local timeout = opts.timeout or config.get().call_timeout
+  local timeout = opts.timeout
+  if
+    timeout ~= nil
+    and (type(timeout) ~= "number" or timeout <= 0 or timeout ~= math.floor(timeout))
+  then
+    error(
+      ("norgopolis.call_sync: opts.timeout must be a positive whole number of milliseconds, got %s"):format(
+        vim.inspect(timeout)
+      ),
+      2
+    )
+  end
+  if vim.in_fast_event() then
+    error("norgopolis.call_sync cannot wait in a fast (luv) callback: use norgopolis.call", 2)
+  end
+  timeout = timeout or config.get().call_timeout
   local finished, result, failure = false, nil, nil
-  local handle = M.call(module, fn, args, function(err, values)
+  local handle = collect("call_sync", 2, module, fn, args, function(err, values)
     finished, result, failure = true, values, err
   end)
   if not vim.wait(timeout, function()
@@ -242,8 +302,9 @@ end
 ---@param cb? fun(err: norgopolis.Error?, result: any)
 ---@param fname string
 local function control(start, cb, fname)
-  check_cb(fname, cb)
-  local id, err = start(core.native())
+  -- Errors point at the line that called the public function (M.<fname>).
+  check_cb(fname, cb, 3)
+  local id, err = start(core.native(3))
   core.track(id, err, {
     on_done = function(e, result)
       if cb and e then
@@ -280,12 +341,25 @@ end
 --- restarts, last_exit, failure, path } }, modules_dirs, log_path,
 --- protocol_version, recent_failures = { { module, pid, reason,
 --- at_unix_ms } } }`.
+--- With `opts.start == false` it only asks a running server and never
+--- starts one: with none running, `err.code` is "Unavailable" or "NotFound".
 ---@param cb fun(err: norgopolis.Error?, status: table?)
-function M.status(cb)
+---@param opts? norgopolis.StatusOpts
+function M.status(cb, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(
+      ("norgopolis.status: opts must be a table { start = boolean }, got %s"):format(type(opts)),
+      2
+    )
+  end
+  local start = not (opts and opts.start == false)
   control(function(n)
-    return n.status(true)
+    return n.status(start)
   end, cb, "status")
 end
+
+---@class norgopolis.StatusOpts
+---@field start? boolean start a server when none runs (default true)
 
 --- Modules on disk and whether each is loaded: `cb(err, reply)` with
 --- `{ modules = { { name, path, loaded, version, description, functions,
@@ -293,6 +367,7 @@ end
 --- documents `functions[i]`, `""` when the manifest gives none).
 ---@param cb fun(err: norgopolis.Error?, reply: table?)
 function M.modules(cb)
+  check_cb("modules", cb)
   control(function(n)
     return n.modules()
   end, function(err, reply)
@@ -345,7 +420,7 @@ end
 function M.publish(module, topic, payload, cb)
   check_name("module", module, 2)
   check_name("topic", topic, 2)
-  local native = core.native()
+  local native = core.native(2)
   local id, err = native.publish(module, topic, { payload })
   if not id and err and err.code == "InvalidArgument" then
     error("norgopolis.publish: " .. err.message, 2)
@@ -361,7 +436,9 @@ end
 --- the command line install alike: the module is checked as the server
 --- would load it, and a running server can call it at once. The user
 --- modules dir is the first of the `modules_dirs` option, else of
---- $NORGOPOLIS_MODULES_DIR, else $XDG_DATA_HOME/norgopolis/modules.
+--- $NORGOPOLIS_MODULES_DIR, else $XDG_DATA_HOME/norgopolis/modules; a dir
+--- inside the plugin's own folder is skipped (an update replaces it), and
+--- a module that already is the source (or links to it) is left alone.
 --- `cb(err, { message, warnings })`; an existing module of the same name is
 --- an "AlreadyExists" error unless `opts.force`.
 ---@param path string
@@ -412,7 +489,7 @@ function M.on(topic, fn, opts)
     check_name("opts.module", opts.module, 2)
   end
   local off = require("norgopolis.events").subscribe(topic, fn, opts.module)
-  if opts.attach ~= false and not core.native().session() then
+  if opts.attach ~= false and not core.native(2).session() then
     M.attach(function(err)
       if err then
         core.notify(
@@ -430,7 +507,7 @@ end
 ---@param value any
 ---@return string
 function M.encode(value)
-  local bytes, err = core.native().encode({ value })
+  local bytes, err = core.native(2).encode({ value })
   if not bytes then
     error("norgopolis.encode: " .. err, 2)
   end
@@ -441,7 +518,10 @@ end
 ---@param bytes string
 ---@return any
 function M.decode(bytes)
-  local value, err = core.native().decode(bytes)
+  if type(bytes) ~= "string" then
+    error(("norgopolis.decode: bytes must be a string, got %s"):format(type(bytes)), 2)
+  end
+  local value, err = core.native(2).decode(bytes)
   if err then
     error("norgopolis.decode: " .. err, 2)
   end

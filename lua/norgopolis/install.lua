@@ -58,15 +58,13 @@ end
 ---@param cli string
 ---@param path string absolute
 ---@param opts norgopolis.InstallOpts
----@param cfg norgopolis.Config
+---@param dirs string[] the destination first, then the dirs dependencies may come from
 ---@return string[]
-function M.command(cli, path, opts, cfg)
+function M.command(cli, path, opts, dirs)
   local cmd = { cli }
-  if cfg.modules_dirs then
-    -- The CLI installs into the first dir and checks dependencies in all.
-    for _, dir in ipairs(require("norgopolis.paths").modules_dirs(cfg)) do
-      vim.list_extend(cmd, { "--modules-dir", dir })
-    end
+  -- The CLI installs into the first dir and checks dependencies in all.
+  for _, dir in ipairs(dirs) do
+    vim.list_extend(cmd, { "--modules-dir", dir })
   end
   vim.list_extend(cmd, { "module", "install" })
   if opts.force then
@@ -79,6 +77,59 @@ function M.command(cli, path, opts, cfg)
   -- is absolute, so it cannot pass for an option.
   table.insert(cmd, path)
   return cmd
+end
+
+--- Where an install goes: the first of the user's modules dirs that is not
+--- in the plugin's own folder (which an update replaces), followed by every
+--- other searched dir (for the dependency check). Nil and the reason when
+--- there is no such dir.
+---@param cfg norgopolis.Config
+---@return string[]? dirs
+---@return string? err
+function M.destination(cfg)
+  local paths = require("norgopolis.paths")
+  local user, source = paths.modules_dirs(cfg)
+  local dest
+  for _, dir in ipairs(user) do
+    if not paths.inside_plugin(dir) then
+      dest = dir
+      break
+    end
+  end
+  if not dest then
+    return nil,
+      ("every modules dir (from %s) is inside the plugin's folder %s, which an update replaces: add a dir of your own to the `modules_dirs` option"):format(
+        source,
+        paths.plugin_root()
+      )
+  end
+  local dirs = { dest }
+  for _, dir in ipairs((paths.search_dirs(cfg))) do
+    if dir ~= dest then
+      table.insert(dirs, dir)
+    end
+  end
+  return dirs
+end
+
+--- An error when installing `abs` as `name` into `dest` would replace the
+--- source itself (the installed entry is, or links to, `abs`).
+---@param abs string
+---@param name string
+---@param dest string
+---@return norgopolis.Error?
+function M.self_install(abs, name, dest)
+  local target = dest .. "/" .. name
+  local a, t = vim.uv.fs_realpath(abs), vim.uv.fs_realpath(target)
+  if a and t and a == t then
+    return {
+      code = "AlreadyExists",
+      message = ("%s is already installed: %s is the module itself, so there is nothing to install"):format(
+        abs,
+        target
+      ),
+    }
+  end
 end
 
 --- Turns the CLI's stderr into an error table: it prints
@@ -112,19 +163,29 @@ end
 ---@param cb fun(err: norgopolis.Error?, installed: norgopolis.Installed?)
 function M.install(path, opts, cb)
   local cfg = require("norgopolis.config").get()
+  local function fail(err)
+    vim.schedule(function()
+      cb(err)
+    end)
+  end
   local cli = M.find_cli(cfg)
   if not cli.path then
-    vim.schedule(function()
-      cb({ code = "FailedPrecondition", message = cli.err })
-    end)
-    return
+    return fail({ code = "FailedPrecondition", message = cli.err })
+  end
+  local dirs, dest_err = M.destination(cfg)
+  if not dirs then
+    return fail({ code = "FailedPrecondition", message = dest_err })
   end
   -- Absolute, without a trailing slash, with ~ and $VARS expanded: the
   -- name defaults to the last component.
   local abs = vim.fn.fnamemodify(vim.fs.normalize(path), ":p"):gsub("(.)/+$", "%1")
+  local itself = M.self_install(abs, opts.name or vim.fs.basename(abs), dirs[1])
+  if itself then
+    return fail(itself)
+  end
   local ok, err = pcall(
     vim.system,
-    M.command(cli.path, abs, opts, cfg),
+    M.command(cli.path, abs, opts, dirs),
     { text = true },
     vim.schedule_wrap(function(res)
       if res.code ~= 0 then
@@ -138,9 +199,7 @@ function M.install(path, opts, cb)
     end)
   )
   if not ok then
-    vim.schedule(function()
-      cb({ code = "Internal", message = ("cannot run %s: %s"):format(cli.path, tostring(err)) })
-    end)
+    fail({ code = "Internal", message = ("cannot run %s: %s"):format(cli.path, tostring(err)) })
   end
 end
 

@@ -144,6 +144,43 @@ function M.modules_dirs(cfg)
   return { M.default_modules_dir() }, "the default"
 end
 
+--- The bundled modules: `target/modules` under the plugin root, where the
+--- build lays them out. Searched after the user's dirs, so a module the user
+--- installs under the same name wins. Nil when the folder does not exist.
+---@return string?
+function M.bundled_modules_dir()
+  local dir = M.plugin_root() .. "/target/modules"
+  local stat = vim.uv.fs_stat(dir)
+  return stat and stat.type == "directory" and dir or nil
+end
+
+--- Every dir a server started by this Neovim searches, in order: the
+--- user's (`modules_dirs`) then the bundled modules' dir.
+---@param cfg norgopolis.Config
+---@return string[] dirs
+---@return string source of the user's dirs
+function M.search_dirs(cfg)
+  local dirs, source = M.modules_dirs(cfg)
+  local bundled = M.bundled_modules_dir()
+  if bundled and not vim.tbl_contains(dirs, bundled) then
+    dirs = vim.list_extend(vim.deepcopy(dirs), { bundled })
+  end
+  return dirs, source
+end
+
+--- Whether `path` is the plugin's own folder or inside it (resolving
+--- symlinks where the path exists).
+---@param path string
+---@return boolean
+function M.inside_plugin(path)
+  local function real(p)
+    return (vim.uv.fs_realpath(p) or vim.fn.fnamemodify(p, ":p")):gsub("/+$", "")
+  end
+  local root = real(M.plugin_root())
+  local p = real(path)
+  return p == root or vim.startswith(p, root .. "/")
+end
+
 ---@class norgopolis.DiskModule
 ---@field name string
 ---@field path string the bare executable or the module folder

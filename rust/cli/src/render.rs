@@ -16,6 +16,7 @@ pub fn status_json(s: &StatusReply) -> Value {
         "modules": s.modules.iter().map(module_status_json).collect::<Vec<_>>(),
         "modules_dirs": s.modules_dirs,
         "log_path": s.log_path,
+        "cli_version": norgopolis_common::VERSION,
     })
 }
 
@@ -75,6 +76,7 @@ pub fn status_text(s: &StatusReply) -> String {
         s.calls_in_flight,
         s.log_path,
     );
+    out.push_str(&version_line(&s.version, norgopolis_common::VERSION));
     for (i, d) in s.modules_dirs.iter().enumerate() {
         let label = if i == 0 { "modules" } else { "" };
         out.push_str(&format!("{label:<10}{d}\n"));
@@ -117,6 +119,17 @@ pub fn status_text(s: &StatusReply) -> String {
         out.push_str(&format!("{}: {}\n", m.name, m.failure));
     }
     out
+}
+
+/// The CLI's own version, and what to do when the server runs another.
+fn version_line(server: &str, cli: &str) -> String {
+    if server == cli {
+        format!("cli       version {cli}\n")
+    } else {
+        format!(
+            "cli       version {cli}: the server runs {server}; `norgopolis shutdown` lets the next call start this version\n"
+        )
+    }
 }
 
 /// Modules available on disk (and loaded ones), one row each.
@@ -246,6 +259,26 @@ mod tests {
         }
         assert!(row.starts_with("echo"));
         assert_eq!(lines.next(), None);
+    }
+
+    #[test]
+    fn status_shows_the_cli_version_and_a_mismatch() {
+        let mut s = status();
+        s.version = norgopolis_common::VERSION.into();
+        let text = status_text(&s);
+        assert!(
+            text.contains(&format!(
+                "cli       version {}\n",
+                norgopolis_common::VERSION
+            )),
+            "{text}"
+        );
+        s.version = "0.0.1".into();
+        let text = status_text(&s);
+        assert!(
+            text.contains("the server runs 0.0.1; `norgopolis shutdown`"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! | function | returns / reports |
 //! |---|---|
 //! | `version` | crate version (string field) |
-//! | `encode({v})`, `decode(s)`, `roundtrip({v})` | value/bytes, or `nil, message` |
+//! | `encode({v})`, `decode(s)`, `roundtrip({v})` | value/bytes, or `nil, message` (`decode` refuses empty input) |
 //! | `set_sink(fn(batch))` | — |
 //! | `configure(settings)` | `true` or `nil, message` |
 //! | `connect()` | id → `{ session_id, server_pid, server_version, socket }` |
@@ -111,7 +111,9 @@ fn add_codec(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     m.set(
         "decode",
         lua.create_function(move |lua, bytes: mlua::String| {
-            match c.codec.decode_bytes(&bytes.as_bytes()) {
+            let decoded =
+                convert::decode_mp_strict(&bytes.as_bytes()).and_then(|mp| c.codec.decode(&mp, 0));
+            match decoded {
                 Ok(v) => (v, Value::Nil).into_lua_multi(lua),
                 Err(e) => (Value::Nil, e.to_string()).into_lua_multi(lua),
             }

@@ -367,7 +367,70 @@ pub fn decode_mp(bytes: &[u8]) -> Result<Mp, DecodeError> {
             rd.len()
         )));
     }
+    // rmpv reads the never-used marker 0xc1 as nil; the format forbids it.
+    if let Some(at) = reserved_marker(bytes) {
+        return Err(DecodeError::Invalid(format!(
+            "byte {at} is 0xc1, a marker MessagePack never uses"
+        )));
+    }
     Ok(mp)
+}
+
+/// Like [`decode_mp`], but empty input is an error: for bytes a user hands
+/// to `decode`, where "no bytes" is not a value.
+pub fn decode_mp_strict(bytes: &[u8]) -> Result<Mp, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Invalid(
+            "no bytes (an empty string holds no value)".into(),
+        ));
+    }
+    decode_mp(bytes)
+}
+
+/// Offset of the first 0xc1 marker in `bytes`, which hold one complete
+/// value already read by rmpv (so lengths are trusted and bounded).
+fn reserved_marker(bytes: &[u8]) -> Option<usize> {
+    let be = |at: usize, n: usize| -> usize {
+        bytes.get(at..at + n).map_or(0, |b| {
+            b.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize)
+        })
+    };
+    let (mut at, mut values) = (0usize, 1usize);
+    while values > 0 && at < bytes.len() {
+        values -= 1;
+        let m = bytes[at];
+        at += 1;
+        // (payload bytes after the marker, values nested inside)
+        let (skip, nested) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * (m & 0x0f) as usize),
+            0x90..=0x9f => (0, (m & 0x0f) as usize),
+            0xa0..=0xbf => ((m & 0x1f) as usize, 0),
+            0xc1 => return Some(at - 1),
+            0xc4 | 0xd9 => (1 + be(at, 1), 0),
+            0xc5 | 0xda => (2 + be(at, 2), 0),
+            0xc6 | 0xdb => (4 + be(at, 4), 0),
+            0xc7 => (2 + be(at, 1), 0),
+            0xc8 => (3 + be(at, 2), 0),
+            0xc9 => (5 + be(at, 4), 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (2, be(at, 2)),
+            0xdd => (4, be(at, 4)),
+            0xde => (2, 2 * be(at, 2)),
+            0xdf => (4, 2 * be(at, 4)),
+        };
+        at += skip;
+        values += nested;
+    }
+    None
 }
 
 /// Checks off the main thread that a value can become a Lua value, so a

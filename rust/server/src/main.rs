@@ -28,6 +28,33 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `--check-config`: resolves the settings as a start would (config file
+/// included, with the same parser) and prints the outcome instead of serving.
+fn check_config(args: settings::Args) -> ExitCode {
+    let file = args
+        .config
+        .clone()
+        .or_else(|| norgopolis_common::places::config_path().ok());
+    match settings::Settings::resolve(args) {
+        Ok(s) => {
+            match file {
+                Some(f) if f.exists() => println!("config ok: {}", f.display()),
+                Some(f) => println!("config ok: no file at {} (defaults)", f.display()),
+                None => println!("config ok: no config file (defaults)"),
+            }
+            println!("socket: {}", s.places.socket.display());
+            for dir in &s.modules_dirs {
+                println!("modules dir: {}", dir.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("norgopolis-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = match settings::Args::try_parse() {
         Ok(args) => args,
@@ -44,6 +71,9 @@ fn main() -> ExitCode {
     if args.version {
         println!("norgopolis-server {}", norgopolis_common::VERSION);
         return ExitCode::SUCCESS;
+    }
+    if args.check_config {
+        return check_config(args);
     }
     let mut ready = ready::ReadyPipe::from_fd(args.ready_fd);
     let settings = match settings::Settings::resolve(args) {

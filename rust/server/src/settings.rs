@@ -26,6 +26,14 @@ pub struct Args {
     /// Modules directory, searched in order (repeatable).
     #[arg(long = "modules-dir", visible_alias = "path", value_name = "DIR")]
     pub modules_dirs: Vec<PathBuf>,
+    /// Modules directory searched after all others, whichever rule chose
+    /// those (repeatable; front ends pass their bundled modules here).
+    #[arg(long = "fallback-modules-dir", value_name = "DIR")]
+    pub fallback_modules_dirs: Vec<PathBuf>,
+    /// Check the config file and settings, print what they resolve to, and
+    /// exit (status 1 with the error naming file, line and key).
+    #[arg(long = "check-config")]
+    pub check_config: bool,
     /// Exit this long after the last session leaves ("20ms", "3s", or seconds).
     #[arg(long, value_parser = parse_duration)]
     pub linger: Option<Duration>,
@@ -199,6 +207,12 @@ impl Settings {
         } else {
             vec![places::default_modules_dir()?]
         };
+        let mut modules_dirs = modules_dirs;
+        for dir in args.fallback_modules_dirs {
+            if !modules_dirs.contains(&dir) {
+                modules_dirs.push(dir);
+            }
+        }
         // The daemon runs from "/", so relative dirs must be resolved now.
         let modules_dirs = modules_dirs
             .into_iter()
