@@ -98,12 +98,7 @@ async fn try_attach(places: &Places, opts: &ConnectOptions) -> Result<Session, A
     let channel = match transport::connect(&places.socket).await {
         Ok(c) => c,
         Err(ConnectFailure::NoServer(e)) => return Err(AttachFailure::Retry(e)),
-        Err(ConnectFailure::Fatal(source)) => {
-            return Err(AttachFailure::Fatal(ClientError::Connect {
-                socket: places.socket.clone(),
-                source,
-            }))
-        }
+        Err(ConnectFailure::Fatal(e)) => return Err(AttachFailure::Fatal(e)),
     };
     session::attach(channel, &places.socket, opts, deadline).await
 }
