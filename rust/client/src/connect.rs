@@ -205,6 +205,8 @@ mod tests {
     /// Runs the stand-in on `socket`; returns options whose "server binary"
     /// only leaves a mark if it is ever started.
     fn stand_in(dir: &Path, answer: Answer) -> (ConnectOptions, PathBuf) {
+        // The client trusts only a socket in a directory private to us.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let socket = dir.join("s.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         tokio::spawn(
