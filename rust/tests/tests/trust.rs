@@ -23,6 +23,8 @@ use rmpv::Value;
 
 const NOBODY: u32 = 65534;
 const LONG: Duration = Duration::from_secs(30);
+/// For a server expected to refuse: should it start, it still ends soon.
+const NOT_FOR_LONG: &[&str] = &["--idle-timeout", "2s"];
 
 fn is_root() -> bool {
     let root = nix::unistd::geteuid().is_root();
@@ -243,7 +245,11 @@ async fn a_fallback_dir_created_first_by_another_user_is_refused() {
     let _ = std::fs::remove_dir_all(&fallback);
     std::fs::create_dir(&fallback).unwrap();
     std::fs::set_permissions(&fallback, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let fake = FakeServer::start(&fallback.join("norgopolis.sock"), Some(NOBODY));
+    let squat = fallback.join("norgopolis.sock");
+    let fake = FakeServer::start(&squat, Some(NOBODY));
+    // The squatter lets the victim in.
+    std::fs::set_permissions(&squat, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(&fallback, std::fs::Permissions::from_mode(0o777)).unwrap();
     nix::unistd::chown(&fallback, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
 
     let tmp = tempfile::tempdir().unwrap();
@@ -356,7 +362,7 @@ async fn a_socket_of_another_user_is_never_unlinked() {
     let sb = Sandbox::new();
     // Live: a listener of nobody's at our socket path.
     let fake = FakeServer::start(&sb.socket, Some(NOBODY));
-    let line = sb.start_server_expect_error(&[]);
+    let line = sb.start_server_expect_error(NOT_FOR_LONG);
     assert!(line.starts_with("error "), "server started: {line:?}");
     assert!(line.contains(&format!("uid {NOBODY}")), "{line}");
     assert!(line.contains(&sb.socket.display().to_string()), "{line}");
@@ -367,7 +373,7 @@ async fn a_socket_of_another_user_is_never_unlinked() {
 
     // Dead, but nobody's file.
     nix::unistd::chown(&sb.socket, Some(NOBODY.into()), None).unwrap();
-    let line = sb.start_server_expect_error(&[]);
+    let line = sb.start_server_expect_error(NOT_FOR_LONG);
     assert!(line.contains(&format!("belongs to uid {NOBODY}")), "{line}");
     assert!(sb.socket.exists(), "the socket file was removed");
 }
