@@ -359,3 +359,70 @@ fn write_pid_file(path: &Path) -> anyhow::Result<()> {
     writeln!(f, "{}", std::process::id())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn places() -> (tempfile::TempDir, Places) {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = tmp.path().join("rt");
+        norgopolis_common::places::ensure_private_dir(&rt).unwrap();
+        let places = Places::for_socket(rt.join("s.sock"));
+        (tmp, places)
+    }
+
+    #[tokio::test]
+    async fn a_deleted_socket_is_bound_again_and_a_replaced_one_left_alone() {
+        let (_tmp, places) = places();
+        let bound = Bound::acquire(&places, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut watch = Watch::default();
+        std::fs::remove_file(&places.socket).unwrap();
+        std::fs::remove_file(&places.pid_file).unwrap();
+        bound.keep_socket(&mut watch);
+        assert_eq!(watch.last, Seen::Ours);
+        let _client = std::os::unix::net::UnixStream::connect(&places.socket).unwrap();
+        assert!(places.pid_file.exists(), "pid file not written again");
+
+        // Something else in its place is neither replaced nor removed.
+        std::fs::remove_file(&places.socket).unwrap();
+        let _other = std::os::unix::net::UnixListener::bind(&places.socket).unwrap();
+        bound.keep_socket(&mut watch);
+        assert_eq!(watch.last, Seen::Replaced);
+        drop(bound);
+        assert!(places.socket.exists(), "a socket not ours was removed");
+    }
+
+    #[tokio::test]
+    async fn without_its_lock_file_the_socket_is_not_bound_again() {
+        let (_tmp, places) = places();
+        let bound = Bound::acquire(&places, Duration::from_secs(1))
+            .await
+            .unwrap();
+        std::fs::remove_file(&places.socket).unwrap();
+        std::fs::remove_file(&places.server_lock).unwrap();
+        let mut watch = Watch::default();
+        bound.keep_socket(&mut watch);
+        assert_eq!(watch.last, Seen::LockGone);
+        assert!(!places.socket.exists());
+    }
+
+    #[tokio::test]
+    async fn a_dead_socket_of_ours_is_removed_one_of_another_user_kept() {
+        let (_tmp, places) = places();
+        drop(std::os::unix::net::UnixListener::bind(&places.socket).unwrap());
+        remove_stale_socket(&places.socket).await.unwrap();
+        assert!(!places.socket.exists());
+
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        drop(std::os::unix::net::UnixListener::bind(&places.socket).unwrap());
+        nix::unistd::chown(&places.socket, Some(65534.into()), None).unwrap();
+        let err = remove_stale_socket(&places.socket).await.unwrap_err();
+        assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
+        assert!(places.socket.exists());
+    }
+}
