@@ -102,12 +102,18 @@ fn private_dir(root: &Path, name: &str) -> PathBuf {
     dir
 }
 
-/// Options for `socket` whose "server binary" only leaves a mark if run.
-fn marked_options(root: &Path, socket: &Path) -> (ConnectOptions, PathBuf) {
+/// A "server binary" that only leaves a mark if run: (binary, mark).
+fn marking_server(root: &Path) -> (PathBuf, PathBuf) {
     let mark = root.join("spawned");
     let bin = root.join("fake-server");
     std::fs::write(&bin, format!("#!/bin/sh\ntouch {}\n", mark.display())).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (bin, mark)
+}
+
+/// Options for `socket` with the [`marking_server`].
+fn marked_options(root: &Path, socket: &Path) -> (ConnectOptions, PathBuf) {
+    let (bin, mark) = marking_server(root);
     let opts = ConnectOptions::new("test")
         .client_name("trust-tests")
         .socket(socket)
@@ -170,10 +176,7 @@ async fn a_runtime_dir_open_to_others_is_refused_before_a_byte_is_sent() {
     let rt = private_dir(&xdg, "norgopolis");
     let fake = FakeServer::start(&rt.join("norgopolis.sock"), None);
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mark = tmp.path().join("spawned");
-    let server = tmp.path().join("fake-server");
-    std::fs::write(&server, format!("#!/bin/sh\ntouch {}\n", mark.display())).unwrap();
-    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (server, mark) = marking_server(tmp.path());
 
     // The default place: $XDG_RUNTIME_DIR/norgopolis.
     let out = Command::new(bin("norgopolis"))
