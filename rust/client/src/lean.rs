@@ -197,3 +197,26 @@ impl LeanCall {
         self.stream.poll_message(cx).map(Result::transpose)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_untrusted_socket_gets_no_lean_hello() {
+        let t = tempfile::tempdir().unwrap();
+        let socket = t.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let second = Duration::from_secs(1);
+        let refused = connect(&socket, second, second).await.err();
+        assert!(
+            matches!(refused, Some(LeanRefused::Untrusted(_))),
+            "{refused:?}"
+        );
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "the client connected");
+    }
+}
