@@ -17,6 +17,8 @@ use std::{
     time::Duration,
 };
 
+mod support;
+
 use norgopolis_client::{Client, ClientError, ConnectOptions};
 use norgopolis_tests::*;
 use rmpv::Value;
@@ -296,6 +298,38 @@ async fn a_listener_of_another_uid_in_a_private_dir_gets_zero_bytes() {
     // nothing at all on the connection.
     assert_eq!(fake.connections(), vec![0]);
     assert!(!mark.exists(), "a server was started");
+}
+
+#[tokio::test]
+async fn a_modules_router_refuses_a_listener_of_another_uid() {
+    if !is_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let theirs = private_dir(sb.dir.path(), "theirs");
+    let squat = theirs.join("s.sock");
+    let fake = FakeServer::start(&squat, Some(NOBODY));
+    // A module whose router socket points at the stranger's listener.
+    support::script_module(
+        &sb.modules,
+        "relayer",
+        "",
+        &format!("export NORGOPOLIS_SOCKET='{}'", squat.display()),
+    );
+    let _server = sb.start_server_logged(&[]);
+    let client = support::client(&sb).await;
+    let relay = support::map(&[
+        ("module", Value::from("echo")),
+        ("function", Value::from("echo")),
+        ("args", support::map(&[("password", Value::from("x"))])),
+    ]);
+    let err = client
+        .call::<_, Value>("relayer", "relay", &relay)
+        .await
+        .expect_err("the relay went through");
+    assert_eq!(err.code_name(), "PermissionDenied", "{err}");
+    assert!(err.message().contains(&format!("uid {NOBODY}")), "{err}");
+    assert_eq!(fake.connections(), vec![0]);
 }
 
 #[tokio::test]
