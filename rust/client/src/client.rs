@@ -90,6 +90,10 @@ impl Client {
             Transport::Lean => {
                 match lean::connect(&socket, opts.spawn_timeout, opts.server_timeout).await {
                     Ok(conn) => Some(Arc::new(conn)),
+                    Err(e @ lean::LeanRefused::Untrusted(_)) => {
+                        tracing::warn!("calling over gRPC: {e}");
+                        None
+                    }
                     Err(e) => {
                         tracing::debug!("calling over gRPC: no lean connection ({e})");
                         None

@@ -8,6 +8,7 @@ use norgopolis_common::{places::SOCKET_ENV, Places};
 use tokio::time::Instant;
 
 use crate::{
+    exit::lock_is_held,
     locate::find_server_binary,
     session::{self, AttachFailure, Session},
     spawn::{lock_spawn, spawn_server, SpawnRequest},
@@ -70,7 +71,7 @@ pub(crate) async fn find_or_spawn(
                 // of the socket started without the lock); prefer it to an error.
                 return match try_attach(&places, opts).await {
                     Ok(s) => Ok((socket, s)),
-                    Err(_) => Err(spawn_err),
+                    Err(_) => Err(unreachable_server(&places).unwrap_or(spawn_err)),
                 };
             }
         }
@@ -93,17 +94,35 @@ pub(crate) async fn find_or_spawn(
     })
 }
 
+/// A server that holds the lock but whose socket is gone (and did not come
+/// back: it re-creates a deleted one within a second or so) keeps any new
+/// server from starting; that, not the new server's silence, is the cause
+/// to report.
+fn unreachable_server(places: &Places) -> Option<ClientError> {
+    if places.socket.exists() || !lock_is_held(places) {
+        return None;
+    }
+    let pid = std::fs::read_to_string(&places.pid_file).unwrap_or_default();
+    let pid = pid.trim();
+    let pid = if pid.is_empty() { "?" } else { pid };
+    Some(ClientError::Spawn {
+        message: format!(
+            "a norgopolis server (pid {pid}) holds {} but its socket {} is gone and was not \
+             bound again; that server may be stopped or stuck (`kill {pid}` ends it, and the \
+             next client starts a fresh one)",
+            places.server_lock.display(),
+            places.socket.display()
+        ),
+        log_path: norgopolis_common::places::log_path().ok(),
+    })
+}
+
 async fn try_attach(places: &Places, opts: &ConnectOptions) -> Result<Session, AttachFailure> {
     let deadline = Instant::now() + opts.spawn_timeout;
     let channel = match transport::connect(&places.socket).await {
         Ok(c) => c,
         Err(ConnectFailure::NoServer(e)) => return Err(AttachFailure::Retry(e)),
-        Err(ConnectFailure::Fatal(source)) => {
-            return Err(AttachFailure::Fatal(ClientError::Connect {
-                socket: places.socket.clone(),
-                source,
-            }))
-        }
+        Err(ConnectFailure::Fatal(e)) => return Err(AttachFailure::Fatal(e)),
     };
     session::attach(channel, &places.socket, opts, deadline).await
 }
@@ -210,6 +229,8 @@ mod tests {
     /// Runs the stand-in on `socket`; returns options whose "server binary"
     /// only leaves a mark if it is ever started.
     fn stand_in(dir: &Path, answer: Answer) -> (ConnectOptions, PathBuf) {
+        // The client trusts only a socket in a directory private to us.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let socket = dir.join("s.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         tokio::spawn(

@@ -50,6 +50,23 @@ pub enum ClientError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The process listening on the socket runs as another user: nothing
+    /// was sent to it.
+    #[error(
+        "refusing the norgopolis server at {}: it runs as uid {uid}, not as you (uid {me}); \
+         nothing was sent to it. Stop that process or remove the socket, or set {} to a \
+         socket in a directory of your own",
+        socket.display(),
+        norgopolis_common::places::SOCKET_ENV
+    )]
+    ForeignServer {
+        /// The socket connected to.
+        socket: PathBuf,
+        /// The listener's uid, from the peer credentials.
+        uid: u32,
+        /// Our effective uid.
+        me: u32,
+    },
     /// `NORGOPOLIS_CLIENT_TRANSPORT` names no transport.
     #[error("{}: {0}", crate::options::TRANSPORT_ENV)]
     BadTransport(String),
@@ -104,6 +121,7 @@ impl ClientError {
             ClientError::ProtocolMismatch { .. } | ClientError::Places(_) => {
                 tonic::Code::FailedPrecondition
             }
+            ClientError::ForeignServer { .. } => tonic::Code::PermissionDenied,
             ClientError::Encode(_) | ClientError::BadTransport(_) => tonic::Code::InvalidArgument,
             ClientError::Decode(_) => tonic::Code::Internal,
         }

@@ -2,12 +2,22 @@
 //! server holds `flock(server.lock)` for its whole life, so the lock comes
 //! free exactly when it has exited.
 
-use std::{io, path::Path, time::Duration};
+use std::{io, os::fd::AsRawFd, path::Path, time::Duration};
 
 use norgopolis_common::Places;
 use tokio::{sync::oneshot, time::timeout};
 
 use crate::{spawn::flock_blocking, ClientError};
+
+/// Whether a server holds the lock of `places` right now.
+pub(crate) fn lock_is_held(places: &Places) -> bool {
+    let Ok(file) = std::fs::File::open(&places.server_lock) else {
+        return false;
+    };
+    // SAFETY: flock on an fd we own; the lock goes away with `file`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
 
 /// Waits until no server holds the lock of `socket`, at most `limit`.
 /// Returns false if one still does when time is up.

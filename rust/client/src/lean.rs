@@ -24,7 +24,10 @@ use tokio::{
 };
 use tonic::Status;
 
-use crate::{client::MAX_MESSAGE_SIZE, lean_writer::DirectWriter, ClientError};
+use crate::{
+    client::MAX_MESSAGE_SIZE, lean_writer::DirectWriter, transport::ConnectFailure,
+    trust::open_trusted, ClientError,
+};
 
 /// The lean connection; calls hold it too, so it stays open while any
 /// runs, and closes when the last holder goes.
@@ -54,6 +57,10 @@ impl Drop for LeanConn {
 pub(crate) enum LeanRefused {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The socket's directory or listener failed the trust checks (the
+    /// socket changed hands after the session was made): nothing was sent.
+    #[error("{0}")]
+    Untrusted(ClientError),
     #[error("the server did not answer the lean hello within {} ms", .0.as_millis())]
     Silent(Duration),
     #[error("the server answered the lean hello with {0:?}")]
@@ -67,7 +74,10 @@ pub(crate) async fn connect(
     patience: Duration,
     server_timeout: Duration,
 ) -> Result<LeanConn, LeanRefused> {
-    let mut stream = UnixStream::connect(socket).await?;
+    let mut stream = open_trusted(socket).await.map_err(|e| match e {
+        ConnectFailure::NoServer(e) => LeanRefused::Io(e),
+        ConnectFailure::Fatal(e) => LeanRefused::Untrusted(e),
+    })?;
     let hello = lean::hello_bytes();
     stream.write_all(&hello).await?;
     let mut answer = vec![0u8; hello.len()];
@@ -185,5 +195,28 @@ impl LeanCall {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Vec<u8>, Status>>> {
         self.stream.poll_message(cx).map(Result::transpose)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_untrusted_socket_gets_no_lean_hello() {
+        let t = tempfile::tempdir().unwrap();
+        let socket = t.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let second = Duration::from_secs(1);
+        let refused = connect(&socket, second, second).await.err();
+        assert!(
+            matches!(refused, Some(LeanRefused::Untrusted(_))),
+            "{refused:?}"
+        );
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "the client connected");
     }
 }

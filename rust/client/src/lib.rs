@@ -34,6 +34,7 @@ mod readiness;
 mod session;
 mod spawn;
 mod transport;
+mod trust;
 
 pub use client::{CallStream, Client, RawCallStream, MAX_MESSAGE_SIZE};
 pub use error::{code_name, ClientError};

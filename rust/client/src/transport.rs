@@ -20,7 +20,6 @@ use std::{
 };
 
 use h2::client::SendRequest;
-use tokio::net::UnixStream;
 use tonic::{
     body::BoxBody,
     codegen::{
@@ -30,7 +29,11 @@ use tonic::{
     Status,
 };
 
-use crate::body::{send_body, status_of, RecvBody};
+use crate::{
+    body::{send_body, status_of, RecvBody},
+    trust::open_trusted,
+    ClientError,
+};
 
 /// Flow-control windows we grant the server (as hyper's client does), so
 /// that large results stream without waiting for window updates.
@@ -43,8 +46,9 @@ const MAX_FRAME: u32 = 1024 * 1024;
 pub(crate) enum ConnectFailure {
     /// Nothing (usable) is listening: worth starting a server.
     NoServer(io::Error),
-    /// Something is wrong that a new server would not fix.
-    Fatal(io::Error),
+    /// Something is wrong that a new server would not fix (including a
+    /// server we do not trust).
+    Fatal(ClientError),
 }
 
 /// The HTTP/2 connection to the server, as a service for the generated
@@ -55,15 +59,10 @@ pub(crate) struct Connection {
     send: SendRequest<Bytes>,
 }
 
-/// Connects to `socket` and sets up the HTTP/2 connection.
+/// Connects to `socket`, once it is known to be ours (see `trust`), and
+/// sets up the HTTP/2 connection.
 pub(crate) async fn connect(socket: &Path) -> Result<Connection, ConnectFailure> {
-    let stream = UnixStream::connect(socket).await.map_err(|e| {
-        if no_server(&e) {
-            ConnectFailure::NoServer(e)
-        } else {
-            ConnectFailure::Fatal(e)
-        }
-    })?;
+    let stream = open_trusted(socket).await?;
     let (send, connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -126,15 +125,4 @@ impl tower_service::Service<Request<BoxBody>> for Connection {
             Ok(Response::from_parts(head, RecvBody::new(recv, gone)))
         })
     }
-}
-
-/// Errors meaning "no server is listening there".
-fn no_server(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::UnexpectedEof
-    )
 }

@@ -1,8 +1,9 @@
 //! What the norgopolis server and its clients must agree on without talking:
-//! where things live ([`places`]) and which module names are acceptable
-//! ([`names`]).
+//! where things live ([`places`]), which module names are acceptable
+//! ([`names`]) and who is at the other end of the socket ([`peer`]).
 
 pub mod names;
+pub mod peer;
 pub mod places;
 
 pub use names::{validate_module_name, NameError};
