@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    ready::report_panics();
     let args = match settings::Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
@@ -67,6 +68,9 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(log);
+    if settings.debug_panic {
+        panic!("deliberate panic (--debug-panic)");
+    }
     // One thread: the server routes bytes and computes nothing, so worker
     // threads only add hand-offs (per routed call on the 2-core benchmark
     // machine: 2.5 instead of 6 thread switches, a third less server CPU,
