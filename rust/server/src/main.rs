@@ -68,6 +68,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(log);
+    // Before any thread exists: the guardian is forked.
+    if let Err(e) = modules::guardian::start() {
+        tracing::warn!("cannot start the group guardian (helpers modules start may outlive a killed server): {e}");
+    }
     if settings.debug_panic {
         panic!("deliberate panic (--debug-panic)");
     }

@@ -4,7 +4,9 @@
 //! exits, not the process; tokio's worker and blocking threads come and go,
 //! so every module is forked from this dedicated thread, which lives as long
 //! as the server. With PR_SET_PDEATHSIG a module dies with the server even
-//! when the server is SIGKILLed and cannot clean up.
+//! when the server is SIGKILLed and cannot clean up; what the module itself
+//! started is left to the group guardian (guardian.rs), told here of each
+//! module's process group.
 
 use std::{path::PathBuf, sync::mpsc as std_mpsc};
 
@@ -98,5 +100,9 @@ fn spawn(req: &SpawnRequest) -> std::io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        super::guardian::watch(pid);
+    }
+    Ok(child)
 }
