@@ -188,7 +188,7 @@ fn call_error(result: Result<Vec<Value>, ClientError>) -> (Code, String) {
 #[tokio::test]
 async fn loading_a_program_that_does_not_speak_the_protocol_says_why() {
     let sb = Sandbox::new();
-    sb.write_config("module_ping_timeout = \"500ms\"\n");
+    sb.write_config("module_ping_interval = \"250ms\"\nmodule_ping_timeout = \"500ms\"\n");
     let elsewhere = sb.dir.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     let chatty = elsewhere.join("chatty");

@@ -169,9 +169,14 @@ impl Instance {
                 match conn::connect(io, close.clone(), options.ping, options.max_message_size).await
                 {
                     Ok((client, mut task)) => {
-                        await_greeting(&close, &mut task, options.ping.timeout)
-                            .await
-                            .map(|()| (ModuleConn::Grpc(client), task))
+                        await_greeting(
+                            &close,
+                            &mut task,
+                            // As patient as with a running module's pings.
+                            options.ping.interval + options.ping.timeout,
+                        )
+                        .await
+                        .map(|()| (ModuleConn::Grpc(client), task))
                     }
                     Err(e) => Err((format!("cannot be talked to over its stdio ({e})"), true)),
                 }
