@@ -11,7 +11,10 @@ use std::{
 
 use serde::{de::Error as _, Deserialize, Deserializer};
 
-use crate::{settings::parse_duration, tcp::parse_loopback};
+use crate::{
+    settings::{duration_from_secs, parse_duration, positive},
+    tcp::parse_loopback,
+};
 
 /// Smallest accepted `log_max_size`: below this a rotated log holds too
 /// little to be useful.
@@ -21,9 +24,9 @@ pub const MIN_LOG_SIZE: u64 = 4096;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Socket path.
+    /// Socket path (relative: from the config's dir).
     pub socket: Option<PathBuf>,
-    /// Module dirs, searched in order.
+    /// Module dirs, searched in order (relative: from the config's dir).
     pub modules_dirs: Option<Vec<PathBuf>>,
     /// Exit delay after the last session ("3s").
     #[serde(default, deserialize_with = "duration")]
@@ -53,10 +56,10 @@ pub struct Config {
     #[serde(default, deserialize_with = "duration")]
     pub module_grace: Option<Duration>,
     /// How often an idle module connection is pinged.
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "positive_duration")]
     pub module_ping_interval: Option<Duration>,
     /// A module that leaves a ping unanswered this long is failed and killed.
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "positive_duration")]
     pub module_ping_timeout: Option<Duration>,
     /// The log is rotated to `<log>.1` when it grows past this many bytes.
     #[serde(default, deserialize_with = "log_size")]
@@ -110,7 +113,23 @@ impl Config {
                 })
             }
         };
-        Self::parse(path, &text)
+        let mut config = Self::parse(path, &text)?;
+        if let Some(dir) = path.parent() {
+            config.anchor_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Takes relative paths from `dir` (the config's own dir): the server
+    /// runs from "/" once detached, and a config must mean the same thing
+    /// whoever starts the server from wherever.
+    fn anchor_paths(&mut self, dir: &Path) {
+        if let Some(socket) = &mut self.socket {
+            *socket = dir.join(&*socket);
+        }
+        for d in self.modules_dirs.iter_mut().flatten() {
+            *d = dir.join(&*d);
+        }
     }
 
     /// Parses `text`, the contents of `path`.
@@ -178,13 +197,18 @@ enum DurationValue {
 }
 
 impl DurationValue {
+    /// The duration, range-checked like every other duration setting.
     fn to_duration(&self) -> Result<Duration, String> {
         match self {
             DurationValue::Text(t) => parse_duration(t),
-            DurationValue::Seconds(s) if s.is_finite() && *s >= 0.0 => {
-                Ok(Duration::from_secs_f64(*s))
-            }
-            DurationValue::Seconds(s) => Err(format!("{s} is not a non-negative duration")),
+            DurationValue::Seconds(s) => duration_from_secs(*s, &s.to_string()),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            DurationValue::Text(t) => t.clone(),
+            DurationValue::Seconds(s) => s.to_string(),
         }
     }
 }
@@ -193,6 +217,16 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     let value = DurationValue::deserialize(d)
         .map_err(|_| D::Error::custom("expected a duration such as \"250ms\", \"3s\" or \"2m\""))?;
     value.to_duration().map(Some).map_err(D::Error::custom)
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let value = DurationValue::deserialize(d)
+        .map_err(|_| D::Error::custom("expected a duration such as \"250ms\", \"3s\" or \"2m\""))?;
+    value
+        .to_duration()
+        .and_then(|v| positive(v, &value.text()))
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 fn duration_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Duration>>, D::Error> {
@@ -391,6 +425,50 @@ first_call_timeout = "5s"
             );
             assert!(e.contains(what), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn absurd_durations_name_line_and_key() {
+        let cases = [
+            ("linger = 1e20\n", "linger", "too long"),
+            ("\nidle_timeout = \"1e300\"\n", "idle_timeout", "too long"),
+            ("call_timeout = \"1e15s\"\n", "call_timeout", "too long"),
+            ("module_grace = -1\n", "module_grace", "non-negative"),
+            (
+                "module_ping_interval = 0\n",
+                "module_ping_interval",
+                "too short",
+            ),
+            (
+                "module_ping_timeout = \"0s\"\n",
+                "module_ping_timeout",
+                "too short",
+            ),
+            ("linger = nan\n", "linger", "non-negative"),
+            ("linger = inf\n", "linger", "too long"),
+        ];
+        for (text, key, what) in cases {
+            let e = err(text);
+            assert!(e.contains(&format!("key `{key}`")), "{text:?}: {e}");
+            assert!(e.contains(what), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "socket = \"rel.sock\"\nmodules_dirs = [\"mods\", \"/abs\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.socket, Some(dir.path().join("rel.sock")));
+        assert_eq!(
+            c.modules_dirs,
+            Some(vec![dir.path().join("mods"), PathBuf::from("/abs")])
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn check_config(args: settings::Args) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    ready::report_panics();
     let args = match settings::Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
@@ -99,6 +100,13 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(log);
+    // Before any thread exists: the guardian is forked.
+    if let Err(e) = modules::guardian::start() {
+        tracing::warn!("cannot start the group guardian (helpers modules start may outlive a killed server): {e}");
+    }
+    if settings.debug_panic {
+        panic!("deliberate panic (--debug-panic)");
+    }
     // One thread: the server routes bytes and computes nothing, so worker
     // threads only add hand-offs (per routed call on the 2-core benchmark
     // machine: 2.5 instead of 6 thread switches, a third less server CPU,

@@ -53,10 +53,10 @@ pub struct Args {
     #[arg(long = "lock-wait", value_parser = parse_duration, hide = true)]
     pub lock_wait: Option<Duration>,
     /// How often clients are asked to ping (tests shorten it).
-    #[arg(long = "keepalive-interval", value_parser = parse_duration, hide = true)]
+    #[arg(long = "keepalive-interval", value_parser = parse_positive_duration, hide = true)]
     pub keepalive_interval: Option<Duration>,
     /// A session silent for this long is dropped (default 3 keepalive intervals).
-    #[arg(long = "client-timeout", value_parser = parse_duration, hide = true)]
+    #[arg(long = "client-timeout", value_parser = parse_positive_duration, hide = true)]
     pub client_timeout: Option<Duration>,
     /// First delay of the `on-failure` restart backoff (tests shorten it).
     #[arg(long = "restart-backoff", value_parser = parse_duration, hide = true)]
@@ -66,6 +66,9 @@ pub struct Args {
     /// ("127.0.0.1:62020"). Every local user can reach it.
     #[arg(long = "listen-tcp", value_name = "ADDR", value_parser = crate::tcp::parse_loopback)]
     pub listen_tcp: Option<SocketAddr>,
+    /// Panic right after start-up (tests of the panic report use it).
+    #[arg(long = "debug-panic", hide = true)]
+    pub debug_panic: bool,
 }
 
 /// The `--ready-fd` value read straight from argv, for reporting a command
@@ -137,6 +140,8 @@ pub struct Settings {
     /// A connection that starts no call or session this long after it
     /// opened is closed.
     pub first_call_timeout: Duration,
+    /// Panic once started (`--debug-panic`, for tests of the panic report).
+    pub debug_panic: bool,
 }
 
 /// Defaults of the limits, documented in the README.
@@ -194,7 +199,10 @@ impl Settings {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
-        let places = match args.socket.or(config.socket.clone()) {
+        // The daemon runs from "/": a relative --socket is taken from here,
+        // now (the config's own relative paths are anchored at its dir).
+        let flag_socket = args.socket.map(|s| std::path::absolute(&s).unwrap_or(s));
+        let places = match flag_socket.or(config.socket.clone()) {
             Some(sock) => Places::for_socket(sock),
             None => Places::from_env()?,
         };
@@ -271,11 +279,18 @@ impl Settings {
             first_call_timeout: config
                 .first_call_timeout
                 .unwrap_or(defaults::FIRST_CALL_TIMEOUT),
+            debug_panic: args.debug_panic,
         })
     }
 }
 
-/// Parses "20ms", "3s", "1.5s", "2m" or a bare number of seconds.
+/// Longest duration any setting accepts: a year. It means "never" in
+/// practice, and longer ones overflow the arithmetic of deadlines and
+/// timers (a panic instead of an error).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses "20ms", "3s", "1.5s", "2m" or a bare number of seconds, from zero
+/// up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
@@ -291,16 +306,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a duration (try \"250ms\", \"3s\" or \"2m\")"))?;
-    if !value.is_finite() || value < 0.0 {
+    duration_from_secs(value * scale, text)
+}
+
+/// [`parse_duration`] for settings where zero makes no sense (intervals,
+/// timeouts): at least a millisecond.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    positive(parse_duration(text)?, text)
+}
+
+/// The one range check of every duration setting: `seconds` (written as
+/// `text` by the user) must lie in 0..=[`MAX_DURATION`].
+pub fn duration_from_secs(seconds: f64, text: &str) -> Result<Duration, String> {
+    if seconds.is_nan() || seconds < 0.0 {
         return Err(format!("{text:?} is not a non-negative duration"));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(format!(
+            "{text:?} is too long: at most {} s (365 days)",
+            MAX_DURATION.as_secs()
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Refuses durations under a millisecond, for settings that need time to pass.
+pub fn positive(value: Duration, text: &str) -> Result<Duration, String> {
+    if value < Duration::from_millis(1) {
+        return Err(format!("{text:?} is too short: at least 1ms"));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
+    use super::*;
 
     #[test]
     fn durations() {
@@ -310,5 +350,28 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_are_errors_not_panics() {
+        for text in [
+            "1e20",
+            "1e300",
+            "inf",
+            "NaN",
+            "1e15s",
+            "99999999999999999999ms",
+            "525601m",
+        ] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains(text), "{text}: {e}");
+        }
+        assert_eq!(parse_duration("31536000"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_positive_duration("0")
+            .unwrap_err()
+            .contains("at least 1ms"));
+        assert!(parse_positive_duration("0.1ms").is_err());
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
     }
 }

@@ -218,12 +218,14 @@ async fn autostart_of_an_unknown_configured_module_is_not_fatal() {
 }
 
 /// A script that exits with `code` on its first `crashes` starts (after
-/// reading a byte, so the server has connected), then runs echo.
+/// greeting with an empty HTTP/2 SETTINGS frame, so it counts as started,
+/// and reading a byte, so the server has connected), then runs echo.
 fn flaky_prelude(sb: &Sandbox, crashes: u32, code: i32) -> String {
     let counter = sb.dir.path().join("flaky.count");
     format!(
         "n=$(cat '{c}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{c}'\n\
-         if [ $n -le {crashes} ]; then head -c 1 > /dev/null; exit {code}; fi",
+         if [ $n -le {crashes} ]; then printf '\\000\\000\\000\\004\\000\\000\\000\\000\\000'; \
+         head -c 1 > /dev/null; exit {code}; fi",
         c = counter.display()
     )
 }

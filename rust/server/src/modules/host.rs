@@ -196,11 +196,26 @@ impl ModuleHost {
         if let Some(inst) = self.shared.existing_slot(name).and_then(|s| s.alive()) {
             return Ok(inst);
         }
-        let located = locate::locate(name, &self.shared.dirs).map_err(to_status)?;
+        let located = match locate::locate(name, &self.shared.dirs) {
+            Ok(located) => located,
+            // Registered by path and failed: the reason, not "no such module".
+            Err(e @ LocateError::NotFound { .. }) => {
+                return Err(self.failed_load(name).unwrap_or_else(|| to_status(e)))
+            }
+            Err(e) => return Err(to_status(e)),
+        };
         self.shared
             .load_located(located, Cause::Call, None)
             .await
             .map(|(inst, _)| inst)
+    }
+
+    /// The error of the last failed `load PATH` of `name`, if that is what
+    /// is known of it.
+    fn failed_load(&self, name: &str) -> Option<Status> {
+        let slot = self.shared.existing_slot(name)?;
+        let (error, _) = slot.record().failure.clone()?;
+        Some(Status::unavailable(error))
     }
 
     /// Loads by name, or from an explicit path (registered under `name`, or
@@ -245,7 +260,14 @@ impl ModuleHost {
                     .ok_or_else(|| Status::not_found(format!("no module at {}", path.display())))?
             }
         };
-        self.shared.load_located(located, cause, None).await
+        let from_path = path.map(|_| located.origin.display().to_string());
+        let name = located.name.clone();
+        let loaded = self.shared.load_located(located, cause, None).await;
+        if let (Err(e), Some(origin)) = (&loaded, from_path) {
+            // Kept for the next call by name, which cannot find it on disk.
+            self.shared.slot(&name).record().failure = Some((e.message().to_string(), origin));
+        }
+        loaded
     }
 
     /// Marks `name` failed (shown by `Status`) and announces it; for starts

@@ -89,6 +89,8 @@ pub struct Instance {
     exit: watch::Receiver<Option<ExitInfo>>,
     failure: watch::Receiver<Option<String>>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// Tells whether the module closed its stdout.
+    close: CloseSignal,
 }
 
 /// A call holding one of the module's slots; dropping it ends the call.
@@ -164,10 +166,20 @@ impl Instance {
         let connected = match transport {
             Transport::Grpc => {
                 let io = ModuleIo::new(stdin, stdout, close.clone());
-                conn::connect(io, close.clone(), options.ping, options.max_message_size)
-                    .await
-                    .map(|(client, task)| (ModuleConn::Grpc(client), task))
-                    .map_err(|e| (format!("cannot be talked to over its stdio ({e})"), true))
+                match conn::connect(io, close.clone(), options.ping, options.max_message_size).await
+                {
+                    Ok((client, mut task)) => {
+                        await_greeting(
+                            &close,
+                            &mut task,
+                            // As patient as with a running module's pings.
+                            options.ping.interval + options.ping.timeout,
+                        )
+                        .await
+                        .map(|()| (ModuleConn::Grpc(client), task))
+                    }
+                    Err(e) => Err((format!("cannot be talked to over its stdio ({e})"), true)),
+                }
             }
             Transport::Lean => lean::connect(
                 &name,
@@ -202,6 +214,7 @@ impl Instance {
                 signal_group(pid, libc::SIGKILL);
                 tokio::spawn(async move {
                     let _ = child.wait().await;
+                    super::guardian::forget(pid);
                 });
                 options.failures.record(&name, pid, &reason);
                 return Err(Status::unavailable(format!("module '{name}' {reason}")));
@@ -218,7 +231,7 @@ impl Instance {
             child,
             conn: conn_task,
             stop: stop_rx,
-            close,
+            close: close.clone(),
             exit: exit_tx,
             failure: failure_tx,
             slots: slots.clone(),
@@ -241,6 +254,7 @@ impl Instance {
             exit,
             failure,
             stop: Mutex::new(Some(stop_tx)),
+            close,
         }))
     }
 
@@ -402,6 +416,10 @@ impl Instance {
         if self.failure.borrow().is_some() || self.exit.borrow().is_some() {
             return self.gone();
         }
+        if self.close.stdout_closed() {
+            // Still running, but nothing it answers can reach us.
+            return Status::unavailable(format!("module '{}' closed its stdout", self.name));
+        }
         if std::error::Error::source(&status).is_some() {
             return Status::unavailable(format!(
                 "module '{}' connection failed: {}",
@@ -528,8 +546,10 @@ async fn supervise(mut s: Supervised) {
             }
         },
     };
-    // Whatever the module left behind in its group goes with it.
+    // Whatever the module left behind in its group goes with it; the group
+    // is then empty and its number free for reuse.
     signal_group(s.pid, libc::SIGKILL);
+    super::guardian::forget(s.pid);
     let info = match &status {
         Ok(st) => describe(*st),
         Err(e) => format!("wait failed: {e}"),
@@ -560,6 +580,51 @@ async fn stop_gracefully(s: &mut Supervised) -> std::io::Result<std::process::Ex
     tracing::warn!(module = %s.name, "ignored SIGTERM; sending SIGKILL");
     signal_group(s.pid, libc::SIGKILL);
     s.child.wait().await
+}
+
+/// Waits until the module greets on its stdout the way an HTTP/2 server
+/// does, driving the connection meanwhile, so that a program that does not
+/// speak the protocol fails its load with the reason instead of being
+/// reported loaded. On failure: the problem, and whether the module is
+/// probably exiting (then how it exited says more).
+async fn await_greeting(
+    close: &CloseSignal,
+    conn: &mut ConnTask,
+    patience: Duration,
+) -> Result<(), (String, bool)> {
+    tokio::select! {
+        end = conn => Err(match end {
+            ConnEnd::Closed(_) | ConnEnd::Asked => (
+                "closed its stdout before answering the HTTP/2 handshake".to_string(),
+                true,
+            ),
+            ConnEnd::Broken(why) | ConnEnd::Garbled(why) | ConnEnd::Flooded(why) => (
+                format!("wrote something that is not HTTP/2 to stdout ({why})"),
+                false,
+            ),
+            ConnEnd::Unanswered => (
+                format!("did not answer the HTTP/2 handshake within {} ms", patience.as_millis()),
+                false,
+            ),
+        }),
+        greeted = tokio::time::timeout(patience, close.greeted()) => match greeted {
+            Ok(true) => Ok(()),
+            Ok(false) => Err((
+                "wrote something that is not HTTP/2 to stdout first; it does not speak \
+                 the module protocol (gRPC over its stdio), or a stray print broke it"
+                    .to_string(),
+                false,
+            )),
+            Err(_) => Err((
+                format!(
+                    "did not answer the HTTP/2 handshake within {} ms; does it speak \
+                     the module protocol (gRPC over its stdio)?",
+                    patience.as_millis()
+                ),
+                false,
+            )),
+        },
+    }
 }
 
 fn signal_group(pid: u32, signal: libc::c_int) {

@@ -4,6 +4,7 @@ mod autostart;
 mod conn;
 mod deps;
 mod failures;
+pub mod guardian;
 mod host;
 mod instance;
 mod lean;

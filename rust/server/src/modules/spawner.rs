@@ -3,8 +3,10 @@
 //! Linux's parent-death signal fires when the *thread* that forked the child
 //! exits, not the process; tokio's worker and blocking threads come and go,
 //! so every module is forked from this dedicated thread, which lives as long
-//! as the server. With PR_SET_PDEATHSIG a module dies with the server even
-//! when the server is SIGKILLed and cannot clean up.
+//! as the server. With PR_SET_PDEATHSIG (Linux only) a module dies with
+//! the server even when the server is SIGKILLed and cannot clean up; what
+//! the module itself started (and, on macOS, the module too) is left to the
+//! group guardian (guardian.rs), told here of each module's process group.
 
 use std::{path::PathBuf, sync::mpsc as std_mpsc};
 
@@ -66,7 +68,6 @@ impl Spawner {
 }
 
 fn spawn(req: &SpawnRequest) -> std::io::Result<Child> {
-    let server_pid = std::process::id() as libc::pid_t;
     let mut cmd = tokio::process::Command::new(&req.exec);
     cmd.args(&req.args)
         .env(norgopolis_common::places::MODULE_ENV, &req.name)
@@ -84,6 +85,18 @@ fn spawn(req: &SpawnRequest) -> std::io::Result<Child> {
     if let Some(cwd) = &req.cwd {
         cmd.current_dir(cwd);
     }
+    die_with_the_spawner(&mut cmd);
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        super::guardian::watch(pid);
+    }
+    Ok(child)
+}
+
+/// Linux: the module gets SIGKILL the moment the server (this thread) dies.
+#[cfg(target_os = "linux")]
+fn die_with_the_spawner(cmd: &mut tokio::process::Command) {
+    let server_pid = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run
     // between fork and exec.
     unsafe {
@@ -98,5 +111,10 @@ fn spawn(req: &SpawnRequest) -> std::io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn()
 }
+
+/// Elsewhere (macOS has no parent-death signal): the group guardian, which
+/// kills the module's whole process group once the server is gone, is
+/// what takes the module down with a killed server.
+#[cfg(not(target_os = "linux"))]
+fn die_with_the_spawner(_cmd: &mut tokio::process::Command) {}

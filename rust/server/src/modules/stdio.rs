@@ -31,6 +31,54 @@ struct CloseInner {
     notify: tokio::sync::Notify,
     /// The module closed its stdout (EOF seen), as opposed to us closing.
     stdout_eof: AtomicBool,
+    /// What the module's first bytes on stdout were (see [`Greeting`]).
+    greeting: std::sync::Mutex<Greeting>,
+    /// Wakes tasks in [`CloseSignal::greeted`].
+    greeted: tokio::sync::Notify,
+    /// The greeting was judged: reads no longer look at it (no lock on
+    /// the data path).
+    judged: AtomicBool,
+}
+
+/// Length of an HTTP/2 frame header: what tells a module's greeting apart.
+const FRAME_HEADER: usize = 9;
+
+/// An HTTP/2 server greets with a SETTINGS frame (type 4, flags without
+/// ACK); anything else on stdout first means the module does not speak
+/// the protocol (or a stray print broke it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// Fewer than a frame header's bytes so far.
+    Pending([u8; FRAME_HEADER], usize),
+    /// The first frame is SETTINGS.
+    Http2,
+    /// The first bytes are not an HTTP/2 SETTINGS frame.
+    Other,
+}
+
+impl Default for Greeting {
+    fn default() -> Self {
+        Greeting::Pending([0; FRAME_HEADER], 0)
+    }
+}
+
+impl Greeting {
+    /// Takes in the next bytes read from stdout; true once judged.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        let Greeting::Pending(mut head, len) = *self else {
+            return false;
+        };
+        let n = bytes.len().min(FRAME_HEADER - len);
+        head[len..len + n].copy_from_slice(&bytes[..n]);
+        *self = if len + n < FRAME_HEADER {
+            Greeting::Pending(head, len + n)
+        } else if head[3] == 0x4 && head[4] & 0x1 == 0 {
+            Greeting::Http2
+        } else {
+            Greeting::Other
+        };
+        !matches!(self, Greeting::Pending(..))
+    }
 }
 
 impl CloseSignal {
@@ -63,6 +111,37 @@ impl CloseSignal {
     /// Whether the module closed its stdout by itself.
     pub fn stdout_closed(&self) -> bool {
         self.0.stdout_eof.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the module's first bytes on stdout were judged: true
+    /// for an HTTP/2 greeting. The connection must be polled meanwhile.
+    pub async fn greeted(&self) -> bool {
+        loop {
+            let notified = self.0.greeted.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match *self.lock_greeting() {
+                Greeting::Http2 => return true,
+                Greeting::Other => return false,
+                Greeting::Pending(..) => {}
+            }
+            notified.await;
+        }
+    }
+
+    fn lock_greeting(&self) -> std::sync::MutexGuard<'_, Greeting> {
+        // A plain value: a poisoned lock is still consistent.
+        self.0.greeting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn saw(&self, bytes: &[u8]) {
+        if self.0.judged.load(Ordering::Acquire) {
+            return;
+        }
+        if self.lock_greeting().feed(bytes) {
+            self.0.judged.store(true, Ordering::Release);
+            self.0.greeted.notify_waiters();
+        }
     }
 }
 
@@ -108,11 +187,13 @@ impl AsyncRead for ModuleIo {
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stdout).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(())))
-            && buf.filled().len() == before
-            && buf.remaining() > 0
-        {
-            self.close.0.stdout_eof.store(true, Ordering::Release);
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            let read = &buf.filled()[before..];
+            if read.is_empty() && buf.remaining() > 0 {
+                self.close.0.stdout_eof.store(true, Ordering::Release);
+            } else if !read.is_empty() {
+                self.close.saw(read);
+            }
         }
         polled
     }
@@ -145,5 +226,27 @@ impl AsyncWrite for ModuleIo {
             Some(stdin) => Pin::new(stdin).poll_shutdown(cx),
             None => Poll::Ready(Ok(())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greetings_are_judged_on_the_first_frame_header() {
+        // SETTINGS, no flags, empty: what every HTTP/2 server sends first.
+        let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+        let mut g = Greeting::default();
+        assert!(!g.feed(&settings[..4]));
+        assert!(g.feed(&settings[4..]));
+        assert_eq!(g, Greeting::Http2);
+        let mut g = Greeting::default();
+        assert!(g.feed(b"hello from a stray println\n"));
+        assert_eq!(g, Greeting::Other);
+        // A SETTINGS ACK is not a greeting.
+        let mut g = Greeting::default();
+        assert!(g.feed(&[0, 0, 0, 4, 1, 0, 0, 0, 0]));
+        assert_eq!(g, Greeting::Other);
     }
 }
