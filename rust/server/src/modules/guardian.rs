@@ -26,6 +26,10 @@ use nix::{
     unistd::{fork, ForkResult},
 };
 
+/// The guardian's process name (`comm`), so that `ps` and `pgrep` tell it
+/// from the server it watches.
+const GUARDIAN_NAME: &str = "np-guardian";
+
 /// The server's end of the pipe, once the guardian runs.
 static TO_GUARDIAN: OnceLock<Mutex<File>> = OnceLock::new();
 
@@ -91,6 +95,7 @@ fn set_cloexec(fd: &OwnedFd) -> std::io::Result<()> {
 
 /// The guardian's whole life: follow the list until EOF, then kill it.
 fn guard(read: OwnedFd) -> ! {
+    name_self();
     // Signals meant for the server's terminal or session are not for us:
     // we leave only when the server has.
     for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
@@ -123,6 +128,19 @@ fn apply(groups: &mut HashSet<libc::pid_t>, line: &str) {
             groups.remove(&pgid);
         }
         _ => {}
+    }
+}
+
+/// Renames this process to [`GUARDIAN_NAME`] where the OS allows it.
+fn name_self() {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(name) = std::ffi::CString::new(GUARDIAN_NAME) else {
+            return;
+        };
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string (truncated at
+        // 16 bytes), which `name` is, and keeps no pointer to it.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
     }
 }
 
