@@ -593,7 +593,15 @@ async fn await_greeting(
     patience: Duration,
 ) -> Result<(), (String, bool)> {
     tokio::select! {
-        end = conn => Err(match end {
+        // The connection may read the greeting and the end of stdout in one
+        // poll: a module that greeted and then died has started (and
+        // crashed), so its end is handed on to the running-module path.
+        end = &mut *conn => {
+            if close.has_greeted() {
+                *conn = Box::pin(std::future::ready(end));
+                return Ok(());
+            }
+            Err(match end {
             ConnEnd::Closed(_) | ConnEnd::Asked => (
                 "closed its stdout before answering the HTTP/2 handshake".to_string(),
                 true,
@@ -606,7 +614,8 @@ async fn await_greeting(
                 format!("did not answer the HTTP/2 handshake within {} ms", patience.as_millis()),
                 false,
             ),
-        }),
+        })
+        },
         greeted = tokio::time::timeout(patience, close.greeted()) => match greeted {
             Ok(true) => Ok(()),
             Ok(false) => Err((

@@ -129,6 +129,11 @@ impl CloseSignal {
         }
     }
 
+    /// Whether the module's first bytes were an HTTP/2 greeting, as of now.
+    pub fn has_greeted(&self) -> bool {
+        matches!(*self.lock_greeting(), Greeting::Http2)
+    }
+
     fn lock_greeting(&self) -> std::sync::MutexGuard<'_, Greeting> {
         // A plain value: a poisoned lock is still consistent.
         self.0.greeting.lock().unwrap_or_else(|p| p.into_inner())
