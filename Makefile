@@ -162,14 +162,16 @@ nvim: build deps-nvim
 	  $(NVIM) --clean --cmd "set rtp^=$(ROOT)" -S $(ROOT)/scripts/nvim-try.lua
 
 ## bench: release build, then every benchmark in one run: a markdown table on
-## stdout and target/bench/results.json (BENCH_ARGS=--quick for a smoke run).
+## stdout and target/bench/results.json (BENCH_ARGS=--quick for a smoke run),
+## then the installer's time from a local server and the artifact sizes.
 ## The release native library is loaded from target/release, so
 ## lua/norgopolis/native.so (the debug build the specs use) stays as it is.
-bench: deps-nvim
+bench: deps-nvim dist
 	cargo build --release --workspace --exclude norgopolis-nvim
 	cargo build --release -p norgopolis-nvim
 	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) \
 	  --out $(ROOT)/target/bench/results.json $(BENCH_ARGS)
+	NVIM=$(NVIM) bash scripts/bench-install.sh
 
 clean:
 	cargo clean

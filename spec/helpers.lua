@@ -154,4 +154,21 @@ function M.spawn_nvim(script, opts)
   return vim.system(cmd, vim.tbl_extend("force", { text = true }, opts or {}))
 end
 
+--- PATH without the directories that hold cargo or rustc (installs that
+--- must work without a Rust toolchain).
+---@return string
+function M.path_without_cargo()
+  local keep = {}
+  for _, dir in ipairs(vim.split(vim.env.PATH or "", ":", { plain = true })) do
+    if
+      dir ~= ""
+      and vim.fn.executable(dir .. "/cargo") == 0
+      and vim.fn.executable(dir .. "/rustc") == 0
+    then
+      table.insert(keep, dir)
+    end
+  end
+  return table.concat(keep, ":")
+end
+
 return M

@@ -250,7 +250,12 @@ local function download(r, cb)
                 )
               )
             end
-            local dest = ("norgopolis-%s-%s-%d"):format(r.version, r.platform, os.time())
+            local dest = ("norgopolis-%s-%s-%s-%d"):format(
+              r.version,
+              r.platform,
+              os.date("%Y%m%d%H%M%S"),
+              vim.uv.hrtime() % 1000000
+            )
             local ok, rerr = vim.uv.fs_rename(top, r.root .. "/installed/" .. dest)
             if not ok then
               return finish(("cannot move the unpacked archive into place: %s"):format(rerr))
