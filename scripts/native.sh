@@ -20,8 +20,10 @@
 set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-PROFILE=dist
-PROFILE_DIR=${NORGOPOLIS_PROFILE_DIR:-$SRC/target/$PROFILE}
+# NORGOPOLIS_PROFILE=debug builds and stages a debug build instead (tests).
+PROFILE=${NORGOPOLIS_PROFILE:-dist}
+TARGET_DIR=${CARGO_TARGET_DIR:-$SRC/target}
+case $PROFILE in debug | dev) PROFILE=dev PROFILE_DIR=$TARGET_DIR/debug ;; *) PROFILE_DIR=$TARGET_DIR/$PROFILE ;; esac
 CRATES="-p norgopolis-nvim -p norgopolis-server -p norgopolis-cli -p norgopolis-echo"
 BUNDLED_MODULES="echo"
 
