@@ -199,6 +199,43 @@ describe("installer", function()
     assert.matches("NORGOPOLIS_DIST_URL", output(res))
   end)
 
+  it(
+    "runs inside lazy.nvim's build task (yields progress) and from a dofile hook (mini.deps, vim.pack)",
+    function()
+      local saved_url, saved_lazy = vim.env.NORGOPOLIS_DIST_URL, package.loaded["lazy.async"]
+      vim.env.NORGOPOLIS_DIST_URL = base .. "/good"
+      -- What lazy.nvim does with a build.lua: loadfile and call it inside its
+      -- async task, resuming it while it yields.
+      package.loaded["lazy.async"] = {
+        running = function()
+          return {}
+        end,
+      }
+      local before = vim.uv.fs_readlink(clone .. "/installed/current")
+      local task = coroutine.create(assert(loadfile(clone .. "/build.lua")))
+      local yielded = {}
+      local ok, err = pcall(function()
+        helpers.wait(60000, function()
+          local resumed, msg = coroutine.resume(task)
+          assert(resumed, msg)
+          table.insert(yielded, msg)
+          return coroutine.status(task) == "dead"
+        end, "build.lua under the lazy-like runner")
+      end)
+      package.loaded["lazy.async"] = saved_lazy
+      assert(ok, err)
+      assert.is_true(vim.tbl_contains(yielded, "verifying sha256"), vim.inspect(yielded))
+      local after_lazy = vim.uv.fs_readlink(clone .. "/installed/current")
+      assert.are_not.equal(before, after_lazy)
+
+      -- A post-install hook of mini.deps or vim.pack: dofile(path .. "/build.lua").
+      ok, err = pcall(dofile, clone .. "/build.lua")
+      vim.env.NORGOPOLIS_DIST_URL = saved_url
+      assert(ok, err)
+      assert.are_not.equal(after_lazy, vim.uv.fs_readlink(clone .. "/installed/current"))
+    end
+  )
+
   it("reinstalls under a Neovim that has the library loaded, which keeps calling", function()
     local child = in_clone_nvim(
       ([[

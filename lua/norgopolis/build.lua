@@ -359,7 +359,8 @@ end
 
 --- Installs and waits for the end: inside lazy.nvim's build task it yields
 --- (lazy shows the progress), elsewhere it blocks on the event loop.
---- Progress goes to `opts.on_progress`, else to lazy or stdout.
+--- Progress goes to `opts.on_progress`, else to lazy, stdout (headless)
+--- or `vim.notify` (steps only).
 ---@param opts? norgopolis.BuildOpts
 ---@return boolean ok
 ---@return string? err
@@ -368,12 +369,15 @@ function M.run(opts)
   local lazy_async = package.loaded["lazy.async"]
   local in_lazy = lazy_async and lazy_async.running and lazy_async.running() ~= nil
   local queue = {}
+  local has_ui = #vim.api.nvim_list_uis() > 0
   if not opts.on_progress then
-    opts.on_progress = function(msg)
+    opts.on_progress = function(msg, kind)
       if in_lazy then
         table.insert(queue, msg)
-      else
+      elseif not has_ui then
         io.stdout:write(msg, "\n")
+      elseif kind == "step" then
+        vim.notify("norgopolis build: " .. msg, vim.log.levels.INFO)
       end
     end
   end
