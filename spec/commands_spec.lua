@@ -29,21 +29,18 @@ end
 
 describe(":Norgopolis completion", function()
   it("completes subcommands", function()
-    assert.same(
-      {
-        "build",
-        "call",
-        "install",
-        "load",
-        "log",
-        "modules",
-        "restart",
-        "shutdown",
-        "status",
-        "unload",
-      },
-      complete("Norgopolis ")
-    )
+    assert.same({
+      "build",
+      "call",
+      "install",
+      "load",
+      "log",
+      "modules",
+      "restart",
+      "shutdown",
+      "status",
+      "unload",
+    }, complete("Norgopolis "))
     assert.same({ "load", "log" }, complete("Norgopolis lo"))
   end)
 
