@@ -73,20 +73,13 @@ describe("installer", function()
       vim.wait(5000, function() return done end)
       vim.cmd("qa!")
     ]]):format(clone, body)
-    local file = vim.fn.tempname() .. ".lua"
-    vim.fn.writefile(vim.split(script, "\n"), file)
-    return vim
-      .system({ vim.v.progpath, "--headless", "-u", "NONE", "-i", "NONE", "-l", file }, {
-        text = true,
-        env = {
-          PATH = no_cargo,
-          NORGOPOLIS_SERVER = "",
-          NORGOPOLIS_MODULES_DIR = clone .. "/installed/current/modules",
-          NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/build.sock",
-          NORGOPOLIS_DIST_URL = base .. "/good",
-        },
-      })
-      :wait(180000)
+    return helpers.run_lua(script, {
+      PATH = no_cargo,
+      NORGOPOLIS_SERVER = "",
+      NORGOPOLIS_MODULES_DIR = clone .. "/installed/current/modules",
+      NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/build.sock",
+      NORGOPOLIS_DIST_URL = base .. "/good",
+    }, 180000)
   end
 
   setup(function()
@@ -168,25 +161,29 @@ describe("installer", function()
     )
   end)
 
-  it("refuses a checksum mismatch and keeps the install in use", function()
+  --- Installs from `dir`, which must be refused with `reason`, leaving the
+  --- install in use as it was and nothing half-unpacked behind.
+  ---@param dir string
+  ---@param reason string
+  local function assert_refused(dir, reason)
     local before = vim.uv.fs_readlink(clone .. "/installed/current")
-    local res = install_from("badsum")
+    local res = install_from(dir)
     assert.are_not.equal(0, res.code)
-    assert.matches("checksum mismatch", output(res))
+    assert.matches(reason, output(res))
     assert.equal(before, vim.uv.fs_readlink(clone .. "/installed/current"))
+    for name in vim.fs.dir(clone .. "/installed") do
+      assert.is_nil(name:match("^%.download"), "left behind: " .. name)
+    end
+  end
+
+  it("refuses a checksum mismatch and keeps the install in use", function()
+    assert_refused("badsum", "checksum mismatch")
     local child = in_clone_nvim([[print("echo " .. call("still here"))]])
     assert.matches("echo still here", output(child))
   end)
 
   it("refuses an archive that does not unpack and keeps the install in use", function()
-    local before = vim.uv.fs_readlink(clone .. "/installed/current")
-    local res = install_from("corrupt")
-    assert.are_not.equal(0, res.code)
-    assert.matches("not a usable archive", output(res))
-    assert.equal(before, vim.uv.fs_readlink(clone .. "/installed/current"))
-    for name in vim.fs.dir(clone .. "/installed") do
-      assert.is_nil(name:match("^%.download"), "left behind: " .. name)
-    end
+    assert_refused("corrupt", "not a usable archive")
   end)
 
   it("without an archive for the platform or cargo, names both ways and the platform", function()

@@ -29,17 +29,10 @@ local function assert_loads_from(tree, name)
     io.stdout:write(table.concat(out, "\n") .. "\n")
     vim.cmd("qa!")
   ]]):format(tree, tree, tree, rockdir)
-  local file = helpers.tmp .. "/rock-child.lua"
-  vim.fn.writefile(vim.split(script, "\n"), file)
-  local child = vim
-    .system({ vim.v.progpath, "--headless", "-u", "NONE", "-i", "NONE", "-l", file }, {
-      text = true,
-      env = {
-        NORGOPOLIS_SERVER = "",
-        NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/" .. name .. ".sock",
-      },
-    })
-    :wait(60000)
+  local child = helpers.run_lua(script, {
+    NORGOPOLIS_SERVER = "",
+    NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/" .. name .. ".sock",
+  }, 60000)
   assert.equal(0, child.code, child.stdout .. child.stderr)
   assert.matches("native " .. vim.pesc(tree .. "/lib/lua/5.1/norgopolis/native.so"), child.stdout)
   assert.matches("server " .. vim.pesc(tree .. "/bin/norgopolis-server"), child.stdout)
@@ -136,18 +129,11 @@ describe("rockspec", function()
       io.stdout:write(table.concat(out, "\n") .. "\n")
       vim.cmd("qa!")
     ]]):format(bintree, bintree, so, vim.inspect(install), so)
-      local file = helpers.tmp .. "/rock-reinstall.lua"
-      vim.fn.writefile(vim.split(script, "\n"), file)
-      local child = vim
-        .system({ vim.v.progpath, "--headless", "-u", "NONE", "-i", "NONE", "-l", file }, {
-          text = true,
-          env = {
-            PATH = no_cargo.PATH,
-            NORGOPOLIS_SERVER = "",
-            NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/rere.sock",
-          },
-        })
-        :wait(180000)
+      local child = helpers.run_lua(script, {
+        PATH = no_cargo.PATH,
+        NORGOPOLIS_SERVER = "",
+        NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/rere.sock",
+      }, 180000)
       assert.equal(0, child.code, child.stdout .. child.stderr)
       assert.matches("first one", child.stdout)
       assert.matches("reinstall 0", child.stdout)
