@@ -1,9 +1,11 @@
 # Norgopolis: everything a fresh clone needs, installed idempotently.
+#   make        what the plugin needs, optimised (cargo only): installed/current
+#   make dist   the same as an archive for this platform, in dist/
 #   make demo   build everything and run the end-to-end story
 #   make test   the whole test suite (what CI runs)
 
 SHELL := /bin/bash
-.DEFAULT_GOAL := build
+.DEFAULT_GOAL := plugin
 
 ROOT      := $(abspath .)
 DEPS      := $(ROOT)/.deps
@@ -22,7 +24,7 @@ COMPAT_TARGET := $(ROOT)/target/compat
 
 export PATH := $(TARGET):$(PATH)
 
-.PHONY: deps deps-rust deps-nvim deps-busted build build-rust build-modules build-nvim \
+.PHONY: plugin dist lint-macos deps deps-rust deps-nvim deps-busted build build-rust build-modules build-nvim \
         demo test test-rust test-nvim lint fmt nvim bench clean \
         deps-protoc deps-stylua build-compat soak fuzz
 
@@ -51,9 +53,26 @@ $(PROTOC):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq protobuf-compiler >/dev/null
 
-## build: server, CLI, client, bundled modules (target/modules), the Neovim library
-## and the compatibility fixtures
-build: build-rust build-modules build-nvim build-compat
+## plugin (the default goal): the Neovim library, server, CLI and bundled
+## modules in the dist profile (stripped, LTO), laid out in installed/ and
+## switched to at once (lua/norgopolis/native.so points there). Needs cargo
+## only: no protoc, no sudo. Lazy.nvim and others run build.lua instead,
+## which downloads this from a release and falls back to the same build.
+plugin: deps-rust
+	sh scripts/native.sh build
+	sh scripts/native.sh install $(ROOT)
+
+## dist: dist/norgopolis-<version>-<platform>.tar.gz, its .sha256 and
+## dist/manifest.json, for this machine's platform
+DIST_DIR := $(ROOT)/dist
+dist: deps-rust
+	sh scripts/native.sh build
+	sh scripts/native.sh dist $(DIST_DIR)
+
+## build: server, CLI, client, bundled modules (target/modules), the Neovim
+## library, in debug: what the tests run (the compatibility fixtures, which
+## need protoc, are built by `make test`)
+build: build-rust build-modules build-nvim
 
 ## build-compat: fixtures on the public registry crates (norgopolis-client 0.6,
 ## norgopolis-module 2.0.3; tonic 0.9), kept out of the workspace: own lock
@@ -80,13 +99,20 @@ fuzz: build deps-nvim deps-busted
 build-rust: deps-rust
 	cargo build --workspace $(CARGO_FLAGS)
 
+# Bundled modules as folders with their module.toml (echo: lean transport).
 build-modules: build-rust
-	@mkdir -p $(MODULES_OUT)
-	@ln -sf $(TARGET)/echo $(MODULES_OUT)/echo
+	@for m in echo; do \
+	  if [ ! -d $(MODULES_OUT)/$$m ] || [ -L $(MODULES_OUT)/$$m ]; then rm -f $(MODULES_OUT)/$$m; fi; \
+	  mkdir -p $(MODULES_OUT)/$$m; \
+	  ln -sfn $(TARGET)/$$m $(MODULES_OUT)/$$m/$$m; \
+	  cp rust/modules/$$m/module.toml $(MODULES_OUT)/$$m/module.toml; \
+	done
 
+# Copied to a new file and renamed over: a Neovim that has the library
+# loaded keeps its mapping (writing into it in place crashes that Neovim).
 build-nvim: deps-rust
 	cargo build -p norgopolis-nvim $(CARGO_FLAGS)
-	@cp -f $(TARGET)/libnorgopolis_nvim.so $(NATIVE_SO)
+	@cp $(TARGET)/libnorgopolis_nvim.so $(NATIVE_SO).tmp.$$$$ && mv -f $(NATIVE_SO).tmp.$$$$ $(NATIVE_SO)
 
 ## demo: two clients sharing one spawned server, end to end: first from the
 ## CLI, then the same story from two headless Neovims with the plugin
@@ -94,8 +120,9 @@ demo: build deps
 	@bash scripts/demo.sh
 	@NVIM=$(NVIM) bash scripts/demo-nvim.sh
 
-## test: the whole suite
-test: build deps
+## test: the whole suite (dist: spec/build_spec.lua installs the archive
+## from a local HTTP server)
+test: build build-compat dist deps
 	$(MAKE) test-rust test-nvim
 
 test-rust:
@@ -110,11 +137,17 @@ deps-stylua: $(STYLUA)
 $(STYLUA):
 	cargo install stylua --version 2.6.0 --locked --features luajit --root $(DEPS)/stylua
 
-## lint: formatting (rustfmt, stylua) and clippy
-lint: deps-stylua
+## lint: formatting (rustfmt, stylua), clippy, and a check that every crate
+## compiles for macOS
+lint: deps-stylua lint-macos
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(STYLUA) --check lua plugin spec scripts
+	$(STYLUA) --check lua plugin spec scripts build.lua
+
+MACOS_TARGET := x86_64-apple-darwin
+lint-macos: deps-rust
+	@rustup target list --installed | grep -qx $(MACOS_TARGET) || rustup target add $(MACOS_TARGET)
+	cargo check --workspace --all-targets --target $(MACOS_TARGET)
 
 fmt:
 	cargo fmt --all
@@ -129,15 +162,17 @@ nvim: build deps-nvim
 	  $(NVIM) --clean --cmd "set rtp^=$(ROOT)" -S $(ROOT)/scripts/nvim-try.lua
 
 ## bench: release build, then every benchmark in one run: a markdown table on
-## stdout and target/bench/results.json (BENCH_ARGS=--quick for a smoke run).
+## stdout and target/bench/results.json (BENCH_ARGS=--quick for a smoke run),
+## then the installer's time from a local server and the artifact sizes.
 ## The release native library is loaded from target/release, so
 ## lua/norgopolis/native.so (the debug build the specs use) stays as it is.
-bench: deps-nvim
+bench: deps-nvim dist
 	cargo build --release --workspace --exclude norgopolis-nvim
 	cargo build --release -p norgopolis-nvim
 	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) \
 	  --out $(ROOT)/target/bench/results.json $(BENCH_ARGS)
+	NVIM=$(NVIM) bash scripts/bench-install.sh
 
 clean:
 	cargo clean
-	rm -f $(NATIVE_SO)
+	rm -rf $(NATIVE_SO) $(ROOT)/installed $(DIST_DIR)

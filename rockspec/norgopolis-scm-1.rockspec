@@ -1,10 +1,14 @@
 -- Installs the Neovim plugin: Lua modules, plugin/ (the :Norgopolis
 -- command), the native library (as norgopolis.native), the server and the
 -- `norgopolis` CLI (`:Norgopolis install` runs it from beside the server).
--- Built from the working tree with cargo, so it needs no network beyond
--- what cargo already has:
+-- Built with cargo in the dist profile by scripts/native.sh (the same build
+-- and layout as `make`):
 --   luarocks --lua-version 5.1 make rockspec/norgopolis-scm-1.rockspec [--tree DIR]
--- NORGOPOLIS_ROCK_PROFILE=debug reuses a debug build (tests use it).
+-- `luarocks pack norgopolis scm-1` after that writes a binary rock for this
+-- platform, which installs without cargo. luarocks removes the files of the
+-- version it replaces before deploying new ones, so a Neovim that has the
+-- library loaded keeps its (unlinked) copy.
+-- NORGOPOLIS_ROCK_PROFILE=debug builds and installs a debug build (tests use it).
 rockspec_format = "3.0"
 package = "norgopolis"
 version = "scm-1"
@@ -32,14 +36,10 @@ build = {
   -- No $(...) here: luarocks substitutes its own variables in that form.
   build_command = [[
 set -e
-profile="${NORGOPOLIS_ROCK_PROFILE:-release}"
-flag=--release
-if [ "$profile" != release ]; then flag=; fi
-cargo build $flag -p norgopolis-nvim -p norgopolis-server -p norgopolis-cli
-mkdir -p target/rock
-cp -f "target/$profile/libnorgopolis_nvim.so" target/rock/native.so
-cp -f "target/$profile/norgopolis-server" target/rock/norgopolis-server
-cp -f "target/$profile/norgopolis" target/rock/norgopolis
+export NORGOPOLIS_PROFILE="${NORGOPOLIS_ROCK_PROFILE:-dist}"
+sh scripts/native.sh build
+rm -rf target/rock
+sh scripts/native.sh stage target/rock
 ]],
   install = {
     lua = {
@@ -50,16 +50,17 @@ cp -f "target/$profile/norgopolis" target/rock/norgopolis
       ["norgopolis.core"] = "lua/norgopolis/core.lua",
       ["norgopolis.events"] = "lua/norgopolis/events.lua",
       ["norgopolis.health"] = "lua/norgopolis/health.lua",
+      ["norgopolis.build"] = "lua/norgopolis/build.lua",
       ["norgopolis.install"] = "lua/norgopolis/install.lua",
       ["norgopolis.paths"] = "lua/norgopolis/paths.lua",
       ["norgopolis.ui"] = "lua/norgopolis/ui.lua",
     },
     lib = {
-      ["norgopolis.native"] = "target/rock/native.so",
+      ["norgopolis.native"] = "target/rock/lib/native.so",
     },
     bin = {
-      ["norgopolis-server"] = "target/rock/norgopolis-server",
-      ["norgopolis"] = "target/rock/norgopolis",
+      ["norgopolis-server"] = "target/rock/bin/norgopolis-server",
+      ["norgopolis"] = "target/rock/bin/norgopolis",
     },
   },
   copy_directories = { "plugin" },

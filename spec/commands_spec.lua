@@ -30,6 +30,7 @@ end
 describe(":Norgopolis completion", function()
   it("completes subcommands", function()
     assert.same({
+      "build",
       "call",
       "install",
       "load",

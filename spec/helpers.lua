@@ -154,4 +154,38 @@ function M.spawn_nvim(script, opts)
   return vim.system(cmd, vim.tbl_extend("force", { text = true }, opts or {}))
 end
 
+--- Runs a Lua script in a headless Neovim of its own (no 'runtimepath'
+--- change: the script sets up what it needs) and waits for it.
+---@param script string Lua source
+---@param env table<string, string> added to the environment
+---@param ms integer failure bound
+---@return vim.SystemCompleted
+function M.run_lua(script, env, ms)
+  local file = vim.fn.tempname() .. ".lua"
+  vim.fn.writefile(vim.split(script, "\n"), file)
+  return vim
+    .system(
+      { vim.v.progpath, "--headless", "-u", "NONE", "-i", "NONE", "-l", file },
+      { text = true, env = env }
+    )
+    :wait(ms)
+end
+
+--- PATH without the directories that hold cargo or rustc (installs that
+--- must work without a Rust toolchain).
+---@return string
+function M.path_without_cargo()
+  local keep = {}
+  for _, dir in ipairs(vim.split(vim.env.PATH or "", ":", { plain = true })) do
+    if
+      dir ~= ""
+      and vim.fn.executable(dir .. "/cargo") == 0
+      and vim.fn.executable(dir .. "/rustc") == 0
+    then
+      table.insert(keep, dir)
+    end
+  end
+  return table.concat(keep, ":")
+end
+
 return M

@@ -136,7 +136,7 @@ describe(":Norgopolis install", function()
       "`norgopolis` command was not found %(looked at " .. vim.pesc(lonely .. "/norgopolis"),
       msgs[1].msg
     )
-    assert.matches("make build", msgs[1].msg)
+    assert.matches("Norgopolis build", msgs[1].msg)
   end)
 
   it("rejects bad usage", function()

@@ -4,6 +4,42 @@ local helpers = require("helpers")
 
 local ROCKSPEC = "rockspec/norgopolis-scm-1.rockspec"
 
+--- A Neovim that knows only the tree: it must find the rock's native
+--- library and server (NORGOPOLIS_SERVER unset), define :Norgopolis from
+--- the rock's plugin/, spawn its own server on its own socket and call echo.
+---@param tree string
+---@param name string socket name
+local function assert_loads_from(tree, name)
+  local rockdir = tree .. "/lib/luarocks/rocks-5.1/norgopolis/scm-1"
+  local script = ([[
+    package.path = %q .. "/share/lua/5.1/?.lua;" .. %q .. "/share/lua/5.1/?/init.lua;" .. package.path
+    package.cpath = %q .. "/lib/lua/5.1/?.so;" .. package.cpath
+    vim.opt.rtp:prepend(%q)
+    vim.cmd.runtime("plugin/norgopolis.lua")
+    local out = {}
+    out[#out + 1] = "native " .. package.searchpath("norgopolis.native", package.cpath)
+    out[#out + 1] = "server " .. tostring(require("norgopolis.paths").find_server(nil).path)
+    out[#out + 1] = "command " .. vim.fn.exists(":Norgopolis")
+    local n = require("norgopolis")
+    local v, err = n.call_sync("echo", "echo", "from the rock", { timeout = 20000 })
+    out[#out + 1] = "echo " .. (err and (err.code .. " " .. err.message) or v[1])
+    local done = false
+    n.shutdown(function() done = true end)
+    vim.wait(5000, function() return done end)
+    io.stdout:write(table.concat(out, "\n") .. "\n")
+    vim.cmd("qa!")
+  ]]):format(tree, tree, tree, rockdir)
+  local child = helpers.run_lua(script, {
+    NORGOPOLIS_SERVER = "",
+    NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/" .. name .. ".sock",
+  }, 60000)
+  assert.equal(0, child.code, child.stdout .. child.stderr)
+  assert.matches("native " .. vim.pesc(tree .. "/lib/lua/5.1/norgopolis/native.so"), child.stdout)
+  assert.matches("server " .. vim.pesc(tree .. "/bin/norgopolis-server"), child.stdout)
+  assert.matches("command 2", child.stdout)
+  assert.matches("echo from the rock", child.stdout)
+end
+
 describe("rockspec", function()
   it("lists every Lua module of the plugin", function()
     local text = table.concat(vim.fn.readfile(helpers.root .. "/" .. ROCKSPEC), "\n")
@@ -42,42 +78,67 @@ describe("rockspec", function()
       assert.is_not_nil(vim.uv.fs_stat(f), f .. " not installed")
     end
 
-    -- A Neovim that knows only the tree: it must find the rock's native
-    -- library and server (NORGOPOLIS_SERVER unset), define :Norgopolis from
-    -- the rock's plugin/, spawn its own server on its own socket and call echo.
-    local script = ([[
-      package.path = %q .. "/share/lua/5.1/?.lua;" .. %q .. "/share/lua/5.1/?/init.lua;" .. package.path
+    assert_loads_from(tree, "rock")
+  end)
+
+  it(
+    "packs a binary rock that installs without cargo, also under a Neovim that has it loaded",
+    function()
+      local tree = helpers.tmp .. "/rocktree" -- installed by the test before
+      local packed = helpers.tmp .. "/rockpack"
+      vim.fn.mkdir(packed, "p")
+      local res = vim
+        .system({ "luarocks", "--lua-version", "5.1", "pack", "--tree", tree, "norgopolis", "scm-1" }, {
+          cwd = packed,
+          text = true,
+        })
+        :wait(120000)
+      assert.equal(0, res.code, res.stdout .. res.stderr)
+      local rock = vim.fn.glob(packed .. "/norgopolis-scm-1.*.rock", false, true)[1]
+      assert.is_not_nil(rock, "no rock in " .. packed .. ": " .. res.stdout)
+      assert.is_nil(rock:match("%.src%.rock$"), rock .. " is a source rock")
+
+      local bintree = helpers.tmp .. "/bintree"
+      local install =
+        { "luarocks", "--lua-version", "5.1", "install", "--force", "--tree", bintree, rock }
+      local no_cargo = { PATH = helpers.path_without_cargo() }
+      res = vim.system(install, { text = true, env = no_cargo }):wait(120000)
+      assert.equal(0, res.code, res.stdout .. res.stderr)
+      assert_loads_from(bintree, "binrock")
+
+      -- Reinstalled while a Neovim has the library loaded: that Neovim keeps
+      -- calling, and the library it loaded was replaced, not written into.
+      local so = bintree .. "/lib/lua/5.1/norgopolis/native.so"
+      local script = ([[
+      package.path = %q .. "/share/lua/5.1/?.lua;" .. package.path
       package.cpath = %q .. "/lib/lua/5.1/?.so;" .. package.cpath
-      vim.opt.rtp:prepend(%q)
-      vim.cmd.runtime("plugin/norgopolis.lua")
-      local out = {}
-      out[#out + 1] = "native " .. package.searchpath("norgopolis.native", package.cpath)
-      out[#out + 1] = "server " .. tostring(require("norgopolis.paths").find_server(nil).path)
-      out[#out + 1] = "command " .. vim.fn.exists(":Norgopolis")
       local n = require("norgopolis")
-      local v, err = n.call_sync("echo", "echo", "from the rock", { timeout = 20000 })
-      out[#out + 1] = "echo " .. (err and (err.code .. " " .. err.message) or v[1])
+      local function call(what)
+        local v, err = n.call_sync("echo", "echo", what, { timeout = 20000 })
+        return err and (err.code .. " " .. err.message) or v[1]
+      end
+      local out = { "first " .. call("one") }
+      local ino = vim.uv.fs_stat(%q).ino
+      local res = vim.system(%s, { text = true }):wait(120000)
+      out[#out + 1] = "reinstall " .. res.code .. " " .. res.stderr
+      out[#out + 1] = "second " .. call("two")
+      out[#out + 1] = "replaced " .. tostring(vim.uv.fs_stat(%q).ino ~= ino)
       local done = false
       n.shutdown(function() done = true end)
       vim.wait(5000, function() return done end)
       io.stdout:write(table.concat(out, "\n") .. "\n")
       vim.cmd("qa!")
-    ]]):format(tree, tree, tree, rockdir)
-    local file = helpers.tmp .. "/rock-child.lua"
-    vim.fn.writefile(vim.split(script, "\n"), file)
-    local child = vim
-      .system({ vim.v.progpath, "--headless", "-u", "NONE", "-i", "NONE", "-l", file }, {
-        text = true,
-        env = {
-          NORGOPOLIS_SERVER = "",
-          NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/rock.sock",
-        },
-      })
-      :wait(60000)
-    assert.equal(0, child.code, child.stdout .. child.stderr)
-    assert.matches("native " .. vim.pesc(tree .. "/lib/lua/5.1/norgopolis/native.so"), child.stdout)
-    assert.matches("server " .. vim.pesc(tree .. "/bin/norgopolis-server"), child.stdout)
-    assert.matches("command 2", child.stdout)
-    assert.matches("echo from the rock", child.stdout)
-  end)
+    ]]):format(bintree, bintree, so, vim.inspect(install), so)
+      local child = helpers.run_lua(script, {
+        PATH = no_cargo.PATH,
+        NORGOPOLIS_SERVER = "",
+        NORGOPOLIS_SOCKET = helpers.tmp .. "/sock/rere.sock",
+      }, 180000)
+      assert.equal(0, child.code, child.stdout .. child.stderr)
+      assert.matches("first one", child.stdout)
+      assert.matches("reinstall 0", child.stdout)
+      assert.matches("second two", child.stdout)
+      assert.matches("replaced true", child.stdout)
+    end
+  )
 end)

@@ -224,6 +224,28 @@ M.commands = {
       return vim.fn.getcompletion(lead, "file")
     end,
   },
+  -- Installs or updates the native parts (norgopolis.build); the running
+  -- Neovim keeps the library it loaded until it restarts.
+  build = {
+    impl = function(args)
+      require("norgopolis.build").install({
+        from = args[1],
+        on_progress = function(msg, kind)
+          if kind == "step" then
+            core.notify("build: " .. msg)
+          end
+        end,
+      }, function(err)
+        if err then
+          return core.notify("build failed: " .. err, vim.log.levels.ERROR)
+        end
+        core.notify("build done: restart Neovim to load the new native library")
+      end)
+    end,
+    complete = function(lead)
+      return complete.filter({ "auto", "download", "cargo" }, lead)
+    end,
+  },
   shutdown = {
     impl = function()
       require("norgopolis").shutdown(function(err)

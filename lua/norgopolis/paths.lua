@@ -27,8 +27,7 @@ function M.build_hint()
   if M.rock_tree() then
     return "reinstall the rock: `luarocks --lua-version 5.1 make rockspec/norgopolis-scm-1.rockspec` in the norgopolis sources"
   end
-  return "run `make build` (or `make build-nvim` for the native library alone) in "
-    .. M.plugin_root()
+  return "run `:Norgopolis build` (or `nvim -l build.lua`, or `make`) in " .. M.plugin_root()
 end
 
 ---@param path string
@@ -45,7 +44,8 @@ end
 ---@field err? string what is wrong and how to fix it
 
 --- Finds the server binary: the `server` option, $NORGOPOLIS_SERVER, the
---- binary built next to the plugin (target/release, then target/debug; or
+--- binary installed or built next to the plugin (installed/current/bin,
+--- target/release, then target/debug; or
 --- the rock's bin/), then PATH. An explicit option or variable is taken at
 --- its word: if it names no executable that is an error, not a reason to
 --- start some other server.
@@ -81,6 +81,7 @@ function M.find_server(explicit)
   local tried = {}
   local root = M.plugin_root()
   local candidates = {
+    root .. "/installed/current/bin/" .. M.server_name,
     root .. "/target/release/" .. M.server_name,
     root .. "/target/debug/" .. M.server_name,
   }

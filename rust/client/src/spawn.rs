@@ -103,8 +103,8 @@ pub(crate) async fn spawn_server(req: SpawnRequest<'_>) -> Result<u32, ClientErr
         message,
         log_path: log_path.clone(),
     };
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
+    let (read_end, write_end) =
+        pipe_cloexec().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
 
     let mut cmd = Command::new(req.binary);
     cmd.arg("--ready-fd").arg(READY_FD.to_string());
@@ -199,6 +199,23 @@ fn child_setup(write_fd: RawFd, fd_limit: RawFd) -> io::Result<()> {
         mark_cloexec_from(READY_FD + 1, fd_limit);
     }
     Ok(())
+}
+
+/// A pipe whose ends are closed on exec.
+#[cfg(target_os = "linux")]
+fn pipe_cloexec() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
+/// A pipe whose ends are closed on exec (no pipe2 on macOS: set after).
+#[cfg(not(target_os = "linux"))]
+fn pipe_cloexec() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let (read_end, write_end) = nix::unistd::pipe()?;
+    for fd in [&read_end, &write_end] {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    }
+    Ok((read_end, write_end))
 }
 
 /// Marks every fd from `first` on close-on-exec (not closed: std's own
