@@ -145,14 +145,21 @@ function M.modules_dirs(cfg)
   return { M.default_modules_dir() }, "the default"
 end
 
---- The bundled modules: `target/modules` under the plugin root, where the
---- build lays them out. Searched after the user's dirs, so a module the user
---- installs under the same name wins. Nil when the folder does not exist.
+--- The bundled modules, in the same order as the server binary is looked
+--- for: the install in use (`installed/current/modules`, laid out by `make`
+--- and the installer), else the development build's `target/modules`.
+--- Searched after the user's dirs, so a module the user installs under the
+--- same name wins. Nil when neither folder exists.
 ---@return string?
 function M.bundled_modules_dir()
-  local dir = M.plugin_root() .. "/target/modules"
-  local stat = vim.uv.fs_stat(dir)
-  return stat and stat.type == "directory" and dir or nil
+  local root = M.plugin_root()
+  for _, dir in ipairs({ root .. "/installed/current/modules", root .. "/target/modules" }) do
+    local stat = vim.uv.fs_stat(dir)
+    if stat and stat.type == "directory" then
+      return dir
+    end
+  end
+  return nil
 end
 
 --- Every dir a server started by this Neovim searches, in order: the
