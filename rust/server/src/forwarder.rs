@@ -9,7 +9,13 @@ use norgopolis_proto::communication::{
 };
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
-use crate::{route::Router, serve::Conn};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    route::{RoutedCall, Router},
+    serve::Conn,
+};
 
 /// Routes calls to modules and streams their results back item by item.
 pub struct ForwarderService {
@@ -35,13 +41,9 @@ impl Forwarder for ForwarderService {
             .router
             .start(conn.as_ref(), &inv.module, inv.function_name, args, timeout)
             .await?;
-        // The call lives in the stream: dropping it (the caller went away)
-        // cancels the module's call.
-        let stream = futures::stream::unfold(call, |mut call| async move {
-            let next = call.next().await?;
-            Some((next.map(|data| MessagePack { data }), call))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let (tx, rx) = mpsc::channel(RESULTS_AHEAD);
+        tokio::spawn(pump(call, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn r#override(
@@ -53,6 +55,35 @@ impl Forwarder for ForwarderService {
             "Override ({}.{}) is not supported by this norgopolis server",
             r.module, r.function_name
         )))
+    }
+}
+
+/// Results queued for a gRPC caller beyond what HTTP/2 has taken; a full
+/// queue means the caller stopped reading.
+const RESULTS_AHEAD: usize = 16;
+
+/// Hands the call's results to the caller's stream. The call lives here:
+/// when the caller goes away (the stream is dropped) it is dropped, which
+/// cancels the module's call, even while the module is between results.
+/// A caller that stops reading pauses the call without holding a module
+/// slot ([`RoutedCall::wait_for_room`]).
+async fn pump(mut call: RoutedCall, tx: mpsc::Sender<Result<MessagePack, Status>>) {
+    loop {
+        let next = tokio::select! {
+            next = call.next() => next,
+            _ = tx.closed() => return,
+        };
+        let Some(next) = next else { return };
+        match call.wait_for_room(tx.reserve()).await {
+            Ok(Ok(room)) => room.send(next.map(|data| MessagePack { data })),
+            // The caller went away.
+            Ok(Err(_)) => return,
+            Err(status) => {
+                drop(call);
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        }
     }
 }
 

@@ -189,10 +189,12 @@ async fn run(
             Err(status) => return status_frame(id, &status),
         };
         // Wait until the client has room for it: a client that stops
-        // reading pauses this call, not its others.
-        match allowed.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return error_frame(id, Code::Internal, "flow control closed"),
+        // reading pauses this call, not its others, and meanwhile holds no
+        // module slot.
+        match routed.wait_for_room(allowed.acquire()).await {
+            Ok(Ok(permit)) => permit.forget(),
+            Ok(Err(_)) => return error_frame(id, Code::Internal, "flow control closed"),
+            Err(status) => return status_frame(id, &status),
         }
         let _ = out.send(Outgoing::Frame(Frame::Item { id, data }));
     }

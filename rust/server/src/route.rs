@@ -7,7 +7,7 @@
 //! items are handed on one for one. Dropping a [`RoutedCall`] (the caller
 //! went away) cancels the call in the module.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, task::Poll, time::Duration};
 
 use tokio::time::Instant;
 use tonic::Status;
@@ -47,7 +47,7 @@ pub struct RoutedCall {
 /// the counts and cancels the module's call if it is still running.
 struct Active {
     inner: ModuleStream,
-    _in_flight: InFlight,
+    in_flight: InFlight,
     _call: CallGuard,
     _conn_call: Option<ConnCall>,
 }
@@ -115,7 +115,7 @@ impl Router {
         Ok(RoutedCall {
             active: Some(Active {
                 inner,
-                _in_flight: in_flight,
+                in_flight,
                 _call: call,
                 _conn_call: conn_call,
             }),
@@ -154,6 +154,48 @@ impl RoutedCall {
                 self.end(Some(status))
             }
         }
+    }
+
+    /// Waits for `room` (the caller's flow control) before a result is
+    /// handed on. A caller that has no room is not reading: meanwhile the
+    /// call gives its module slot to callers waiting in line and takes one
+    /// again (in line) before it goes on, so a stalled caller holds back
+    /// only its own calls. The wait is bounded by the call's deadline; an
+    /// error ends the call.
+    pub async fn wait_for_room<T>(&mut self, room: impl Future<Output = T>) -> Result<T, Status> {
+        let mut room = std::pin::pin!(room);
+        // The usual case: room at once, and the slot stays.
+        if let Poll::Ready(ready) = futures::poll!(room.as_mut()) {
+            return Ok(ready);
+        }
+        let Some(active) = self.active.as_mut() else {
+            return Err(Status::internal("the call has ended"));
+        };
+        active.in_flight.release_slot();
+        let waited = match self.deadline {
+            Some(d) => tokio::time::timeout_at(d, room).await.ok(),
+            None => Some(room.await),
+        };
+        let Some(ready) = waited else {
+            let what = format!(
+                "call to module '{}' cancelled while its caller was not reading",
+                self.instance.name
+            );
+            let status = expired(self.timeout, &what);
+            self.end(None);
+            return Err(status);
+        };
+        let retaken = active.in_flight.retake_slot(self.deadline).await;
+        if let Err(status) = retaken {
+            let status = if status.code() == tonic::Code::DeadlineExceeded {
+                expired(self.timeout, status.message())
+            } else {
+                status
+            };
+            self.end(None);
+            return Err(status);
+        }
+        Ok(ready)
     }
 
     fn end(&mut self, error: Option<Status>) -> Option<Result<Vec<u8>, Status>> {

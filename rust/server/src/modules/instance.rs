@@ -94,7 +94,27 @@ pub struct Instance {
 /// A call holding one of the module's slots; dropping it ends the call.
 pub struct InFlight {
     inst: Arc<Instance>,
-    _slot: Option<OwnedSemaphorePermit>,
+    slot: Option<OwnedSemaphorePermit>,
+    /// Nested calls run without waiting in line, so never take one back.
+    nested: bool,
+}
+
+impl InFlight {
+    /// Gives the call's slot to callers waiting in line while the call is
+    /// paused (its caller stopped reading, so the module is held back by
+    /// flow control and runs no further for it).
+    pub fn release_slot(&mut self) {
+        self.slot = None;
+    }
+
+    /// Takes a slot again before the paused call goes on, waiting in line
+    /// like a new call (bounded by `deadline`).
+    pub async fn retake_slot(&mut self, deadline: Option<Instant>) -> Result<(), Status> {
+        if self.slot.is_none() && !self.nested {
+            self.slot = Some(self.inst.wait_for_slot(deadline).await?);
+        }
+        Ok(())
+    }
 }
 
 impl Drop for InFlight {
@@ -298,7 +318,8 @@ impl Instance {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight {
             inst: self.clone(),
-            _slot: slot,
+            slot,
+            nested,
         };
         let mut client = match &self.client {
             ModuleConn::Grpc(client) => client.clone(),
