@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
-    route::{RoutedCall, Router},
+    route::{unless_panicked, RoutedCall, Router},
     serve::Conn,
 };
 
@@ -42,7 +42,10 @@ impl Forwarder for ForwarderService {
             .start(conn.as_ref(), &inv.module, inv.function_name, args, timeout)
             .await?;
         let (tx, rx) = mpsc::channel(RESULTS_AHEAD);
-        tokio::spawn(pump(call, tx));
+        let failed = tx.clone();
+        tokio::spawn(unless_panicked(pump(call, tx), move |status| {
+            let _ = failed.try_send(Err(status));
+        }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -23,7 +23,11 @@ use tokio::{
 };
 use tonic::{Code, Status};
 
-use crate::{lifetime::ExitReason, route::Router, serve::Conn};
+use crate::{
+    lifetime::ExitReason,
+    route::{unless_panicked, Router},
+    serve::Conn,
+};
 
 /// Serves one lean client whose hello has been read, until it closes the
 /// connection, breaks the protocol, or the server exits (then calls in
@@ -45,15 +49,19 @@ pub async fn serve<IO>(
     let limit = router.max_message_size;
     let mut frames = FrameReader::new(reader, limit);
     let id = conn.id;
+    let mut writer_done = false;
     let ended = loop {
         let incoming = tokio::select! {
             incoming = frames.next() => incoming,
             _ = shutdown.wait_for(Option::is_some) => break "the server is exiting".to_string(),
-            written = &mut writer => break match written {
+            written = &mut writer => {
+                writer_done = true;
+                break match written {
                 Ok(Ok(())) => "its writer stopped".to_string(),
                 Ok(Err(e)) => format!("writing to it failed: {e}"),
                 Err(e) => format!("writer task: {e}"),
-            },
+                };
+            }
         };
         // Reap finished calls as we go (not in the select above: a frame
         // half read must not be abandoned).
@@ -121,8 +129,14 @@ pub async fn serve<IO>(
     calls.cancel_all();
     tasks.shutdown().await;
     drop(out);
-    // Whatever the calls queued goes out before the socket closes.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    // Whatever the calls queued goes out before the socket closes (a
+    // finished writer must not be polled again).
+    if !writer_done {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+    }
+    // A writer stuck on a client that stopped reading goes now, with
+    // everything still queued for it.
+    writer.abort();
 }
 
 /// A `ROUTE` frame's call.
@@ -154,7 +168,8 @@ fn start(
     let registered = calls.clone();
     calls.start(id, |allowed| {
         tasks.spawn(async move {
-            let last = run(call, &conn, &router, &allowed, &out).await;
+            let running = run(call, &conn, &router, &allowed, &out);
+            let last = unless_panicked(running, |status| status_frame(id, &status)).await;
             registered.finished(id);
             let _ = out.send(last);
         })

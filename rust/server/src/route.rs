@@ -18,6 +18,10 @@ use crate::{
     serve::{Conn, ConnCall},
 };
 
+/// The longest deadline a caller may set; anything longer is a wire value
+/// out of range (2^64-1 ms overflows the clock), not a wish to wait.
+const MAX_DEADLINE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Starts calls at modules; shared by every connection.
 pub struct Router {
     /// Module table.
@@ -64,6 +68,13 @@ impl Router {
         args: Vec<u8>,
         caller_timeout: Option<Duration>,
     ) -> Result<RoutedCall, Status> {
+        if let Some(t) = caller_timeout.filter(|t| *t > MAX_DEADLINE) {
+            return Err(Status::invalid_argument(format!(
+                "the call's deadline of {} ms is out of range: at most {} ms (about 10 years)",
+                t.as_millis(),
+                MAX_DEADLINE.as_millis()
+            )));
+        }
         let timeout = match (caller_timeout, self.call_timeout) {
             (Some(t), Some(s)) if s < t => Some((s, "the server's call_timeout")),
             (Some(t), _) => Some((t, "the caller's deadline")),
@@ -201,6 +212,21 @@ impl RoutedCall {
     fn end(&mut self, error: Option<Status>) -> Option<Result<Vec<u8>, Status>> {
         self.active = None;
         error.map(Err)
+    }
+}
+
+/// Runs a call's work, turning a panic in it (a bug of ours) into an
+/// `Internal` error for its caller instead of a call that never ends.
+pub async fn unless_panicked<T>(
+    work: impl Future<Output = T>,
+    on_panic: impl FnOnce(Status) -> T,
+) -> T {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(done) => done,
+        Err(_) => on_panic(Status::internal(
+            "the call failed inside the server (a bug; the server log has the details)",
+        )),
     }
 }
 

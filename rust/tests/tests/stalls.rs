@@ -1,0 +1,222 @@
+//! Callers that stop reading, vanish or send values out of range: each
+//! holds back only itself, what it had queued is freed, and nothing of it
+//! reaches other callers as a hang. Real server, real echo module, real
+//! CLI processes stopped with SIGSTOP.
+
+mod support;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use norgopolis_proto::{
+    communication::{forwarder_client::ForwarderClient, Invocation},
+    lean::{self, Frame, FrameReader, Incoming},
+};
+use norgopolis_tests::*;
+use rmpv::Value;
+use support::WAIT;
+use tokio::{
+    io::AsyncWriteExt,
+    net::{
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+        UnixStream,
+    },
+};
+use tonic::Code;
+
+/// A stream long enough that no buffer on the way holds it.
+const ENDLESS: u64 = 10_000_000;
+
+/// CLI callers, killed (stopped or not) when dropped.
+struct Callers(Vec<Child>);
+
+impl Drop for Callers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `n` CLI processes calling `echo count ENDLESS`, half of them over
+/// gRPC, their output thrown away.
+fn cli_callers(sb: &Sandbox, n: usize) -> Callers {
+    let callers = (0..n)
+        .map(|i| {
+            let mut cmd = Command::new(bin("norgopolis"));
+            sb.env(&mut cmd);
+            if i % 2 == 1 {
+                cmd.env("NORGOPOLIS_CLIENT_TRANSPORT", "grpc");
+            }
+            cmd.args(["--no-spawn", "call", "echo", "count", &ENDLESS.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the CLI")
+        })
+        .collect();
+    Callers(callers)
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory effects; the pid is a child we have not reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+async fn echo_in_flight(channel: &tonic::transport::Channel) -> u32 {
+    let status = status(channel).await;
+    module_status(&status, "echo").map_or(0, |m| m.calls_in_flight)
+}
+
+/// Runs `echo echo` on a fresh connection; panics if it does not finish.
+async fn fresh_echo(sb: &Sandbox, what: &str) {
+    let channel = connect(&sb.socket).await.unwrap();
+    let done = tokio::time::timeout(WAIT, call_all(&channel, "echo", "echo", Value::from(7)))
+        .await
+        .unwrap_or_else(|_| panic!("a fresh call waited behind {what}"));
+    assert_eq!(done.unwrap(), vec![Value::from(7)]);
+}
+
+#[tokio::test]
+async fn stopped_callers_of_a_long_stream_do_not_hold_up_a_fresh_call() {
+    let sb = Sandbox::new();
+    // Fewer slots than stopped callers: every slot would be held.
+    sb.write_config("max_calls_per_module = 4\n");
+    let server = sb.start_server(&[]);
+    let channel = connect(&sb.socket).await.unwrap();
+    let callers = cli_callers(&sb, 6);
+    eventually(WAIT, "the callers' calls to run", || async {
+        (echo_in_flight(&channel).await >= 4).then_some(())
+    })
+    .await;
+    for child in &callers.0 {
+        signal(child.id(), libc::SIGSTOP);
+    }
+    fresh_echo(&sb, "SIGSTOPped callers").await;
+    // Woken up, the stopped callers go on with their streams.
+    for child in &callers.0 {
+        signal(child.id(), libc::SIGCONT);
+    }
+    fresh_echo(&sb, "resumed callers").await;
+    assert!(pid_alive(server.pid));
+}
+
+/// Opens a raw lean connection and exchanges hellos.
+async fn raw_lean(sb: &Sandbox) -> (FrameReader<OwnedReadHalf>, OwnedWriteHalf) {
+    let stream = UnixStream::connect(&sb.socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    write.write_all(&lean::hello_bytes()).await.unwrap();
+    let mut frames = FrameReader::new(read, 1 << 20);
+    let hello = frames.read_prefix(lean::HEADER_LEN + 4).await.unwrap();
+    assert_eq!(hello, lean::hello_bytes(), "the server greets back");
+    (frames, write)
+}
+
+async fn send(write: &mut OwnedWriteHalf, frame: Frame) {
+    let mut buf = Vec::new();
+    lean::encode(&frame, &mut buf).unwrap();
+    write.write_all(&buf).await.unwrap();
+}
+
+fn msgpack(v: Value) -> Vec<u8> {
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(&mut buf, &v).unwrap();
+    buf
+}
+
+fn route(id: u32, function: &str, arg: Value, deadline_ms: Option<u64>) -> Frame {
+    Frame::Route {
+        id,
+        module: "echo".into(),
+        function: function.into(),
+        args: msgpack(arg),
+        deadline_ms,
+    }
+}
+
+#[tokio::test]
+async fn unread_lean_calls_on_one_connection_do_not_hold_up_another() {
+    let sb = Sandbox::new();
+    let _server = sb.start_server(&[]);
+    let channel = connect(&sb.socket).await.unwrap();
+    // As many calls as the module has slots (128 by default), never read.
+    let (_frames, mut write) = raw_lean(&sb).await;
+    for id in 0..128 {
+        send(&mut write, route(id, "count", Value::from(ENDLESS), None)).await;
+    }
+    eventually(WAIT, "the unread calls to run", || async {
+        (echo_in_flight(&channel).await >= 128).then_some(())
+    })
+    .await;
+    fresh_echo(&sb, "128 unread lean calls").await;
+}
+
+#[tokio::test]
+async fn unread_grpc_calls_on_one_connection_do_not_hold_up_another() {
+    let sb = Sandbox::new();
+    sb.write_config("max_calls_per_module = 8\n");
+    let _server = sb.start_server(&[]);
+    let channel = connect(&sb.socket).await.unwrap();
+    let unread = connect(&sb.socket).await.unwrap();
+    let mut streams = vec![];
+    for _ in 0..8 {
+        let started = ForwarderClient::new(unread.clone())
+            .forward(Invocation {
+                module: "echo".into(),
+                function_name: "count".into(),
+                args: args(Value::from(ENDLESS)),
+            })
+            .await
+            .unwrap();
+        streams.push(started.into_inner());
+    }
+    fresh_echo(&sb, "unread gRPC calls").await;
+    drop(streams);
+}
+
+/// The first ERROR or END frame of call `id`, skipping its items.
+async fn ending(frames: &mut FrameReader<OwnedReadHalf>, id: u32) -> Frame {
+    loop {
+        let next = tokio::time::timeout(WAIT, frames.next())
+            .await
+            .expect("the call hangs");
+        match next {
+            Ok(Some(Incoming::Frame(f @ (Frame::Error { .. } | Frame::End { .. }))))
+                if frame_id(&f) == id =>
+            {
+                return f
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+}
+
+fn frame_id(f: &Frame) -> u32 {
+    match f {
+        Frame::Error { id, .. } | Frame::End { id } => *id,
+        _ => u32::MAX,
+    }
+}
+
+#[tokio::test]
+async fn a_route_deadline_out_of_range_is_invalid_argument() {
+    let sb = Sandbox::new();
+    let _server = sb.start_server(&[]);
+    let (mut frames, mut write) = raw_lean(&sb).await;
+    send(&mut write, route(1, "echo", Value::from(1), Some(u64::MAX))).await;
+    match ending(&mut frames, 1).await {
+        Frame::Error { code, message, .. } => {
+            assert_eq!(code, Code::InvalidArgument as i32, "{message}");
+            assert!(message.contains("deadline"), "{message}");
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    // The connection goes on, and a sane deadline works.
+    send(&mut write, route(2, "echo", Value::from(2), Some(60_000))).await;
+    assert_eq!(ending(&mut frames, 2).await, Frame::End { id: 2 });
+}
