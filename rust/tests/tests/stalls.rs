@@ -220,3 +220,34 @@ async fn a_route_deadline_out_of_range_is_invalid_argument() {
     send(&mut write, route(2, "echo", Value::from(2), Some(60_000))).await;
     assert_eq!(ending(&mut frames, 2).await, Frame::End { id: 2 });
 }
+
+#[tokio::test]
+async fn events_queued_for_a_session_that_does_not_read_are_bounded() {
+    use norgopolis_proto::v1::{control_client::ControlClient, PublishRequest};
+    const EVENT: usize = 30 << 20;
+    let sb = Sandbox::new();
+    let server = sb.start_server(&[]);
+    // A session on a connection of its own, never read: a hung front end.
+    let stalled = connect(&sb.socket).await.unwrap();
+    let _session = attach(&stalled, true).await.unwrap();
+    let mut publisher = ControlClient::new(connect(&sb.socket).await.unwrap());
+    let before = rss_kib(server.pid);
+    for _ in 0..13 {
+        let delivered = publisher
+            .publish(PublishRequest {
+                module: "burst".into(),
+                topic: "big".into(),
+                payload: vec![7; EVENT],
+            })
+            .await
+            .expect("publish")
+            .into_inner()
+            .delivered;
+        assert!(delivered <= 1);
+    }
+    let grown = rss_kib(server.pid).saturating_sub(before) / 1024;
+    eprintln!("server RSS grew {grown} MiB for 13 x 30 MiB events to a stopped session");
+    // A copy per queued event would be 390 MiB; a bounded queue holds a
+    // few events (in the queue, in HTTP/2's send buffer, being decoded).
+    assert!(grown < 250, "server RSS grew {grown} MiB");
+}
