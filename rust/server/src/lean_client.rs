@@ -47,7 +47,9 @@ pub async fn serve<IO>(
     let calls = CallTable::default();
     let mut tasks = JoinSet::new();
     let limit = router.max_message_size;
-    let mut frames = FrameReader::new(reader, limit);
+    // Clients send calls and credit, mostly small: a small buffer, as
+    // thousands of connections may be open.
+    let mut frames = FrameReader::with_buffer(reader, limit, 8 * 1024);
     let id = conn.id;
     let mut writer_done = false;
     let ended = loop {
@@ -137,6 +139,7 @@ pub async fn serve<IO>(
     // A writer stuck on a client that stopped reading goes now, with
     // everything still queued for it.
     writer.abort();
+    crate::memory::trim_soon();
 }
 
 /// A `ROUTE` frame's call.

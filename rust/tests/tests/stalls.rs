@@ -6,7 +6,12 @@
 mod support;
 
 use std::{
+    path::Path,
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -106,8 +111,8 @@ async fn stopped_callers_of_a_long_stream_do_not_hold_up_a_fresh_call() {
 }
 
 /// Opens a raw lean connection and exchanges hellos.
-async fn raw_lean(sb: &Sandbox) -> (FrameReader<OwnedReadHalf>, OwnedWriteHalf) {
-    let stream = UnixStream::connect(&sb.socket).await.unwrap();
+async fn raw_lean(socket: &Path) -> (FrameReader<OwnedReadHalf>, OwnedWriteHalf) {
+    let stream = UnixStream::connect(socket).await.unwrap();
     let (read, mut write) = stream.into_split();
     write.write_all(&lean::hello_bytes()).await.unwrap();
     let mut frames = FrameReader::new(read, 1 << 20);
@@ -144,7 +149,7 @@ async fn unread_lean_calls_on_one_connection_do_not_hold_up_another() {
     let _server = sb.start_server(&[]);
     let channel = connect(&sb.socket).await.unwrap();
     // As many calls as the module has slots (128 by default), never read.
-    let (_frames, mut write) = raw_lean(&sb).await;
+    let (_frames, mut write) = raw_lean(&sb.socket).await;
     for id in 0..128 {
         send(&mut write, route(id, "count", Value::from(ENDLESS), None)).await;
     }
@@ -207,7 +212,7 @@ fn frame_id(f: &Frame) -> u32 {
 async fn a_route_deadline_out_of_range_is_invalid_argument() {
     let sb = Sandbox::new();
     let _server = sb.start_server(&[]);
-    let (mut frames, mut write) = raw_lean(&sb).await;
+    let (mut frames, mut write) = raw_lean(&sb.socket).await;
     send(&mut write, route(1, "echo", Value::from(1), Some(u64::MAX))).await;
     match ending(&mut frames, 1).await {
         Frame::Error { code, message, .. } => {
@@ -250,4 +255,78 @@ async fn events_queued_for_a_session_that_does_not_read_are_bounded() {
     // A copy per queued event would be 390 MiB; a bounded queue holds a
     // few events (in the queue, in HTTP/2's send buffer, being decoded).
     assert!(grown < 250, "server RSS grew {grown} MiB");
+}
+
+/// Server RSS in KiB once its calls have ended.
+async fn settled_rss(channel: &tonic::transport::Channel, pid: u32) -> u64 {
+    eventually(WAIT, "the callers' calls to end", || async {
+        (echo_in_flight(channel).await == 0).then_some(())
+    })
+    .await;
+    rss_kib(pid)
+}
+
+/// A lean caller of `count n` that reads as fast as it can, granting
+/// credit as it goes; bumps `busy` once it has had `enough` results.
+async fn reading_caller(socket: &Path, n: u64, enough: u64, busy: Arc<AtomicUsize>) {
+    let (mut frames, mut write) = raw_lean(socket).await;
+    send(&mut write, route(1, "count", Value::from(n), None)).await;
+    let mut seen = 0u64;
+    while let Ok(Some(Incoming::Frame(Frame::Item { .. }))) = frames.next().await {
+        seen += 1;
+        if seen % 32 == 0 {
+            send(&mut write, Frame::Credit { id: 1, items: 32 }).await;
+        }
+        if seen == enough {
+            busy.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory_of_callers_that_vanish_mid_stream_is_returned() {
+    let sb = Sandbox::new();
+    let server = sb.start_server(&[]);
+    let channel = connect(&sb.socket).await.unwrap();
+    // Warm up: the module runs, the runtime's threads exist.
+    fresh_echo(&sb, "nothing").await;
+    let before = settled_rss(&channel, server.pid).await;
+    let mut growths = vec![];
+    for _round in 0..2 {
+        let busy = Arc::new(AtomicUsize::new(0));
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..300 {
+            let (socket, busy) = (sb.socket.clone(), busy.clone());
+            callers.spawn(async move { reading_caller(&socket, 1_000_000, 2_000, busy).await });
+        }
+        // Streams are flowing (more callers than the module's 128 slots
+        // wait in line), then all callers vanish at once.
+        eventually(WAIT, "100 callers to be well into their streams", || {
+            let busy = busy.clone();
+            async move { (busy.load(Ordering::SeqCst) >= 100).then_some(()) }
+        })
+        .await;
+        callers.shutdown().await;
+        let peak = settled_rss(&channel, server.pid).await;
+        // What the vanished callers held is given back soon after.
+        let returned = tokio::time::timeout(WAIT, async {
+            loop {
+                let now = rss_kib(server.pid);
+                if now.saturating_sub(before) < 24 * 1024 {
+                    return now;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let after = returned.unwrap_or_else(|_| rss_kib(server.pid));
+        growths.push((peak / 1024, after.saturating_sub(before) / 1024));
+    }
+    eprintln!(
+        "server RSS from {} MiB, after each round of 300 vanished callers \
+         (when the calls ended MiB, growth left MiB): {growths:?}",
+        before / 1024
+    );
+    let (_, left) = growths.last().copied().unwrap_or_default();
+    assert!(left < 24, "server RSS stays {left} MiB above where it was");
 }
