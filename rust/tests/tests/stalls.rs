@@ -7,7 +7,6 @@ mod support;
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -21,7 +20,7 @@ use norgopolis_proto::{
 };
 use norgopolis_tests::*;
 use rmpv::Value;
-use support::WAIT;
+use support::{cli_callers, signal, WAIT};
 use tokio::{
     io::AsyncWriteExt,
     net::{
@@ -33,44 +32,6 @@ use tonic::Code;
 
 /// A stream long enough that no buffer on the way holds it.
 const ENDLESS: u64 = 10_000_000;
-
-/// CLI callers, killed (stopped or not) when dropped.
-struct Callers(Vec<Child>);
-
-impl Drop for Callers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts `n` CLI processes calling `echo count ENDLESS`, half of them over
-/// gRPC, their output thrown away.
-fn cli_callers(sb: &Sandbox, n: usize) -> Callers {
-    let callers = (0..n)
-        .map(|i| {
-            let mut cmd = Command::new(bin("norgopolis"));
-            sb.env(&mut cmd);
-            if i % 2 == 1 {
-                cmd.env("NORGOPOLIS_CLIENT_TRANSPORT", "grpc");
-            }
-            cmd.args(["--no-spawn", "call", "echo", "count", &ENDLESS.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start the CLI")
-        })
-        .collect();
-    Callers(callers)
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill has no memory effects; the pid is a child we have not reaped.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
-}
 
 async fn echo_in_flight(channel: &tonic::transport::Channel) -> u32 {
     let status = status(channel).await;
@@ -93,7 +54,7 @@ async fn stopped_callers_of_a_long_stream_do_not_hold_up_a_fresh_call() {
     sb.write_config("max_calls_per_module = 4\n");
     let server = sb.start_server(&[]);
     let channel = connect(&sb.socket).await.unwrap();
-    let callers = cli_callers(&sb, 6);
+    let callers = cli_callers(&sb, 6, ENDLESS);
     eventually(WAIT, "the callers' calls to run", || async {
         (echo_in_flight(&channel).await >= 4).then_some(())
     })
@@ -179,6 +140,10 @@ async fn unread_grpc_calls_on_one_connection_do_not_hold_up_another() {
             .unwrap();
         streams.push(started.into_inner());
     }
+    eventually(WAIT, "the unread calls to run", || async {
+        (echo_in_flight(&channel).await >= 8).then_some(())
+    })
+    .await;
     fresh_echo(&sb, "unread gRPC calls").await;
     drop(streams);
 }
