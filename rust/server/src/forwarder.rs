@@ -1,19 +1,30 @@
 //! `communication.Forwarder`: the public protocol's call path, on
 //! [`Router`] (see there for limits, deadlines and cancellation).
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use futures::Stream;
 use norgopolis_proto::communication::{
-    forwarder_server::Forwarder, Invocation, InvocationOverride, MessagePack, OverrideStatus,
+    forwarder_server::{Forwarder, ForwarderServer},
+    Invocation, InvocationOverride, MessagePack, OverrideStatus,
 };
-use tonic::{metadata::MetadataMap, Request, Response, Status};
+use tonic::{
+    body::BoxBody, metadata::MetadataMap, server::NamedService, Code, Request, Response, Status,
+};
+use tower::Service;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
-    route::{unless_panicked, RoutedCall, Router},
+    route::{oversized_arguments, unless_panicked, RoutedCall, Router},
     serve::Conn,
 };
 
@@ -58,6 +69,72 @@ impl Forwarder for ForwarderService {
             "Override ({}.{}) is not supported by this norgopolis server",
             r.module, r.function_name
         )))
+    }
+}
+
+/// `communication.Forwarder` with the message size limit, whose errors
+/// for oversized arguments name the limit's config key as the lean
+/// transport's do (tonic refuses them before the handler runs, in its
+/// own words).
+#[derive(Clone)]
+pub struct SizedForwarder {
+    inner: ForwarderServer<ForwarderService>,
+    limit: usize,
+}
+
+impl SizedForwarder {
+    /// The service for `forwarder`, taking and sending messages of at
+    /// most `limit` bytes.
+    pub fn new(forwarder: Arc<ForwarderService>, limit: usize) -> Self {
+        let inner = ForwarderServer::from_arc(forwarder)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        SizedForwarder { inner, limit }
+    }
+}
+
+impl NamedService for SizedForwarder {
+    const NAME: &'static str = <ForwarderServer<ForwarderService> as NamedService>::NAME;
+}
+
+impl Service<http::Request<BoxBody>> for SizedForwarder {
+    type Response = http::Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<http::Request<BoxBody>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: http::Request<BoxBody>) -> Self::Future {
+        let answer = self.inner.call(request);
+        let limit = self.limit;
+        Box::pin(async move {
+            let mut response = answer.await?;
+            name_the_limit(response.headers_mut(), limit);
+            Ok(response)
+        })
+    }
+}
+
+/// Rewrites tonic's refusal of oversized arguments (`OutOfRange`, "decoded
+/// message length too large: found N bytes, …") into ours.
+fn name_the_limit(headers: &mut http::HeaderMap, limit: usize) {
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    let message = status.message();
+    if status.code() != Code::OutOfRange || !message.contains("message length too large") {
+        return;
+    }
+    let found = message
+        .split("found ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    let ours = Status::resource_exhausted(oversized_arguments(found, limit));
+    if ours.add_header(headers).is_err() {
+        tracing::debug!("could not reword an oversized-arguments error");
     }
 }
 

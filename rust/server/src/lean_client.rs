@@ -25,7 +25,7 @@ use tonic::{Code, Status};
 
 use crate::{
     lifetime::ExitReason,
-    route::{unless_panicked, Router},
+    route::{oversized_arguments, unless_panicked, Router},
     serve::Conn,
 };
 
@@ -75,10 +75,7 @@ pub async fn serve<IO>(
                 let _ = out.send(error_frame(
                     id,
                     Code::ResourceExhausted,
-                    format!(
-                        "the call's arguments are {len} bytes, over the message size limit \
-                         of {limit} bytes (max_message_size in config.toml)"
-                    ),
+                    oversized_arguments(Some(len), limit),
                 ));
                 continue;
             }

@@ -215,6 +215,16 @@ impl RoutedCall {
     }
 }
 
+/// The error text for call arguments over the message size limit, the
+/// same on both transports.
+pub fn oversized_arguments(len: Option<usize>, limit: usize) -> String {
+    let size = len.map_or_else(|| "too large".to_string(), |len| format!("{len} bytes"));
+    format!(
+        "the call's arguments are {size}, over the message size limit of {limit} bytes \
+         (max_message_size in config.toml)"
+    )
+}
+
 /// Runs a call's work, turning a panic in it (a bug of ours) into an
 /// `Internal` error for its caller instead of a call that never ends.
 pub async fn unless_panicked<T>(

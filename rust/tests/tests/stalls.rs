@@ -295,3 +295,42 @@ async fn memory_of_callers_that_vanish_mid_stream_is_returned() {
     let (_, left) = growths.last().copied().unwrap_or_default();
     assert!(left < 24, "server RSS stays {left} MiB above where it was");
 }
+
+#[tokio::test]
+async fn oversized_arguments_name_the_limit_on_both_transports() {
+    let sb = Sandbox::new();
+    sb.write_config("max_message_size = 65536\n");
+    let _server = sb.start_server(&[]);
+    let big = Value::Binary(vec![7; 100_000]);
+    let grpc = call_all(
+        &connect(&sb.socket).await.unwrap(),
+        "echo",
+        "echo",
+        big.clone(),
+    )
+    .await
+    .unwrap_err();
+    let (mut frames, mut write) = raw_lean(&sb.socket).await;
+    send(&mut write, route(1, "echo", big, None)).await;
+    let Frame::Error { code, message, .. } = ending(&mut frames, 1).await else {
+        panic!("oversized arguments were accepted over lean");
+    };
+    for (transport, code, message) in [
+        ("gRPC", grpc.code() as i32, grpc.message()),
+        ("lean", code, message.as_str()),
+    ] {
+        assert_eq!(
+            code,
+            Code::ResourceExhausted as i32,
+            "{transport}: {message}"
+        );
+        assert!(
+            message.contains("max_message_size") && message.contains("65536"),
+            "{transport}: {message}"
+        );
+    }
+    // Both connections go on.
+    fresh_echo(&sb, "an oversized call").await;
+    send(&mut write, route(2, "echo", Value::from(2), None)).await;
+    assert_eq!(ending(&mut frames, 2).await, Frame::End { id: 2 });
+}
