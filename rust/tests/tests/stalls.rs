@@ -262,11 +262,11 @@ async fn memory_of_callers_that_vanish_mid_stream_is_returned() {
         let mut callers = tokio::task::JoinSet::new();
         for _ in 0..300 {
             let (socket, busy) = (sb.socket.clone(), busy.clone());
-            callers.spawn(async move { reading_caller(&socket, 1_000_000, 2_000, busy).await });
+            callers.spawn(async move { reading_caller(&socket, 1_000_000, 1_000, busy).await });
         }
         // Streams are flowing (more callers than the module's 128 slots
         // wait in line), then all callers vanish at once.
-        eventually(WAIT, "100 callers to be well into their streams", || {
+        eventually(2 * WAIT, "100 callers to be well into their streams", || {
             let busy = busy.clone();
             async move { (busy.load(Ordering::SeqCst) >= 100).then_some(()) }
         })
