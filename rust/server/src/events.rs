@@ -24,6 +24,9 @@
 //! | `server.shutdown` | `{reason}`: sent to each session just before its Goodbye |
 //! | `events.dropped`  | `{dropped}`: to one session only, the number of events it missed because it did not read them (`seq` 0) |
 
+// `Result<_, tonic::Status>` is what tonic's streams carry.
+#![allow(clippy::result_large_err)]
+
 use std::{
     collections::HashMap,
     pin::Pin,

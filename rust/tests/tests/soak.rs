@@ -223,6 +223,8 @@ async fn soak() {
         "soak: server fds {} at start, {} after warm-up, {} at end; tasks {} / {} / {}",
         start_probe.fds, warm.fds, end.fds, start_probe.tasks, warm.tasks, end.tasks
     );
+    // The stalls phase reports its figures whatever the asserts below say.
+    stalls_phase(&sb, server.pid).await;
     assert!(
         errors.is_empty(),
         "{} unexpected errors, first: {:?}",
@@ -246,7 +248,6 @@ async fn soak() {
         warm.tasks,
         end.tasks
     );
-    stalls_phase(&sb, server.pid).await;
 }
 
 async fn echo_in_flight(ch: &tonic::transport::Channel) -> u32 {

@@ -41,9 +41,11 @@ async fn echo_in_flight(channel: &tonic::transport::Channel) -> u32 {
 /// Runs `echo echo` on a fresh connection; panics if it does not finish.
 async fn fresh_echo(sb: &Sandbox, what: &str) {
     let channel = connect(&sb.socket).await.unwrap();
-    let done = tokio::time::timeout(WAIT, call_all(&channel, "echo", "echo", Value::from(7)))
-        .await
-        .unwrap_or_else(|_| panic!("a fresh call waited behind {what}"));
+    let Ok(done) =
+        tokio::time::timeout(WAIT, call_all(&channel, "echo", "echo", Value::from(7))).await
+    else {
+        panic!("a fresh call waited behind {what}");
+    };
     assert_eq!(done.unwrap(), vec![Value::from(7)]);
 }
 
@@ -239,7 +241,7 @@ async fn reading_caller(socket: &Path, n: u64, enough: u64, busy: Arc<AtomicUsiz
     let mut seen = 0u64;
     while let Ok(Some(Incoming::Frame(Frame::Item { .. }))) = frames.next().await {
         seen += 1;
-        if seen % 32 == 0 {
+        if seen.is_multiple_of(32) {
             send(&mut write, Frame::Credit { id: 1, items: 32 }).await;
         }
         if seen == enough {
@@ -266,10 +268,14 @@ async fn memory_of_callers_that_vanish_mid_stream_is_returned() {
         }
         // Streams are flowing (more callers than the module's 128 slots
         // wait in line), then all callers vanish at once.
-        eventually(2 * WAIT, "100 callers to be well into their streams", || {
-            let busy = busy.clone();
-            async move { (busy.load(Ordering::SeqCst) >= 100).then_some(()) }
-        })
+        eventually(
+            2 * WAIT,
+            "100 callers to be well into their streams",
+            || {
+                let busy = busy.clone();
+                async move { (busy.load(Ordering::SeqCst) >= 100).then_some(()) }
+            },
+        )
         .await;
         callers.shutdown().await;
         let peak = settled_rss(&channel, server.pid).await;
