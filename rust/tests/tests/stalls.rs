@@ -16,18 +16,12 @@ use std::{
 
 use norgopolis_proto::{
     communication::{forwarder_client::ForwarderClient, Invocation},
-    lean::{self, Frame, FrameReader, Incoming},
+    lean::{Frame, FrameReader, Incoming},
 };
 use norgopolis_tests::*;
 use rmpv::Value;
-use support::{cli_callers, signal, WAIT};
-use tokio::{
-    io::AsyncWriteExt,
-    net::{
-        unix::{OwnedReadHalf, OwnedWriteHalf},
-        UnixStream,
-    },
-};
+use support::{cli_callers, raw_lean, send, signal, WAIT};
+use tokio::net::unix::OwnedReadHalf;
 use tonic::Code;
 
 /// A stream long enough that no buffer on the way holds it.
@@ -71,23 +65,6 @@ async fn stopped_callers_of_a_long_stream_do_not_hold_up_a_fresh_call() {
     }
     fresh_echo(&sb, "resumed callers").await;
     assert!(pid_alive(server.pid));
-}
-
-/// Opens a raw lean connection and exchanges hellos.
-async fn raw_lean(socket: &Path) -> (FrameReader<OwnedReadHalf>, OwnedWriteHalf) {
-    let stream = UnixStream::connect(socket).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    write.write_all(&lean::hello_bytes()).await.unwrap();
-    let mut frames = FrameReader::new(read, 1 << 20);
-    let hello = frames.read_prefix(lean::HEADER_LEN + 4).await.unwrap();
-    assert_eq!(hello, lean::hello_bytes(), "the server greets back");
-    (frames, write)
-}
-
-async fn send(write: &mut OwnedWriteHalf, frame: Frame) {
-    let mut buf = Vec::new();
-    lean::encode(&frame, &mut buf).unwrap();
-    write.write_all(&buf).await.unwrap();
 }
 
 fn msgpack(v: Value) -> Vec<u8> {
