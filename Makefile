@@ -80,10 +80,11 @@ build: build-rust build-modules build-nvim
 build-compat: deps-rust deps-protoc
 	CARGO_TARGET_DIR=$(COMPAT_TARGET) cargo build --manifest-path rust/compat/Cargo.toml $(CARGO_FLAGS)
 
-## soak: 8 clients x 25,000 mixed calls against a release server; prints
+## soak: 8 clients x 25,000 mixed calls against a release server, then
+## stopped and killed CLI callers; prints
 ## throughput, errors, RSS and fd figures (not part of `make test`)
 soak: deps-rust
-	cargo build --release -p norgopolis-server -p norgopolis-echo -p norgopolis-tests
+	cargo build --release -p norgopolis-server -p norgopolis-echo -p norgopolis-cli -p norgopolis-tests
 	cargo test --release -p norgopolis-tests --test soak -- --ignored --nocapture
 
 ## fuzz: the property tests (manifest and config parsers, module names, the

@@ -59,6 +59,9 @@ const ID_AND_KIND: usize = 5;
 /// written in several, so one write never holds an unbounded copy.
 const BATCH_BYTES: usize = 256 * 1024;
 
+/// Most of its batch buffer a writer keeps while nothing is queued.
+const IDLE_BUFFER: usize = 16 * 1024;
+
 /// Frame kinds on the wire.
 mod kind {
     pub const HELLO: u8 = 0;
@@ -459,8 +462,15 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Frames from `reader`; payloads over `limit` bytes are skipped.
     pub fn new(reader: R, limit: usize) -> Self {
+        Self::with_buffer(reader, limit, 64 * 1024)
+    }
+
+    /// As [`FrameReader::new`], reading through a buffer of `buffer`
+    /// bytes: small for peers that send small frames (a lean client's
+    /// calls and credit), since every open connection keeps one.
+    pub fn with_buffer(reader: R, limit: usize, buffer: usize) -> Self {
         Self {
-            inner: BufReader::with_capacity(64 * 1024, reader),
+            inner: BufReader::with_capacity(buffer, reader),
             limit,
         }
     }
@@ -565,6 +575,11 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
         w.flush().await?;
         for tx in flushed.drain(..) {
             let _ = tx.send(());
+        }
+        // A connection gone quiet keeps no burst-sized buffer: thousands
+        // may be open.
+        if rx.is_empty() && buf.capacity() > IDLE_BUFFER {
+            buf = Vec::new();
         }
     }
     Ok(())

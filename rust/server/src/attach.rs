@@ -9,19 +9,15 @@ use norgopolis_proto::{
     },
     PROTOCOL_VERSION,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::{
-    events::EventHub,
+    events::{session_queue, EventHub, Queued, SessionStream},
     lifetime::{Lifetime, Refused},
 };
 
 /// How long a client has to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Messages queued per session before events are dropped for it.
-const SESSION_QUEUE: usize = 256;
 
 /// Settings the session handler needs.
 pub struct AttachConfig {
@@ -38,7 +34,7 @@ pub async fn attach(
     lifetime: &Lifetime,
     hub: &Arc<EventHub>,
     config: &AttachConfig,
-) -> Result<ReceiverStream<Result<ServerMessage, Status>>, Status> {
+) -> Result<SessionStream, Status> {
     let hello = read_hello(&mut inbound).await?;
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(Status::failed_precondition(format!(
@@ -64,7 +60,7 @@ pub async fn attach(
         keeps_alive = hello.keeps_server_alive,
         "session attached"
     );
-    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let (tx, rx) = session_queue();
     let welcome = Welcome {
         protocol_version: PROTOCOL_VERSION,
         session_id: id,
@@ -72,7 +68,7 @@ pub async fn attach(
         server_version: norgopolis_common::VERSION.into(),
         keepalive_interval_ms: config.keepalive_interval.as_millis() as u64,
     };
-    tx.send(Ok(message(Kind::Welcome(welcome))))
+    tx.send(Queued::own(message(Kind::Welcome(welcome))))
         .await
         .map_err(|_| Status::cancelled("client left during the handshake"))?;
     hub.join(id, tx.clone());
@@ -86,7 +82,7 @@ pub async fn attach(
             tokio::select! {
                 next = tokio::time::timeout(timeout, inbound.message()) => match next {
                     Ok(Ok(Some(ClientMessage { kind: Some(client_message::Kind::Ping(p)) }))) => {
-                        let _ = tx.try_send(Ok(message(Kind::Pong(Pong { nonce: p.nonce }))));
+                        let _ = tx.try_send(Queued::own(message(Kind::Pong(Pong { nonce: p.nonce }))));
                     }
                     Ok(Ok(Some(_))) => {}
                     Ok(Ok(None)) => break "client detached".to_string(),
@@ -95,15 +91,15 @@ pub async fn attach(
                     Ok(Err(e)) => break connection_lost(&e),
                     Err(_) => {
                         let reason = format!("no keepalive for {} s", timeout.as_secs());
-                        let _ = tx.try_send(Ok(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
+                        let _ = tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
                         break reason;
                     }
                 },
                 reason = exit.wait_for(Option::is_some) => {
                     let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
                     // The reserved `server.shutdown` event, then the Goodbye.
-                    let _ = tx.try_send(Ok(hub.shutdown_event(&reason)));
-                    let _ = tx.try_send(Ok(message(Kind::Goodbye(Goodbye {
+                    let _ = tx.try_send(Queued::own(hub.shutdown_event(&reason)));
+                    let _ = tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye {
                         reason: format!("server shutting down: {reason}"),
                     }))));
                     break reason;
@@ -113,7 +109,7 @@ pub async fn attach(
         hub.leave(id);
         tracing::info!(session = id, "session ended: {why}");
     });
-    Ok(ReceiverStream::new(rx))
+    Ok(rx)
 }
 
 async fn read_hello(inbound: &mut Streaming<ClientMessage>) -> Result<Hello, Status> {

@@ -5,12 +5,11 @@ use std::{path::Path, sync::Arc, time::Instant};
 use norgopolis_proto::{
     v1::{
         control_server::Control, ClientMessage, ListModulesReply, ListModulesRequest, LoadReply,
-        LoadRequest, PublishReply, PublishRequest, ServerMessage, ShutdownReply, ShutdownRequest,
-        StatusReply, StatusRequest, UnloadReply, UnloadRequest,
+        LoadRequest, PublishReply, PublishRequest, ShutdownReply, ShutdownRequest, StatusReply,
+        StatusRequest, UnloadReply, UnloadRequest,
     },
     PROTOCOL_VERSION,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
@@ -45,7 +44,7 @@ pub struct ControlService {
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    type AttachStream = ReceiverStream<Result<ServerMessage, Status>>;
+    type AttachStream = crate::events::SessionStream;
 
     async fn attach(
         &self,

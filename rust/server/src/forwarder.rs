@@ -1,15 +1,32 @@
 //! `communication.Forwarder`: the public protocol's call path, on
 //! [`Router`] (see there for limits, deadlines and cancellation).
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use futures::Stream;
 use norgopolis_proto::communication::{
-    forwarder_server::Forwarder, Invocation, InvocationOverride, MessagePack, OverrideStatus,
+    forwarder_server::{Forwarder, ForwarderServer},
+    Invocation, InvocationOverride, MessagePack, OverrideStatus,
 };
-use tonic::{metadata::MetadataMap, Request, Response, Status};
+use tonic::{
+    body::BoxBody, metadata::MetadataMap, server::NamedService, Code, Request, Response, Status,
+};
+use tower::Service;
 
-use crate::{route::Router, serve::Conn};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    route::{oversized_arguments, unless_panicked, RoutedCall, Router},
+    serve::Conn,
+};
 
 /// Routes calls to modules and streams their results back item by item.
 pub struct ForwarderService {
@@ -35,13 +52,12 @@ impl Forwarder for ForwarderService {
             .router
             .start(conn.as_ref(), &inv.module, inv.function_name, args, timeout)
             .await?;
-        // The call lives in the stream: dropping it (the caller went away)
-        // cancels the module's call.
-        let stream = futures::stream::unfold(call, |mut call| async move {
-            let next = call.next().await?;
-            Some((next.map(|data| MessagePack { data }), call))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let (tx, rx) = mpsc::channel(RESULTS_AHEAD);
+        let failed = tx.clone();
+        tokio::spawn(unless_panicked(pump(call, tx), move |status| {
+            let _ = failed.try_send(Err(status));
+        }));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn r#override(
@@ -53,6 +69,101 @@ impl Forwarder for ForwarderService {
             "Override ({}.{}) is not supported by this norgopolis server",
             r.module, r.function_name
         )))
+    }
+}
+
+/// `communication.Forwarder` with the message size limit, whose errors
+/// for oversized arguments name the limit's config key as the lean
+/// transport's do (tonic refuses them before the handler runs, in its
+/// own words).
+#[derive(Clone)]
+pub struct SizedForwarder {
+    inner: ForwarderServer<ForwarderService>,
+    limit: usize,
+}
+
+impl SizedForwarder {
+    /// The service for `forwarder`, taking and sending messages of at
+    /// most `limit` bytes.
+    pub fn new(forwarder: Arc<ForwarderService>, limit: usize) -> Self {
+        let inner = ForwarderServer::from_arc(forwarder)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        SizedForwarder { inner, limit }
+    }
+}
+
+impl NamedService for SizedForwarder {
+    const NAME: &'static str = <ForwarderServer<ForwarderService> as NamedService>::NAME;
+}
+
+impl Service<http::Request<BoxBody>> for SizedForwarder {
+    type Response = http::Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<http::Request<BoxBody>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: http::Request<BoxBody>) -> Self::Future {
+        let answer = self.inner.call(request);
+        let limit = self.limit;
+        Box::pin(async move {
+            let mut response = answer.await?;
+            name_the_limit(response.headers_mut(), limit);
+            Ok(response)
+        })
+    }
+}
+
+/// Rewrites tonic's refusal of oversized arguments (`OutOfRange`, "decoded
+/// message length too large: found N bytes, …") into ours.
+fn name_the_limit(headers: &mut http::HeaderMap, limit: usize) {
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    let message = status.message();
+    if status.code() != Code::OutOfRange || !message.contains("message length too large") {
+        return;
+    }
+    let found = message
+        .split("found ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    let ours = Status::resource_exhausted(oversized_arguments(found, limit));
+    if ours.add_header(headers).is_err() {
+        tracing::debug!("could not reword an oversized-arguments error");
+    }
+}
+
+/// Results queued for a gRPC caller beyond what HTTP/2 has taken; a full
+/// queue means the caller stopped reading.
+const RESULTS_AHEAD: usize = 16;
+
+/// Hands the call's results to the caller's stream. The call lives here:
+/// when the caller goes away (the stream is dropped) it is dropped, which
+/// cancels the module's call, even while the module is between results.
+/// A caller that stops reading pauses the call without holding a module
+/// slot ([`RoutedCall::wait_for_room`]).
+async fn pump(mut call: RoutedCall, tx: mpsc::Sender<Result<MessagePack, Status>>) {
+    loop {
+        let next = tokio::select! {
+            next = call.next() => next,
+            _ = tx.closed() => return,
+        };
+        let Some(next) = next else { return };
+        match call.wait_for_room(tx.reserve()).await {
+            Ok(Ok(room)) => room.send(next.map(|data| MessagePack { data })),
+            // The caller went away.
+            Ok(Err(_)) => return,
+            Err(status) => {
+                drop(call);
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        }
     }
 }
 

@@ -23,7 +23,11 @@ use tokio::{
 };
 use tonic::{Code, Status};
 
-use crate::{lifetime::ExitReason, route::Router, serve::Conn};
+use crate::{
+    lifetime::ExitReason,
+    route::{oversized_arguments, unless_panicked, Router},
+    serve::Conn,
+};
 
 /// Serves one lean client whose hello has been read, until it closes the
 /// connection, breaks the protocol, or the server exits (then calls in
@@ -43,17 +47,23 @@ pub async fn serve<IO>(
     let calls = CallTable::default();
     let mut tasks = JoinSet::new();
     let limit = router.max_message_size;
-    let mut frames = FrameReader::new(reader, limit);
+    // Clients send calls and credit, mostly small: a small buffer, as
+    // thousands of connections may be open.
+    let mut frames = FrameReader::with_buffer(reader, limit, 8 * 1024);
     let id = conn.id;
+    let mut writer_done = false;
     let ended = loop {
         let incoming = tokio::select! {
             incoming = frames.next() => incoming,
             _ = shutdown.wait_for(Option::is_some) => break "the server is exiting".to_string(),
-            written = &mut writer => break match written {
+            written = &mut writer => {
+                writer_done = true;
+                break match written {
                 Ok(Ok(())) => "its writer stopped".to_string(),
                 Ok(Err(e)) => format!("writing to it failed: {e}"),
                 Err(e) => format!("writer task: {e}"),
-            },
+                };
+            }
         };
         // Reap finished calls as we go (not in the select above: a frame
         // half read must not be abandoned).
@@ -65,10 +75,7 @@ pub async fn serve<IO>(
                 let _ = out.send(error_frame(
                     id,
                     Code::ResourceExhausted,
-                    format!(
-                        "the call's arguments are {len} bytes, over the message size limit \
-                         of {limit} bytes (max_message_size in config.toml)"
-                    ),
+                    oversized_arguments(Some(len), limit),
                 ));
                 continue;
             }
@@ -121,8 +128,15 @@ pub async fn serve<IO>(
     calls.cancel_all();
     tasks.shutdown().await;
     drop(out);
-    // Whatever the calls queued goes out before the socket closes.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    // Whatever the calls queued goes out before the socket closes (a
+    // finished writer must not be polled again).
+    if !writer_done {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+    }
+    // A writer stuck on a client that stopped reading goes now, with
+    // everything still queued for it.
+    writer.abort();
+    crate::memory::trim_soon();
 }
 
 /// A `ROUTE` frame's call.
@@ -154,7 +168,8 @@ fn start(
     let registered = calls.clone();
     calls.start(id, |allowed| {
         tasks.spawn(async move {
-            let last = run(call, &conn, &router, &allowed, &out).await;
+            let running = run(call, &conn, &router, &allowed, &out);
+            let last = unless_panicked(running, |status| status_frame(id, &status)).await;
             registered.finished(id);
             let _ = out.send(last);
         })
@@ -189,10 +204,12 @@ async fn run(
             Err(status) => return status_frame(id, &status),
         };
         // Wait until the client has room for it: a client that stops
-        // reading pauses this call, not its others.
-        match allowed.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return error_frame(id, Code::Internal, "flow control closed"),
+        // reading pauses this call, not its others, and meanwhile holds no
+        // module slot.
+        match routed.wait_for_room(allowed.acquire()).await {
+            Ok(Ok(permit)) => permit.forget(),
+            Ok(Err(_)) => return error_frame(id, Code::Internal, "flow control closed"),
+            Err(status) => return status_frame(id, &status),
         }
         let _ = out.send(Outgoing::Frame(Frame::Item { id, data }));
     }

@@ -16,6 +16,7 @@ mod lean_client;
 mod lifetime;
 mod listener;
 mod logfile;
+mod memory;
 mod modules;
 mod ready;
 mod route;

@@ -7,7 +7,7 @@
 //! items are handed on one for one. Dropping a [`RoutedCall`] (the caller
 //! went away) cancels the call in the module.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, task::Poll, time::Duration};
 
 use tokio::time::Instant;
 use tonic::Status;
@@ -17,6 +17,10 @@ use crate::{
     modules::{InFlight, Instance, ModuleHost, ModuleStream},
     serve::{Conn, ConnCall},
 };
+
+/// The longest deadline a caller may set; anything longer is a wire value
+/// out of range (2^64-1 ms overflows the clock), not a wish to wait.
+const MAX_DEADLINE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Starts calls at modules; shared by every connection.
 pub struct Router {
@@ -47,7 +51,7 @@ pub struct RoutedCall {
 /// the counts and cancels the module's call if it is still running.
 struct Active {
     inner: ModuleStream,
-    _in_flight: InFlight,
+    in_flight: InFlight,
     _call: CallGuard,
     _conn_call: Option<ConnCall>,
 }
@@ -64,6 +68,13 @@ impl Router {
         args: Vec<u8>,
         caller_timeout: Option<Duration>,
     ) -> Result<RoutedCall, Status> {
+        if let Some(t) = caller_timeout.filter(|t| *t > MAX_DEADLINE) {
+            return Err(Status::invalid_argument(format!(
+                "the call's deadline of {} ms is out of range: at most {} ms (about 10 years)",
+                t.as_millis(),
+                MAX_DEADLINE.as_millis()
+            )));
+        }
         let timeout = match (caller_timeout, self.call_timeout) {
             (Some(t), Some(s)) if s < t => Some((s, "the server's call_timeout")),
             (Some(t), _) => Some((t, "the caller's deadline")),
@@ -115,7 +126,7 @@ impl Router {
         Ok(RoutedCall {
             active: Some(Active {
                 inner,
-                _in_flight: in_flight,
+                in_flight,
                 _call: call,
                 _conn_call: conn_call,
             }),
@@ -156,9 +167,76 @@ impl RoutedCall {
         }
     }
 
+    /// Waits for `room` (the caller's flow control) before a result is
+    /// handed on. A caller that has no room is not reading: meanwhile the
+    /// call gives its module slot to callers waiting in line and takes one
+    /// again (in line) before it goes on, so a stalled caller holds back
+    /// only its own calls. The wait is bounded by the call's deadline; an
+    /// error ends the call.
+    pub async fn wait_for_room<T>(&mut self, room: impl Future<Output = T>) -> Result<T, Status> {
+        let mut room = std::pin::pin!(room);
+        // The usual case: room at once, and the slot stays.
+        if let Poll::Ready(ready) = futures::poll!(room.as_mut()) {
+            return Ok(ready);
+        }
+        let Some(active) = self.active.as_mut() else {
+            return Err(Status::internal("the call has ended"));
+        };
+        active.in_flight.release_slot();
+        let waited = match self.deadline {
+            Some(d) => tokio::time::timeout_at(d, room).await.ok(),
+            None => Some(room.await),
+        };
+        let Some(ready) = waited else {
+            let what = format!(
+                "call to module '{}' cancelled while its caller was not reading",
+                self.instance.name
+            );
+            let status = expired(self.timeout, &what);
+            self.end(None);
+            return Err(status);
+        };
+        let retaken = active.in_flight.retake_slot(self.deadline).await;
+        if let Err(status) = retaken {
+            let status = if status.code() == tonic::Code::DeadlineExceeded {
+                expired(self.timeout, status.message())
+            } else {
+                status
+            };
+            self.end(None);
+            return Err(status);
+        }
+        Ok(ready)
+    }
+
     fn end(&mut self, error: Option<Status>) -> Option<Result<Vec<u8>, Status>> {
         self.active = None;
         error.map(Err)
+    }
+}
+
+/// The error text for call arguments over the message size limit, the
+/// same on both transports.
+pub fn oversized_arguments(len: Option<usize>, limit: usize) -> String {
+    let size = len.map_or_else(|| "too large".to_string(), |len| format!("{len} bytes"));
+    format!(
+        "the call's arguments are {size}, over the message size limit of {limit} bytes \
+         (max_message_size in config.toml)"
+    )
+}
+
+/// Runs a call's work, turning a panic in it (a bug of ours) into an
+/// `Internal` error for its caller instead of a call that never ends.
+pub async fn unless_panicked<T>(
+    work: impl Future<Output = T>,
+    on_panic: impl FnOnce(Status) -> T,
+) -> T {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(done) => done,
+        Err(_) => on_panic(Status::internal(
+            "the call failed inside the server (a bug; the server log has the details)",
+        )),
     }
 }
 

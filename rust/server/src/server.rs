@@ -4,9 +4,7 @@
 use std::{sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
-use norgopolis_proto::{
-    communication::forwarder_server::ForwarderServer, v1::control_server::ControlServer,
-};
+use norgopolis_proto::v1::control_server::ControlServer;
 use tokio::signal::unix::{signal, SignalKind};
 use tonic::service::Routes;
 
@@ -16,7 +14,7 @@ use crate::{
     control::ControlService,
     events::EventHub,
     fds::FdBudget,
-    forwarder::ForwarderService,
+    forwarder::{ForwarderService, SizedForwarder},
     lifetime::Lifetime,
     listener::Bound,
     modules::{spawn_autostart, FailureLog, InstanceOptions, ModuleHost, Ping, RestartPolicy},
@@ -107,11 +105,7 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
 
     spawn_signal_handlers(lifetime.clone())?;
     let size = settings.max_message_size;
-    let forwarder_server = || {
-        ForwarderServer::from_arc(forwarder.clone())
-            .max_decoding_message_size(size)
-            .max_encoding_message_size(size)
-    };
+    let forwarder_server = || SizedForwarder::new(forwarder.clone(), size);
     let unix_routes = Routes::new(forwarder_server()).add_service(
         ControlServer::new(control)
             .max_decoding_message_size(size)

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use norgopolis_client::{CallStream, Client, ClientError, ConnectOptions, Transport};
-use norgopolis_proto::lean::{self, Frame, FrameReader, Incoming};
+use norgopolis_proto::lean::{Frame, Incoming};
 use norgopolis_tests::*;
 use rmpv::Value;
-use support::{map, WAIT};
-use tokio::{io::AsyncWriteExt, net::UnixStream};
+use support::{map, raw_lean, send, WAIT};
+use tokio::io::AsyncWriteExt;
 use tonic::Code;
 
 /// The echo module spoken to over the lean module transport.
@@ -255,28 +255,6 @@ async fn oversized_arguments_fail_their_call_only() {
     assert!(client.is_lean());
 }
 
-/// Opens a raw lean connection and exchanges hellos.
-async fn raw_lean(
-    sb: &Sandbox,
-) -> (
-    FrameReader<tokio::net::unix::OwnedReadHalf>,
-    tokio::net::unix::OwnedWriteHalf,
-) {
-    let stream = UnixStream::connect(&sb.socket).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    write.write_all(&lean::hello_bytes()).await.unwrap();
-    let mut frames = FrameReader::new(read, 1 << 20);
-    let hello = frames.read_prefix(lean::HEADER_LEN + 4).await.unwrap();
-    assert_eq!(hello, lean::hello_bytes(), "the server greets back");
-    (frames, write)
-}
-
-async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, frame: Frame) {
-    let mut buf = Vec::new();
-    lean::encode(&frame, &mut buf).unwrap();
-    write.write_all(&buf).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_lean_client_breaking_the_protocol_is_dropped_and_others_go_on() {
     let sb = sandbox();
@@ -284,7 +262,7 @@ async fn a_lean_client_breaking_the_protocol_is_dropped_and_others_go_on() {
     let bystander = client_with(&sb, Transport::Lean).await;
 
     // A well-formed call over a raw connection works...
-    let (mut frames, mut write) = raw_lean(&sb).await;
+    let (mut frames, mut write) = raw_lean(&sb.socket).await;
     let nil = vec![0xc0];
     send(
         &mut write,
@@ -333,7 +311,7 @@ async fn a_lean_client_breaking_the_protocol_is_dropped_and_others_go_on() {
     );
 
     // ...as does reusing the id of a call in flight...
-    let (mut frames, mut write) = raw_lean(&sb).await;
+    let (mut frames, mut write) = raw_lean(&sb.socket).await;
     let sleep = |id| Frame::Route {
         id,
         module: "echo".into(),
@@ -350,7 +328,7 @@ async fn a_lean_client_breaking_the_protocol_is_dropped_and_others_go_on() {
     assert_eq!(after, None, "a reused call id ends the connection");
 
     // ...and so does garbage, while nobody else notices.
-    let (mut frames, mut write) = raw_lean(&sb).await;
+    let (mut frames, mut write) = raw_lean(&sb.socket).await;
     write
         .write_all(&[9, 0, 0, 0, 1, 0, 0, 0, 200, 1, 2, 3, 4])
         .await

@@ -4,12 +4,15 @@
 //! growth under 2 MB and a flat fd count after warm-up, within a bounded
 //! time. Prints the figures.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use norgopolis_client::{Client, Code, ConnectOptions};
 use norgopolis_tests::*;
 use serde::Serialize;
+use support::{cli_callers, signal};
 
 const CLIENTS: usize = 8;
 const CALLS: usize = 25_000;
@@ -17,6 +20,13 @@ const CALLS: usize = 25_000;
 const WARMUP: usize = 2_500;
 const TIME_LIMIT: Duration = Duration::from_secs(20 * 60);
 const RSS_GROWTH_LIMIT_KIB: u64 = 2 * 1024;
+/// CLI callers stopped with SIGSTOP in the stalls phase (more than the
+/// module's 128 slots).
+const STOPPED: usize = 150;
+/// CLI callers killed mid-stream in the stalls phase.
+const KILLED: usize = 300;
+/// What vanished callers may leave behind in the server's RSS.
+const RSS_LEFT_LIMIT_KIB: u64 = 16 * 1024;
 
 #[derive(Serialize)]
 struct Count {
@@ -213,6 +223,8 @@ async fn soak() {
         "soak: server fds {} at start, {} after warm-up, {} at end; tasks {} / {} / {}",
         start_probe.fds, warm.fds, end.fds, start_probe.tasks, warm.tasks, end.tasks
     );
+    // The stalls phase reports its figures whatever the asserts below say.
+    stalls_phase(&sb, server.pid).await;
     assert!(
         errors.is_empty(),
         "{} unexpected errors, first: {:?}",
@@ -235,5 +247,84 @@ async fn soak() {
         "tasks grew from {} to {}",
         warm.tasks,
         end.tasks
+    );
+}
+
+async fn echo_in_flight(ch: &tonic::transport::Channel) -> u32 {
+    module_status(&status(ch).await, "echo").map_or(0, |m| m.calls_in_flight)
+}
+
+/// Server RSS once the vanished callers' calls have ended and (within a
+/// bound) what they held has been given back.
+async fn rss_after_callers_left(ch: &tonic::transport::Channel, pid: u32, before: u64) -> u64 {
+    eventually(
+        Duration::from_secs(60),
+        "the callers' calls to end",
+        || async { (echo_in_flight(ch).await == 0).then_some(()) },
+    )
+    .await;
+    let settle = async {
+        while rss_kib(pid) > before + RSS_LEFT_LIMIT_KIB {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), settle).await;
+    rss_kib(pid)
+}
+
+/// Stopped callers (SIGSTOP, as a hung Neovim) of endless streams, then
+/// callers killed mid-stream: a fresh call goes through beside the
+/// stopped ones, and the server's memory comes back after both.
+async fn stalls_phase(sb: &Sandbox, pid: u32) {
+    let ch = sb.channel().await.unwrap();
+    let before = rss_kib(pid);
+
+    let stopped = cli_callers(sb, STOPPED, 10_000_000);
+    eventually(
+        Duration::from_secs(60),
+        "the stopped callers' calls to run",
+        || async { (echo_in_flight(&ch).await >= 128).then_some(()) },
+    )
+    .await;
+    for child in &stopped.0 {
+        signal(child.id(), libc::SIGSTOP);
+    }
+    let started = Instant::now();
+    let fresh = tokio::time::timeout(
+        Duration::from_secs(60),
+        call_all(&ch, "echo", "echo", rmpv::Value::from(1)),
+    )
+    .await;
+    let fresh_took = started.elapsed();
+    let stopped_peak = rss_kib(pid);
+    drop(stopped);
+    let after_stopped = rss_after_callers_left(&ch, pid, before).await;
+
+    let killed = cli_callers(sb, KILLED, 1_000_000);
+    eventually(
+        Duration::from_secs(60),
+        "the killed callers' calls to run",
+        || async { (echo_in_flight(&ch).await >= 128).then_some(()) },
+    )
+    .await;
+    let killed_peak = rss_kib(pid);
+    drop(killed);
+    let after_killed = rss_after_callers_left(&ch, pid, before).await;
+
+    println!(
+        "soak: stalls: a fresh call beside {STOPPED} stopped callers took {fresh_took:.1?}; \
+         server RSS {before} KiB before, {stopped_peak} KiB with them stopped, {after_stopped} KiB after they were killed"
+    );
+    println!(
+        "soak: stalls: {KILLED} callers killed mid-stream: server RSS {killed_peak} KiB with them running, \
+         {after_killed} KiB after (limit {} KiB above {before})",
+        RSS_LEFT_LIMIT_KIB
+    );
+    let fresh = fresh.expect("a fresh call waited behind stopped callers");
+    assert_eq!(fresh.unwrap(), vec![rmpv::Value::from(1)]);
+    assert!(
+        after_killed <= before + RSS_LEFT_LIMIT_KIB,
+        "killed callers left {} KiB behind",
+        after_killed - before
     );
 }

@@ -26,11 +26,12 @@ use super::{
 const STREAM_WINDOW: u32 = 128 * 1024;
 
 /// The connection window. h2 sizes its small-frame budget from it (half of
-/// it, ~250 per buffered small frame), so with this one about 160 calls of
-/// small (10-byte) items can sit unread at once, more than the default
-/// `max_calls_per_module` (128). It bounds nothing else: each call is
-/// bounded by its stream window.
-const CONNECTION_WINDOW: u32 = 1 << 30;
+/// it, ~250 per buffered small frame), so with this one (the largest
+/// HTTP/2 allows) about 320 calls of small (10-byte) items can sit unread
+/// at once, more than twice the default `max_calls_per_module` (128): the
+/// calls holding slots plus as many paused ones that gave theirs back. It
+/// bounds nothing else: each call is bounded by its stream window.
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
 /// A gRPC client of the module's `Invoker` service.
 pub type ModuleClient = InvokerClient<ModuleChannel>;

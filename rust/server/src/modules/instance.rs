@@ -85,6 +85,10 @@ pub struct Instance {
     in_flight: AtomicU32,
     queued: AtomicU32,
     slots: Arc<Semaphore>,
+    /// Paused calls that gave their slot back, at most as many as slots:
+    /// every open call buffers results at the router, and the module
+    /// connection bounds how many such buffers it tolerates.
+    paused: Arc<Semaphore>,
     max_concurrent_calls: u32,
     exit: watch::Receiver<Option<ExitInfo>>,
     failure: watch::Receiver<Option<String>>,
@@ -96,7 +100,35 @@ pub struct Instance {
 /// A call holding one of the module's slots; dropping it ends the call.
 pub struct InFlight {
     inst: Arc<Instance>,
-    _slot: Option<OwnedSemaphorePermit>,
+    slot: Option<OwnedSemaphorePermit>,
+    /// Held instead of `slot` while the call is paused.
+    paused: Option<OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    /// Gives the call's slot to callers waiting in line while the call is
+    /// paused (its caller stopped reading, so the module is held back by
+    /// flow control and runs no further for it). When as many paused calls
+    /// as the module has slots already gave theirs back, this one keeps it.
+    pub fn release_slot(&mut self) {
+        if self.slot.is_none() {
+            return;
+        }
+        if let Ok(paused) = self.inst.paused.clone().try_acquire_owned() {
+            self.paused = Some(paused);
+            self.slot = None;
+        }
+    }
+
+    /// Takes a slot again before a paused call goes on, waiting in line
+    /// like a new call (bounded by `deadline`).
+    pub async fn retake_slot(&mut self, deadline: Option<Instant>) -> Result<(), Status> {
+        if self.paused.is_some() {
+            self.slot = Some(self.inst.wait_for_slot(deadline).await?);
+            self.paused = None;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for InFlight {
@@ -250,6 +282,7 @@ impl Instance {
             in_flight: AtomicU32::new(0),
             queued: AtomicU32::new(0),
             slots,
+            paused: Arc::new(Semaphore::new(options.max_concurrent_calls as usize)),
             max_concurrent_calls: options.max_concurrent_calls,
             exit,
             failure,
@@ -312,7 +345,8 @@ impl Instance {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight {
             inst: self.clone(),
-            _slot: slot,
+            slot,
+            paused: None,
         };
         let mut client = match &self.client {
             ModuleConn::Grpc(client) => client.clone(),

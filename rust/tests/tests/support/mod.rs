@@ -181,3 +181,80 @@ pub fn load_order(log: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+// ---- Stalled and vanishing callers (stalls, soak). ----
+
+/// CLI callers, killed (stopped or not) when dropped.
+pub struct Callers(pub Vec<std::process::Child>);
+
+impl Drop for Callers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `n` CLI processes calling `echo count <count>`, half of them
+/// over gRPC, their output thrown away.
+pub fn cli_callers(sb: &Sandbox, n: usize, count: u64) -> Callers {
+    let callers = (0..n)
+        .map(|i| {
+            let mut cmd = std::process::Command::new(bin("norgopolis"));
+            sb.env(&mut cmd);
+            if i % 2 == 1 {
+                cmd.env("NORGOPOLIS_CLIENT_TRANSPORT", "grpc");
+            }
+            cmd.args(["--no-spawn", "call", "echo", "count", &count.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start the CLI")
+        })
+        .collect();
+    Callers(callers)
+}
+
+/// Sends `sig` to process `pid`.
+pub fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory effects; the pid is a child we have not reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// Opens a raw lean connection and exchanges hellos.
+pub async fn raw_lean(
+    socket: &Path,
+) -> (
+    norgopolis_proto::lean::FrameReader<tokio::net::unix::OwnedReadHalf>,
+    tokio::net::unix::OwnedWriteHalf,
+) {
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    tokio::io::AsyncWriteExt::write_all(&mut write, &norgopolis_proto::lean::hello_bytes())
+        .await
+        .unwrap();
+    let mut frames = norgopolis_proto::lean::FrameReader::new(read, 1 << 20);
+    let hello = frames
+        .read_prefix(norgopolis_proto::lean::HEADER_LEN + 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        hello,
+        norgopolis_proto::lean::hello_bytes(),
+        "the server greets back"
+    );
+    (frames, write)
+}
+
+pub async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    frame: norgopolis_proto::lean::Frame,
+) {
+    let mut buf = Vec::new();
+    norgopolis_proto::lean::encode(&frame, &mut buf).unwrap();
+    tokio::io::AsyncWriteExt::write_all(write, &buf)
+        .await
+        .unwrap();
+}
