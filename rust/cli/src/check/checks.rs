@@ -249,6 +249,11 @@ pub async fn deadline(m: &mut ModuleConn) -> Verdict {
 
 /// An `echo` is answered while a `sleep` runs.
 pub async fn concurrency(m: &mut ModuleConn) -> Verdict {
+    match m.call("sleep", encode(&Value::from(1)), None).await {
+        Ok(o) if o.lacking() => return lacks("sleep"),
+        Ok(_) => {}
+        Err(e) => return Verdict::Fail(e),
+    }
     let sleeper = m.id();
     let args = encode(&Value::from(60_000));
     if let Err(e) = m.send(Frame::Call { id: sleeper, function: "sleep".into(), args, deadline_ms: None }).await {
