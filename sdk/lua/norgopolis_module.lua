@@ -30,7 +30,8 @@ end
 
 local INITIAL_CREDIT = 64
 local MAX_CREDIT = 1048576
-local K = { HELLO = 0, CALL = 1, ITEM = 2, END = 3, ERROR = 4, CANCEL = 5, PING = 6, PONG = 7, CREDIT = 8 }
+local K =
+  { HELLO = 0, CALL = 1, ITEM = 2, END = 3, ERROR = 4, CANCEL = 5, PING = 6, PONG = 7, CREDIT = 8 }
 
 --- Error codes by name (docs/protocol.md, section 6).
 M.codes = {}
@@ -163,7 +164,9 @@ else
     end
     m = m * 2 ^ 52
     local hi = floor(m / 2 ^ 32)
-    return char(sign + floor(e / 16), (e % 16) * 16 + floor(hi / 65536)) .. u8s(hi % 65536, 2) .. u8s(m % 2 ^ 32, 4)
+    return char(sign + floor(e / 16), (e % 16) * 16 + floor(hi / 65536))
+      .. u8s(hi % 65536, 2)
+      .. u8s(m % 2 ^ 32, 4)
   end
   local function from_parts(sign, e, m, bias, mbits)
     local v
@@ -202,7 +205,11 @@ local function is_utf8(s)
   local i, n = 1, #s
   while i <= n do
     local c = byte(s, i)
-    local len = c < 0x80 and 1 or c >= 0xC2 and c < 0xE0 and 2 or c >= 0xE0 and c < 0xF0 and 3 or c >= 0xF0 and c < 0xF5 and 4 or nil
+    local len = c < 0x80 and 1
+      or c >= 0xC2 and c < 0xE0 and 2
+      or c >= 0xE0 and c < 0xF0 and 3
+      or c >= 0xF0 and c < 0xF5 and 4
+      or nil
     if not len or i + len - 1 > n then
       return false
     end
@@ -325,7 +332,10 @@ function encode_into(out, v, where)
       end
     end
   else
-    error({ code = "Internal", message = where .. ": cannot send a " .. ty .. " as MessagePack" }, 0)
+    error(
+      { code = "Internal", message = where .. ": cannot send a " .. ty .. " as MessagePack" },
+      0
+    )
   end
 end
 
@@ -672,7 +682,11 @@ function Module:start(id, payload)
       names[#names + 1] = k
     end
     table.sort(names)
-    local msg = ("module '%s' has no function '%s' (has: %s)"):format(self.name, name, table.concat(names, ", "))
+    local msg = ("module '%s' has no function '%s' (has: %s)"):format(
+      self.name,
+      name,
+      table.concat(names, ", ")
+    )
     return self:fail(call, M.codes.NotFound, msg)
   end
   if deadline then
@@ -722,9 +736,17 @@ function Module:resume(call)
       if code then
         return self:fail(call, code, what.message or "")
       end
-      return self:fail(call, M.codes.Internal, ("function '%s' raised an unknown error code %s"):format(call.name, tostring(what.code)))
+      return self:fail(
+        call,
+        M.codes.Internal,
+        ("function '%s' raised an unknown error code %s"):format(call.name, tostring(what.code))
+      )
     end
-    return self:fail(call, M.codes.Internal, ("function '%s' failed: %s"):format(call.name, tostring(what)))
+    return self:fail(
+      call,
+      M.codes.Internal,
+      ("function '%s' failed: %s"):format(call.name, tostring(what))
+    )
   end
   if coroutine.status(call.co) == "dead" then
     return self:finish(call, K.END)
@@ -802,7 +824,11 @@ function Module:run_timers()
     if t.call.over then -- dropped
     elseif t.at <= now then
       if t.deadline then
-        self:fail(t.call, M.codes.DeadlineExceeded, ("function '%s' ran past the caller's deadline"):format(t.call.name))
+        self:fail(
+          t.call,
+          M.codes.DeadlineExceeded,
+          ("function '%s' ran past the caller's deadline"):format(t.call.name)
+        )
       else
         self.ready[#self.ready + 1] = t.call
       end
