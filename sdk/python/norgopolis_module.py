@@ -276,6 +276,7 @@ class _Call:
         self.cond = cond
         self.credit = INITIAL_CREDIT
         self.over = False
+        self.timer = None
 
 
 class Module:
@@ -385,11 +386,11 @@ class Module:
         call = _Call(self._cond)
         with self._cond:
             self._calls[call_id] = call
-        threading.Thread(target=self._run_call, args=(call_id, call, name, args), daemon=True).start()
         if deadline is not None:
-            timer = threading.Timer(deadline, self._expire, args=(call_id, call, name))
-            timer.daemon = True
-            timer.start()
+            call.timer = threading.Timer(deadline, self._expire, args=(call_id, call, name))
+            call.timer.daemon = True
+            call.timer.start()
+        threading.Thread(target=self._run_call, args=(call_id, call, name, args), daemon=True).start()
 
     def _expire(self, call_id, call, name):
         msg = "function '%s' ran past the caller's deadline" % name
@@ -401,6 +402,8 @@ class Module:
             call = self._calls.pop(call_id, None)
             if call is not None:
                 call.over = True
+                if call.timer is not None:
+                    call.timer.cancel()
                 self._cond.notify_all()
 
     def _finish(self, call_id, call, kind, payload=b""):
@@ -411,6 +414,8 @@ class Module:
             call.over = True
             self._calls.pop(call_id, None)
             self._cond.notify_all()
+            if call.timer is not None:
+                call.timer.cancel()
             # Under the lock: an item racing a deadline cannot follow the end.
             self._send(kind, call_id, payload)
         return True
