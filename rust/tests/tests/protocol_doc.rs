@@ -146,7 +146,10 @@ fn every_byte_example_in_the_protocol_document_matches_the_codec() {
         let expected = frame_from(example);
         let bytes = &example.bytes;
         let line = example.line;
-        assert!(bytes.len() >= HEADER_LEN, "line {line}: shorter than a header");
+        assert!(
+            bytes.len() >= HEADER_LEN,
+            "line {line}: shorter than a header"
+        );
         let length = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
         assert_eq!(
             length + 4,
@@ -159,7 +162,10 @@ fn every_byte_example_in_the_protocol_document_matches_the_codec() {
         assert_eq!(decoded, expected, "line {line}: decodes differently");
         let mut encoded = Vec::new();
         encode(&expected, &mut encoded).unwrap();
-        assert_eq!(&encoded, bytes, "line {line}: the codec encodes differently");
+        assert_eq!(
+            &encoded, bytes,
+            "line {line}: the codec encodes differently"
+        );
         kinds.push(expected.kind_name());
     }
     // Every frame kind is shown at least once.

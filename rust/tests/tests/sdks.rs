@@ -56,9 +56,14 @@ fn assert_all_pass(sb: &Sandbox, target: &Path) {
     let (out, passed) = check(sb, target);
     assert!(passed, "{out}");
     assert!(out.contains(" 0 failed, 0 skipped"), "{out}");
-    for row in ["hello", "count: 10,000 items under credit", "cancel mid-stream"] {
+    for row in [
+        "hello",
+        "count: 10,000 items under credit",
+        "cancel mid-stream",
+    ] {
         assert!(
-            out.lines().any(|l| l.starts_with(row) && l.contains(" pass ")),
+            out.lines()
+                .any(|l| l.starts_with(row) && l.contains(" pass ")),
             "{row} did not pass:\n{out}"
         );
     }
@@ -146,7 +151,11 @@ fn the_checker_fails_modules_that_ignore_credit_or_cancel_or_greet_wrongly() {
     );
     let (out, passed) = check(&sb, &bent);
     assert!(!passed, "{out}");
-    assert_eq!(verdict(&out, "count: 10,000 items under credit"), "FAIL", "{out}");
+    assert_eq!(
+        verdict(&out, "count: 10,000 items under credit"),
+        "FAIL",
+        "{out}"
+    );
     assert!(out.contains("before any CREDIT"), "{out}");
     assert_eq!(verdict(&out, "cancel mid-stream"), "FAIL", "{out}");
     assert_eq!(verdict(&out, "echo: map"), "pass", "{out}");
@@ -196,7 +205,11 @@ fn python_and_lua_modules_are_installed_and_called_from_the_cli() {
         let sdk = std::fs::read_dir(sb.modules.join(name))
             .unwrap()
             .flatten()
-            .find(|e| e.file_name().to_string_lossy().starts_with("norgopolis_module"))
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("norgopolis_module")
+            })
             .expect("the SDK is installed with the module");
         assert!(!sdk.file_type().unwrap().is_symlink());
 
@@ -210,11 +223,20 @@ fn python_and_lua_modules_are_installed_and_called_from_the_cli() {
 
         let out = cli(&sb, &["call", name, "count", "5"]);
         assert!(out.status.success(), "{name}: {}", text(&out));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n3\n4\n", "{name}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "0\n1\n2\n3\n4\n",
+            "{name}"
+        );
 
         let out = cli(
             &sb,
-            &["call", name, "fail", r#"{"code":"PermissionDenied","message":"not you"}"#],
+            &[
+                "call",
+                name,
+                "fail",
+                r#"{"code":"PermissionDenied","message":"not you"}"#,
+            ],
         );
         assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
         assert_eq!(

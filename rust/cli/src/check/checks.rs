@@ -29,9 +29,21 @@ const STREAM_ITEMS: u64 = 10_000;
 
 /// Error codes and names, 1..16 (docs/protocol.md, section 6).
 const CODE_NAMES: [&str; 16] = [
-    "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
-    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
-    "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
     "Unauthenticated",
 ];
 
@@ -52,8 +64,13 @@ pub async fn hello(m: &mut ModuleConn) -> Verdict {
         Ok(bytes) if bytes == norgopolis_proto::lean::hello_bytes() => {
             Verdict::Pass(format!("{:?}", std::str::from_utf8(MAGIC).unwrap_or("")))
         }
-        Ok(bytes) if bytes.is_empty() => Verdict::Fail("it closed its stdout without a hello".into()),
-        Ok(bytes) => Verdict::Fail(format!("it wrote {:?} instead of the hello", bytes.escape_ascii().to_string())),
+        Ok(bytes) if bytes.is_empty() => {
+            Verdict::Fail("it closed its stdout without a hello".into())
+        }
+        Ok(bytes) => Verdict::Fail(format!(
+            "it wrote {:?} instead of the hello",
+            bytes.escape_ascii().to_string()
+        )),
         Err(e) => Verdict::Fail(e),
     }
 }
@@ -66,8 +83,12 @@ pub async fn ping(m: &mut ModuleConn) -> Verdict {
     }
     loop {
         match m.next().await {
-            Ok(Frame::Pong { nonce: n }) if n == nonce => return Verdict::Pass("PONG with the nonce".into()),
-            Ok(Frame::Pong { nonce: n }) => return Verdict::Fail(format!("PONG with nonce {n:#x}, not {nonce:#x}")),
+            Ok(Frame::Pong { nonce: n }) if n == nonce => {
+                return Verdict::Pass("PONG with the nonce".into())
+            }
+            Ok(Frame::Pong { nonce: n }) => {
+                return Verdict::Fail(format!("PONG with nonce {n:#x}, not {nonce:#x}"))
+            }
             Ok(_) => {}
             Err(e) => return Verdict::Fail(e),
         }
@@ -76,9 +97,15 @@ pub async fn ping(m: &mut ModuleConn) -> Verdict {
 
 /// An unknown function is `NotFound`.
 pub async fn unknown_function(m: &mut ModuleConn) -> Verdict {
-    match m.call("norgopolis-check-no-such-function", vec![0xc0], None).await {
+    match m
+        .call("norgopolis-check-no-such-function", vec![0xc0], None)
+        .await
+    {
         Ok(o) if o.lacking() && o.items.is_empty() => Verdict::Pass(error_text(&o)),
-        Ok(o) => Verdict::Fail(format!("expected error 5 (NotFound), got {}", error_text(&o))),
+        Ok(o) => Verdict::Fail(format!(
+            "expected error 5 (NotFound), got {}",
+            error_text(&o)
+        )),
         Err(e) => Verdict::Fail(e),
     }
 }
@@ -94,7 +121,9 @@ pub async fn echo_types(m: &mut ModuleConn) -> Vec<Row> {
             }
             Ok(o) => match decode(&o.items[0]) {
                 Ok(back) if same(&back, &value) => Verdict::Pass(preview(&value)),
-                Ok(back) => Verdict::Fail(format!("sent {}, got {}", preview(&value), preview(&back))),
+                Ok(back) => {
+                    Verdict::Fail(format!("sent {}, got {}", preview(&value), preview(&back)))
+                }
                 Err(e) => Verdict::Fail(format!("the result is not MessagePack: {e}")),
             },
             Err(e) => Verdict::Fail(e),
@@ -109,7 +138,15 @@ pub async fn stream(m: &mut ModuleConn) -> Verdict {
     let id = m.id();
     let args = encode(&Value::from(STREAM_ITEMS));
     let started = Instant::now();
-    if let Err(e) = m.send(Frame::Call { id, function: "count".into(), args, deadline_ms: None }).await {
+    if let Err(e) = m
+        .send(Frame::Call {
+            id,
+            function: "count".into(),
+            args,
+            deadline_ms: None,
+        })
+        .await
+    {
         return Verdict::Fail(e);
     }
     // The first INITIAL_CREDIT items, then silence until credit is granted.
@@ -129,12 +166,21 @@ pub async fn stream(m: &mut ModuleConn) -> Verdict {
     // for it is a bound, not a synchronisation.
     match m.next_within(Duration::from_millis(300)).await {
         Ok(Some(Frame::Item { id: i, .. })) if i == id => {
-            return Verdict::Fail(format!("sent item {} before any CREDIT (the initial credit is {INITIAL_CREDIT})", INITIAL_CREDIT + 1))
+            return Verdict::Fail(format!(
+                "sent item {} before any CREDIT (the initial credit is {INITIAL_CREDIT})",
+                INITIAL_CREDIT + 1
+            ))
         }
         Ok(_) => {}
         Err(e) => return Verdict::Fail(e),
     }
-    if let Err(e) = m.send(Frame::Credit { id, items: INITIAL_CREDIT }).await {
+    if let Err(e) = m
+        .send(Frame::Credit {
+            id,
+            items: INITIAL_CREDIT,
+        })
+        .await
+    {
         return Verdict::Fail(e);
     }
     let rest = match m.collect(id).await {
@@ -154,7 +200,10 @@ pub async fn stream(m: &mut ModuleConn) -> Verdict {
     if total as u64 != STREAM_ITEMS {
         return Verdict::Fail(format!("{total} items, expected {STREAM_ITEMS}"));
     }
-    Verdict::Pass(format!("{total} items in order, {:.0} items/s", total as f64 / elapsed.as_secs_f64()))
+    Verdict::Pass(format!(
+        "{total} items in order, {:.0} items/s",
+        total as f64 / elapsed.as_secs_f64()
+    ))
 }
 
 /// A `CANCEL` in the middle of a stream stops it: nothing more of it comes,
@@ -162,7 +211,15 @@ pub async fn stream(m: &mut ModuleConn) -> Verdict {
 pub async fn cancel(m: &mut ModuleConn) -> Verdict {
     let id = m.id();
     let args = encode(&Value::from(1_000_000_000u64));
-    if let Err(e) = m.send(Frame::Call { id, function: "count".into(), args, deadline_ms: None }).await {
+    if let Err(e) = m
+        .send(Frame::Call {
+            id,
+            function: "count".into(),
+            args,
+            deadline_ms: None,
+        })
+        .await
+    {
         return Verdict::Fail(e);
     }
     let mut items = 0;
@@ -178,7 +235,11 @@ pub async fn cancel(m: &mut ModuleConn) -> Verdict {
         }
     }
     let nonce = 0xcafe;
-    for frame in [Frame::Cancel { id }, Frame::Credit { id, items: 100_000 }, Frame::Ping { nonce }] {
+    for frame in [
+        Frame::Cancel { id },
+        Frame::Credit { id, items: 100_000 },
+        Frame::Ping { nonce },
+    ] {
         if let Err(e) = m.send(frame).await {
             return Verdict::Fail(e);
         }
@@ -189,20 +250,36 @@ pub async fn cancel(m: &mut ModuleConn) -> Verdict {
     loop {
         match m.next().await {
             Ok(Frame::Pong { nonce: n }) if n == nonce => break,
-            Ok(Frame::Item { id: i, .. } | Frame::End { id: i } | Frame::Error { id: i, .. }) if i == id => after += 1,
+            Ok(Frame::Item { id: i, .. } | Frame::End { id: i } | Frame::Error { id: i, .. })
+                if i == id =>
+            {
+                after += 1
+            }
             Ok(_) => {}
             Err(e) => return Verdict::Fail(e),
         }
     }
     // The next call's answer comes after anything the cancelled call sent late.
     let check = m.id();
-    if let Err(e) = m.send(Frame::Call { id: check, function: "echo".into(), args: vec![1], deadline_ms: None }).await {
+    if let Err(e) = m
+        .send(Frame::Call {
+            id: check,
+            function: "echo".into(),
+            args: vec![1],
+            deadline_ms: None,
+        })
+        .await
+    {
         return Verdict::Fail(e);
     }
     loop {
         match m.next().await {
             Ok(Frame::End { id: i } | Frame::Error { id: i, .. }) if i == check => break,
-            Ok(Frame::Item { id: i, .. } | Frame::End { id: i } | Frame::Error { id: i, .. }) if i == id => after += 1,
+            Ok(Frame::Item { id: i, .. } | Frame::End { id: i } | Frame::Error { id: i, .. })
+                if i == id =>
+            {
+                after += 1
+            }
             Ok(_) => {}
             Err(e) => return Verdict::Fail(e),
         }
@@ -210,7 +287,9 @@ pub async fn cancel(m: &mut ModuleConn) -> Verdict {
     if after > 0 {
         return Verdict::Fail(format!("{after} frames of the call came after its CANCEL"));
     }
-    Verdict::Pass(format!("stopped after {items} items; nothing after the CANCEL"))
+    Verdict::Pass(format!(
+        "stopped after {items} items; nothing after the CANCEL"
+    ))
 }
 
 /// `fail` with each error code gives that code and message.
@@ -219,10 +298,16 @@ pub async fn error_codes(m: &mut ModuleConn) -> Verdict {
     for (n, name) in CODE_NAMES.iter().enumerate() {
         let code = n as i32 + 1;
         let message = format!("check {name} ✓");
-        let args = Value::Map(vec![("code".into(), (*name).into()), ("message".into(), message.clone().into())]);
+        let args = Value::Map(vec![
+            ("code".into(), (*name).into()),
+            ("message".into(), message.clone().into()),
+        ]);
         match m.call("fail", encode(&args), None).await {
             Ok(o) if o.lacking() && code != 5 => return lacks("fail"),
-            Ok(Outcome { error: Some((c, msg)), .. }) if c == code && msg == message => {}
+            Ok(Outcome {
+                error: Some((c, msg)),
+                ..
+            }) if c == code && msg == message => {}
             Ok(o) => wrong.push(format!("{name}: {}", error_text(&o))),
             Err(e) => return Verdict::Fail(e),
         }
@@ -237,12 +322,22 @@ pub async fn error_codes(m: &mut ModuleConn) -> Verdict {
 /// A `sleep` past its deadline fails with `DeadlineExceeded`.
 pub async fn deadline(m: &mut ModuleConn) -> Verdict {
     let started = Instant::now();
-    match m.call("sleep", encode(&Value::from(60_000)), Some(200)).await {
+    match m
+        .call("sleep", encode(&Value::from(60_000)), Some(200))
+        .await
+    {
         Ok(o) if o.lacking() => lacks("sleep"),
-        Ok(Outcome { error: Some((4, _)), .. }) => {
-            Verdict::Pass(format!("DeadlineExceeded after {} ms", started.elapsed().as_millis()))
-        }
-        Ok(o) => Verdict::Fail(format!("expected error 4 (DeadlineExceeded), got {}", error_text(&o))),
+        Ok(Outcome {
+            error: Some((4, _)),
+            ..
+        }) => Verdict::Pass(format!(
+            "DeadlineExceeded after {} ms",
+            started.elapsed().as_millis()
+        )),
+        Ok(o) => Verdict::Fail(format!(
+            "expected error 4 (DeadlineExceeded), got {}",
+            error_text(&o)
+        )),
         Err(e) => Verdict::Fail(e),
     }
 }
@@ -256,15 +351,28 @@ pub async fn concurrency(m: &mut ModuleConn) -> Verdict {
     }
     let sleeper = m.id();
     let args = encode(&Value::from(60_000));
-    if let Err(e) = m.send(Frame::Call { id: sleeper, function: "sleep".into(), args, deadline_ms: None }).await {
+    if let Err(e) = m
+        .send(Frame::Call {
+            id: sleeper,
+            function: "sleep".into(),
+            args,
+            deadline_ms: None,
+        })
+        .await
+    {
         return Verdict::Fail(e);
     }
-    let verdict = match m.call("echo", encode(&Value::from("meanwhile")), None).await {
+    let verdict = match m
+        .call("echo", encode(&Value::from("meanwhile")), None)
+        .await
+    {
         Ok(o) if o.lacking() => lacks("echo"),
         Ok(o) if o.error.is_none() => Verdict::Pass("echo answered while sleep(60000) ran".into()),
         Ok(o) => Verdict::Fail(error_text(&o)),
         // PATIENCE is shorter than the sleep: no answer means the calls ran one after the other.
-        Err(e) => Verdict::Fail(format!("{e} while sleep(60000) ran: calls do not run concurrently")),
+        Err(e) => Verdict::Fail(format!(
+            "{e} while sleep(60000) ran: calls do not run concurrently"
+        )),
     };
     let _ = m.send(Frame::Cancel { id: sleeper }).await;
     verdict
@@ -292,7 +400,9 @@ pub async fn big_messages(m: &mut ModuleConn, limit: usize) -> Vec<Row> {
     let verdict = match m.call("big", encode(&Value::from(at_limit)), None).await {
         Ok(o) if o.lacking() => lacks("big"),
         Ok(o) if o.error.is_none() && o.items.len() == 1 => match decode(&o.items[0]) {
-            Ok(Value::Binary(b)) if b.len() == at_limit && b.iter().enumerate().all(|(i, x)| *x == i as u8) => {
+            Ok(Value::Binary(b))
+                if b.len() == at_limit && b.iter().enumerate().all(|(i, x)| *x == i as u8) =>
+            {
                 Verdict::Pass(format!("a result of {limit} bytes"))
             }
             _ => Verdict::Fail("not the expected bytes".into()),
@@ -308,7 +418,9 @@ pub async fn big_messages(m: &mut ModuleConn, limit: usize) -> Vec<Row> {
 pub async fn exit_on_stdin_close(m: &mut ModuleConn) -> Verdict {
     let started = Instant::now();
     match m.close_and_wait(Duration::from_secs(10)).await {
-        Ok(status) if status.success() => Verdict::Pass(format!("exit 0 after {} ms", started.elapsed().as_millis())),
+        Ok(status) if status.success() => {
+            Verdict::Pass(format!("exit 0 after {} ms", started.elapsed().as_millis()))
+        }
         Ok(status) => Verdict::Fail(format!("exited with {status}")),
         Err(e) => Verdict::Fail(e),
     }

@@ -51,7 +51,10 @@ impl ModuleConn {
         let mut cmd = Command::new(&module.exec);
         cmd.args(&module.args)
             .env(norgopolis_common::places::MODULE_ENV, &module.name)
-            .env(norgopolis_common::places::TRANSPORT_ENV, lean::TRANSPORT_LEAN)
+            .env(
+                norgopolis_common::places::TRANSPORT_ENV,
+                lean::TRANSPORT_LEAN,
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -57,22 +57,46 @@ pub async fn run(
     rows.push(("hello".into(), greeted));
     if ok {
         rows.push(("ping".into(), checks::ping(&mut m).await));
-        rows.push(("unknown function".into(), checks::unknown_function(&mut m).await));
+        rows.push((
+            "unknown function".into(),
+            checks::unknown_function(&mut m).await,
+        ));
         rows.extend(checks::echo_types(&mut m).await);
-        rows.push(("count: 10,000 items under credit".into(), checks::stream(&mut m).await));
+        rows.push((
+            "count: 10,000 items under credit".into(),
+            checks::stream(&mut m).await,
+        ));
         rows.push(("cancel mid-stream".into(), checks::cancel(&mut m).await));
-        rows.push(("fail: every error code".into(), checks::error_codes(&mut m).await));
-        rows.push(("sleep past a deadline".into(), checks::deadline(&mut m).await));
-        rows.push(("calls run concurrently".into(), checks::concurrency(&mut m).await));
+        rows.push((
+            "fail: every error code".into(),
+            checks::error_codes(&mut m).await,
+        ));
+        rows.push((
+            "sleep past a deadline".into(),
+            checks::deadline(&mut m).await,
+        ));
+        rows.push((
+            "calls run concurrently".into(),
+            checks::concurrency(&mut m).await,
+        ));
         rows.extend(checks::big_messages(&mut m, limit).await);
     }
-    rows.push(("exit when stdin closes".into(), checks::exit_on_stdin_close(&mut m).await));
+    rows.push((
+        "exit when stdin closes".into(),
+        checks::exit_on_stdin_close(&mut m).await,
+    ));
     report(&module, rows, &m).await
 }
 
 async fn report(module: &locate::Located, rows: Vec<Row>, m: &ModuleConn) -> Result<(), Failure> {
-    let failed = rows.iter().filter(|(_, v)| matches!(v, Verdict::Fail(_))).count();
-    let skipped = rows.iter().filter(|(_, v)| matches!(v, Verdict::Skip(_))).count();
+    let failed = rows
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::Fail(_)))
+        .count();
+    let skipped = rows
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::Skip(_)))
+        .count();
     let total = rows.len();
     let table_rows = rows
         .into_iter()
@@ -89,8 +113,14 @@ async fn report(module: &locate::Located, rows: Vec<Row>, m: &ModuleConn) -> Res
     if module.manifest.as_ref().map(|m| m.transport) != Some(Transport::Lean) {
         text.push_str("note: its module.toml does not say transport = \"lean\"; the server will speak gRPC to it\n");
     }
-    text.push_str(&crate::render::table(&["CHECK", "RESULT", "DETAIL"], table_rows));
-    text.push_str(&format!("\n{} passed, {failed} failed, {skipped} skipped\n", total - failed - skipped));
+    text.push_str(&crate::render::table(
+        &["CHECK", "RESULT", "DETAIL"],
+        table_rows,
+    ));
+    text.push_str(&format!(
+        "\n{} passed, {failed} failed, {skipped} skipped\n",
+        total - failed - skipped
+    ));
     if failed > 0 {
         let stderr = m.stderr.lock().await;
         if !stderr.is_empty() {
@@ -104,7 +134,10 @@ async fn report(module: &locate::Located, rows: Vec<Row>, m: &ModuleConn) -> Res
     if failed > 0 {
         return Err(Failure {
             code: "FailedPrecondition",
-            message: format!("{} failed {failed} of {total} conformance checks", module.name),
+            message: format!(
+                "{} failed {failed} of {total} conformance checks",
+                module.name
+            ),
             exit: 1,
         });
     }

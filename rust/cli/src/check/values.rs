@@ -12,25 +12,59 @@ pub fn samples() -> Vec<(&'static str, Value)> {
         ("false", Value::Boolean(false)),
         ("positive fixint", Value::from(7)),
         ("negative fixint", Value::from(-5)),
-        ("uint8/16/32", Value::Array(vec![200.into(), 60_000.into(), 4_000_000_000u64.into()])),
-        ("int8/16/32", Value::Array(vec![(-100).into(), (-30_000).into(), (-2_000_000_000i64).into()])),
+        (
+            "uint8/16/32",
+            Value::Array(vec![200.into(), 60_000.into(), 4_000_000_000u64.into()]),
+        ),
+        (
+            "int8/16/32",
+            Value::Array(vec![
+                (-100).into(),
+                (-30_000).into(),
+                (-2_000_000_000i64).into(),
+            ]),
+        ),
         ("uint64 max", Value::from(u64::MAX)),
         ("int64 min", Value::from(i64::MIN)),
         ("2^53 + 1", Value::from((1u64 << 53) + 1)),
-        ("float64", Value::Array(vec![1.5.into(), (-0.25).into(), 1e300.into()])),
+        (
+            "float64",
+            Value::Array(vec![1.5.into(), (-0.25).into(), 1e300.into()]),
+        ),
         ("empty string", Value::from("")),
         ("UTF-8 string", Value::from("héllo, wörld ✓ 🦀")),
         ("string over 255 bytes", Value::from("x".repeat(70_000))),
         ("binary", Value::Binary(vec![0, 0xff, 0xfe, 1, 0x80, 0])),
         ("empty array", Value::Array(vec![])),
-        ("array with nil inside", Value::Array(vec![1.into(), Value::Nil, "a".into(), true.into()])),
+        (
+            "array with nil inside",
+            Value::Array(vec![1.into(), Value::Nil, "a".into(), true.into()]),
+        ),
         ("empty map", map(vec![])),
-        ("map", map(vec![("a".into(), 1.into()), ("b".into(), Value::Array(vec![1.into(), 2.into()]))])),
-        ("map with integer keys", map(vec![(1.into(), "one".into()), (2.into(), "two".into())])),
+        (
+            "map",
+            map(vec![
+                ("a".into(), 1.into()),
+                ("b".into(), Value::Array(vec![1.into(), 2.into()])),
+            ]),
+        ),
+        (
+            "map with integer keys",
+            map(vec![(1.into(), "one".into()), (2.into(), "two".into())]),
+        ),
         ("map with a nil value", map(vec![("k".into(), Value::Nil)])),
         ("extension", Value::Ext(5, vec![1, 2, 3])),
         ("fixed extension", Value::Ext(-3, vec![9; 4])),
-        ("nested", map(vec![("list".into(), Value::Array(vec![map(vec![("deep".into(), Value::Array(vec![Value::Ext(1, vec![7; 8]), Value::Binary(vec![0xff])]))])]))])),
+        (
+            "nested",
+            map(vec![(
+                "list".into(),
+                Value::Array(vec![map(vec![(
+                    "deep".into(),
+                    Value::Array(vec![Value::Ext(1, vec![7; 8]), Value::Binary(vec![0xff])]),
+                )])]),
+            )]),
+        ),
     ]
 }
 
@@ -57,9 +91,8 @@ pub fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Map(x), Value::Map(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, v)| {
-                    y.iter().any(|(k2, v2)| same(k, k2) && same(v, v2))
-                })
+                && x.iter()
+                    .all(|(k, v)| y.iter().any(|(k2, v2)| same(k, k2) && same(v, v2)))
         }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
