@@ -15,6 +15,25 @@ local function call(module, fn, args)
   return norgopolis.call_sync(module, fn, args, { timeout = 20000 })
 end
 
+--- Invokes `fn`, passing each item to `on_value(v, handle)`; waits for the
+--- end and returns its error.
+local function stream(module, fn, args, on_value)
+  local done, err = false, nil
+  local h
+  h = norgopolis.invoke(module, fn, args, {
+    on_value = function(v)
+      on_value(v, h)
+    end,
+    on_done = function(e)
+      err, done = e, true
+    end,
+  })
+  helpers.wait(20000, function()
+    return done
+  end, module .. " " .. fn)
+  return err
+end
+
 for _, module in ipairs(modules) do
   describe(module, function()
     it("echoes nested values unchanged", function()
@@ -29,18 +48,10 @@ for _, module in ipairs(modules) do
     end)
 
     it("streams items in order", function()
-      local items, done, err = {}, false, nil
-      norgopolis.invoke(module, "count", 300, {
-        on_value = function(v)
-          table.insert(items, v)
-        end,
-        on_done = function(e)
-          err, done = e, true
-        end,
-      })
-      helpers.wait(20000, function()
-        return done
-      end, module .. " count")
+      local items = {}
+      local err = stream(module, "count", 300, function(v)
+        table.insert(items, v)
+      end)
       assert.is_nil(err)
       assert.equal(300, #items)
       for i, v in ipairs(items) do
@@ -58,22 +69,13 @@ for _, module in ipairs(modules) do
     end)
 
     it("stops an endless stream on cancel and goes on serving", function()
-      local seen, done, err = 0, false, nil
-      local h
-      h = norgopolis.invoke(module, "count", 1000000000, {
-        on_value = function()
-          seen = seen + 1
-          if seen == 10 then
-            h:cancel()
-          end
-        end,
-        on_done = function(e)
-          err, done = e, true
-        end,
-      })
-      helpers.wait(20000, function()
-        return done
-      end, module .. " cancelled count")
+      local seen = 0
+      local err = stream(module, "count", 1000000000, function(_, h)
+        seen = seen + 1
+        if seen == 10 then
+          h:cancel()
+        end
+      end)
       assert.equal("Cancelled", err and err.code)
       local values, err2 = call(module, "echo", "still here")
       assert.is_nil(err2)

@@ -133,35 +133,45 @@ pub async fn echo_types(m: &mut ModuleConn) -> Vec<Row> {
     rows
 }
 
-/// `count` streams 10,000 items in order, sending no more than its credit.
-pub async fn stream(m: &mut ModuleConn) -> Verdict {
+/// Starts `count(n)` and takes the items its initial credit allows: the
+/// call's id and those items, or the verdict that ends the check.
+async fn count_first_items(m: &mut ModuleConn, n: u64) -> Result<(u32, Vec<Vec<u8>>), Verdict> {
     let id = m.id();
-    let args = encode(&Value::from(STREAM_ITEMS));
-    let started = Instant::now();
-    if let Err(e) = m
-        .send(Frame::Call {
-            id,
-            function: "count".into(),
-            args,
-            deadline_ms: None,
-        })
-        .await
-    {
-        return Verdict::Fail(e);
-    }
-    // The first INITIAL_CREDIT items, then silence until credit is granted.
+    let args = encode(&Value::from(n));
+    m.send(Frame::Call {
+        id,
+        function: "count".into(),
+        args,
+        deadline_ms: None,
+    })
+    .await
+    .map_err(Verdict::Fail)?;
     let mut first = Vec::new();
     while first.len() < INITIAL_CREDIT as usize {
         match m.next().await {
             Ok(Frame::Item { id: i, data }) if i == id => first.push(data),
-            Ok(Frame::Error { id: i, code: 5, .. }) if i == id => return lacks("count"),
+            Ok(Frame::Error { id: i, code: 5, .. }) if i == id => return Err(lacks("count")),
             Ok(Frame::End { id: i } | Frame::Error { id: i, .. }) if i == id => {
-                return Verdict::Fail(format!("the call ended after {} items", first.len()))
+                return Err(Verdict::Fail(format!(
+                    "the call ended after {} items",
+                    first.len()
+                )))
             }
             Ok(_) => {}
-            Err(e) => return Verdict::Fail(e),
+            Err(e) => return Err(Verdict::Fail(e)),
         }
     }
+    Ok((id, first))
+}
+
+/// `count` streams 10,000 items in order, sending no more than its credit.
+pub async fn stream(m: &mut ModuleConn) -> Verdict {
+    let started = Instant::now();
+    // The first INITIAL_CREDIT items, then silence until credit is granted.
+    let (id, first) = match count_first_items(m, STREAM_ITEMS).await {
+        Ok(started) => started,
+        Err(verdict) => return verdict,
+    };
     // A module ignoring credit would send item 65 at once; waiting a while
     // for it is a bound, not a synchronisation.
     match m.next_within(Duration::from_millis(300)).await {
@@ -209,31 +219,11 @@ pub async fn stream(m: &mut ModuleConn) -> Verdict {
 /// A `CANCEL` in the middle of a stream stops it: nothing more of it comes,
 /// not even with credit granted after the cancel.
 pub async fn cancel(m: &mut ModuleConn) -> Verdict {
-    let id = m.id();
-    let args = encode(&Value::from(1_000_000_000u64));
-    if let Err(e) = m
-        .send(Frame::Call {
-            id,
-            function: "count".into(),
-            args,
-            deadline_ms: None,
-        })
-        .await
-    {
-        return Verdict::Fail(e);
-    }
-    let mut items = 0;
-    while items < INITIAL_CREDIT {
-        match m.next().await {
-            Ok(Frame::Item { id: i, .. }) if i == id => items += 1,
-            Ok(Frame::Error { id: i, code: 5, .. }) if i == id => return lacks("count"),
-            Ok(Frame::End { id: i } | Frame::Error { id: i, .. }) if i == id => {
-                return Verdict::Fail(format!("the call ended after {items} items"))
-            }
-            Ok(_) => {}
-            Err(e) => return Verdict::Fail(e),
-        }
-    }
+    let (id, first) = match count_first_items(m, 1_000_000_000).await {
+        Ok(started) => started,
+        Err(verdict) => return verdict,
+    };
+    let items = first.len();
     let nonce = 0xcafe;
     for frame in [
         Frame::Cancel { id },
