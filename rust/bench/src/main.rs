@@ -20,6 +20,7 @@ mod payload;
 mod place;
 mod report;
 mod routed;
+mod sdks;
 mod series;
 mod stats;
 
@@ -58,6 +59,10 @@ struct Args {
     /// Leave out everything that needs Neovim.
     #[arg(long)]
     skip_nvim: bool,
+    /// Measure only the modules on the Rust, Python and Lua SDKs (prints
+    /// their rows; writes no JSON).
+    #[arg(long)]
+    only_sdks: bool,
     #[command(subcommand)]
     command: Option<Internal>,
 }
@@ -171,6 +176,11 @@ fn main() -> anyhow::Result<()> {
     // On a worker, not in `block_on`: the calls then run where the runtime
     // wakes them, as in the Neovim plugin (and not with an extra thread
     // hand-off per call, as in a `main` that awaits calls directly).
+    if args.only_sdks {
+        let rows = runtime.block_on(async { tokio::spawn(only_sdks(args.quick)).await? })?;
+        print!("{}", sdks::markdown(&rows));
+        return Ok(());
+    }
     let results = runtime.block_on(async {
         let args = std::sync::Arc::new(args);
         let task_args = std::sync::Arc::clone(&args);
@@ -188,7 +198,28 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn step(what: &str) {
+/// The SDK rows alone, on a server of their own.
+async fn only_sdks(quick: bool) -> anyhow::Result<Vec<sdks::SdkRow>> {
+    let size = Sizing::new(quick);
+    let place = Place::new()?;
+    sdks::install(&place, &nvim::default_root())?;
+    let server = place.start_server()?;
+    let client = place.client().await?;
+    let rows = sdks::measure(
+        &client,
+        &string_of(SMALL_CHARS),
+        size.small,
+        STREAM_ITEMS,
+        size.stream_reps,
+    )
+    .await;
+    client.detach().await;
+    place.stop_any_server().await?;
+    drop(server);
+    rows
+}
+
+pub(crate) fn step(what: &str) {
     eprintln!("bench: {what}");
 }
 
@@ -334,6 +365,9 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     )
     .await?;
     let stream_lean = routed::stream(&client, LEAN_MODULE, STREAM_ITEMS, size.stream_reps).await?;
+    sdks::install(&place, &nvim::default_root())?;
+    let sdk_rows =
+        sdks::measure(&client, &small, size.small, STREAM_ITEMS, size.stream_reps).await?;
 
     let lua = match &nvim {
         Some(setup) => {
@@ -424,6 +458,7 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         idle_kib,
         loaded,
         growth,
+        sdks: sdk_rows,
     })
 }
 

@@ -128,6 +128,8 @@ pub struct Results {
     pub loaded: Loaded,
     /// Over 100,000 calls.
     pub growth: Growth,
+    /// Modules on the Rust, Python and Lua SDKs.
+    pub sdks: Vec<crate::sdks::SdkRow>,
 }
 
 /// Row suffixes naming the transports client → server and server → module.
@@ -143,7 +145,7 @@ fn us(v: f64) -> String {
     }
 }
 
-fn rate(v: f64) -> String {
+pub(crate) fn rate(v: f64) -> String {
     let n = v.round() as u64;
     let s = n.to_string();
     let mut out = String::new();
@@ -168,7 +170,7 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn latency(l: &Latency) -> String {
+pub(crate) fn latency(l: &Latency) -> String {
     format!(
         "p50 {} · p99 {} · {} calls/s",
         us(l.p50_us),
@@ -419,6 +421,7 @@ impl Results {
             format!("≤ 1 MB {}", verdict(g.growth_kib as f64 * 1024.0 <= 1e6)),
             "",
         );
+        rows.extend(crate::sdks::table_rows(&self.sdks));
 
         let mut out =
             format!(

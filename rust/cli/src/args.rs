@@ -123,6 +123,17 @@ pub enum ModuleCommand {
         /// Module name.
         name: String,
     },
+    /// Start a module as the server would (lean transport) and check that it
+    /// follows the protocol (docs/protocol.md); prints a pass/fail table and
+    /// exits non-zero when a check fails. Checks needing the conformance
+    /// functions (echo, count, fail, sleep, big) are skipped when it lacks them.
+    Check {
+        /// Module name (looked up in the modules dirs), or a path to its executable or folder.
+        target: String,
+        /// Size limit of messages to test up to, in bytes (the server's max_message_size).
+        #[arg(long, default_value_t = 64 << 20)]
+        max_message_size: usize,
+    },
     /// List the modules installed in the modules dirs, with their manifests.
     List {
         /// Print the list as JSON.

@@ -4,6 +4,7 @@
 //! <message>` on stderr), 2 a usage error.
 
 mod args;
+mod check;
 mod convert;
 mod install;
 mod module_cmd;

@@ -59,6 +59,18 @@ pub async fn run(
             }
             Ok(())
         }
+        ModuleCommand::Check {
+            target,
+            max_message_size,
+        } => {
+            // The module gets the socket a server would give it, for calls of its own.
+            let socket = opts.socket.clone().or_else(|| {
+                norgopolis_common::places::Places::from_env()
+                    .ok()
+                    .map(|p| p.socket)
+            });
+            crate::check::run(&target, &dirs, socket.as_deref(), max_message_size).await
+        }
         ModuleCommand::List { json } => {
             let listed = install::list(&dirs);
             if json {

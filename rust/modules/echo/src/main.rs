@@ -1,5 +1,7 @@
 //! `echo`: the bundled test module. Integration tests everywhere rely on
-//! it, so its behaviour is fixed and documented here.
+//! it, so its behaviour is fixed and documented here. It implements the
+//! conformance function set of docs/protocol.md (`echo`, `count`, `fail`,
+//! `sleep`, `big`), so `norgopolis module check` runs every check on it.
 //!
 //! | function  | arguments                               | result |
 //! |-----------|-----------------------------------------|--------|

@@ -1,0 +1,1 @@
+../../../sdk/lua/norgopolis_module.lua

@@ -1,0 +1,1 @@
+../../../sdk/python/norgopolis_module.py
