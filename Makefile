@@ -25,11 +25,11 @@ COMPAT_TARGET := $(ROOT)/target/compat
 export PATH := $(TARGET):$(PATH)
 
 .PHONY: plugin dist lint-macos deps deps-rust deps-nvim deps-busted build build-rust build-modules build-nvim \
-        demo test test-rust test-nvim lint fmt nvim bench clean \
-        deps-protoc deps-stylua build-compat soak fuzz
+        demo test test-rust test-shipped test-nvim lint fmt nvim bench clean \
+        deps-protoc deps-luajit deps-stylua build-compat soak fuzz
 
 ## deps: install every tool the build and tests need (skips what is there)
-deps: deps-rust deps-nvim deps-busted deps-protoc
+deps: deps-rust deps-nvim deps-busted deps-protoc deps-luajit
 
 deps-rust:
 	@command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
@@ -45,6 +45,14 @@ deps-busted: $(BUSTED_STAMP) $(LUAROCKS)
 $(BUSTED_STAMP) $(LUAROCKS):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq lua-busted luarocks >/dev/null
+
+# luajit: the Lua SDK's tests run its example module under plain LuaJIT too
+# (python3 for the Python SDK is already on every machine we build on).
+LUAJIT := /usr/bin/luajit
+deps-luajit: $(LUAJIT)
+$(LUAJIT):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq luajit >/dev/null
 
 # protoc: the public norgopolis-protos crate (used by the compat fixtures)
 # compiles its protos with it.
@@ -124,7 +132,15 @@ demo: build deps
 ## test: the whole suite (dist: spec/build_spec.lua installs the archive
 ## from a local HTTP server)
 test: build build-compat dist deps
-	$(MAKE) test-rust test-nvim
+	$(MAKE) test-rust test-shipped test-nvim
+
+## test-shipped: the adversarial suites (trust, denial of service, stalled
+## callers, hardening) once more against the shipped binaries of `make dist`
+## (optimised: overflow and timing differ from the debug build)
+SHIPPED_SUITES := --test trust --test denial --test stalls --test hardening --test abuse
+test-shipped:
+	NORGOPOLIS_TEST_BINARIES=$(ROOT)/target/dist \
+	  cargo test -p norgopolis-tests $(CARGO_FLAGS) $(SHIPPED_SUITES) -- --test-threads=4
 
 test-rust:
 	cargo test --workspace $(CARGO_FLAGS) -- --test-threads=4
