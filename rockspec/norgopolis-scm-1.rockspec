@@ -54,6 +54,7 @@ sh scripts/native.sh stage target/rock
       ["norgopolis.install"] = "lua/norgopolis/install.lua",
       ["norgopolis.paths"] = "lua/norgopolis/paths.lua",
       ["norgopolis.ui"] = "lua/norgopolis/ui.lua",
+      ["norgopolis.version"] = "lua/norgopolis/version.lua",
     },
     lib = {
       ["norgopolis.native"] = "target/rock/lib/native.so",

@@ -66,7 +66,10 @@ vim.cmd("qa!")
     local lines = vim.split(proc.stdout, "\n")
     assert.equal("false", lines[1])
     assert.matches("native library version " .. vim.pesc(cargo_version()), lines[2])
-    assert.matches("does not match the Lua side's 9%.9%.9: to fix it, run `make build`", lines[2])
+    assert.matches(
+      "does not match the Lua side's 9%.9%.9: to fix it, run `:Norgopolis build`",
+      lines[2]
+    )
     assert.matches("ERROR native library version", proc.stdout)
     assert.matches("ERROR server .* is version " .. vim.pesc(cargo_version()), proc.stdout)
   end)

@@ -26,7 +26,7 @@ local TIMEOUT_MS = 60 * 60 * 1000
 ---@field from? "auto"|"download"|"cargo" where from: `auto` downloads and falls back to cargo
 ---@field on_progress? fun(msg: string, kind: "step"|"output") steps, and the build's output lines
 
----@class norgopolis.Installed
+---@class norgopolis.NativeInstall
 ---@field version string
 ---@field platform string
 ---@field path string the install folder
@@ -72,7 +72,7 @@ end
 
 --- The install in use under `root`, as recorded in its VERSION file.
 ---@param root? string
----@return norgopolis.Installed?
+---@return norgopolis.NativeInstall?
 function M.installed(root)
   local dir = (root or M.default_root()) .. "/installed/current"
   local f = io.open(dir .. "/VERSION", "r")
@@ -292,7 +292,7 @@ end
 --- Installs the native parts for `opts.version` (see the module docs);
 --- `on_done(err?, installed?)` runs on the main loop.
 ---@param opts? norgopolis.BuildOpts
----@param on_done fun(err?: string, installed?: norgopolis.Installed)
+---@param on_done fun(err?: string, installed?: norgopolis.NativeInstall)
 function M.install(opts, on_done)
   opts = opts or {}
   local progress = opts.on_progress or function() end
