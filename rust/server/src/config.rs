@@ -81,6 +81,10 @@ pub struct Config {
     /// opened is closed.
     #[serde(default, deserialize_with = "first_call_timeout")]
     pub first_call_timeout: Option<Duration>,
+    /// A paused call that could not give its module slot back is cancelled
+    /// when its caller reads nothing for this long.
+    #[serde(default, deserialize_with = "positive_duration")]
+    pub stall_timeout: Option<Duration>,
 }
 
 /// A config file that cannot be used.

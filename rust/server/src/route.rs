@@ -34,6 +34,9 @@ pub struct Router {
     pub max_calls_per_session: u32,
     /// Largest message, for clearer errors about oversized results.
     pub max_message_size: usize,
+    /// How long a paused call that kept its module slot waits for its
+    /// caller to read before it is cancelled.
+    pub stall_timeout: Duration,
 }
 
 /// A call on its way.
@@ -45,6 +48,7 @@ pub struct RoutedCall {
     /// The deadline's length and who set it, for the error when it passes.
     timeout: Option<(Duration, &'static str)>,
     max_message_size: usize,
+    stall_timeout: Duration,
 }
 
 /// The module's results and what keeps the call counted; dropping it ends
@@ -134,6 +138,7 @@ impl Router {
             deadline,
             timeout,
             max_message_size: self.max_message_size,
+            stall_timeout: self.stall_timeout,
         })
     }
 }
@@ -171,8 +176,11 @@ impl RoutedCall {
     /// handed on. A caller that has no room is not reading: meanwhile the
     /// call gives its module slot to callers waiting in line and takes one
     /// again (in line) before it goes on, so a stalled caller holds back
-    /// only its own calls. The wait is bounded by the call's deadline; an
-    /// error ends the call.
+    /// only its own calls. When too many calls of the module are paused to
+    /// give this one's slot back, it keeps the slot for at most
+    /// `stall_timeout` and is then cancelled, so stalled callers cannot
+    /// hold the module's slots for ever. The wait is bounded by the call's
+    /// deadline too; an error ends the call.
     pub async fn wait_for_room<T>(&mut self, room: impl Future<Output = T>) -> Result<T, Status> {
         let mut room = std::pin::pin!(room);
         // The usual case: room at once, and the slot stays.
@@ -182,11 +190,27 @@ impl RoutedCall {
         let Some(active) = self.active.as_mut() else {
             return Err(Status::internal("the call has ended"));
         };
-        active.in_flight.release_slot();
-        let waited = match self.deadline {
-            Some(d) => tokio::time::timeout_at(d, room).await.ok(),
+        let gave_back = active.in_flight.release_slot();
+        let stall = (!gave_back).then(|| Instant::now() + self.stall_timeout);
+        let bound = match (self.deadline, stall) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        };
+        let waited = match bound {
+            Some(b) => tokio::time::timeout_at(b, room).await.ok(),
             None => Some(room.await),
         };
+        let stalled = stall.is_some_and(|s| bound == Some(s));
+        if waited.is_none() && stalled {
+            let status = Status::resource_exhausted(format!(
+                "call to module '{}' cancelled: its caller read nothing for {} ms while the \
+                 module's slots were held by paused calls (stall_timeout in config.toml)",
+                self.instance.name,
+                self.stall_timeout.as_millis()
+            ));
+            self.end(None);
+            return Err(status);
+        }
         let Some(ready) = waited else {
             let what = format!(
                 "call to module '{}' cancelled while its caller was not reading",

@@ -81,6 +81,7 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
         call_timeout: settings.call_timeout,
         max_calls_per_session: settings.max_calls_per_session,
         max_message_size: settings.max_message_size,
+        stall_timeout: settings.stall_timeout,
     });
     let forwarder = Arc::new(ForwarderService {
         router: router.clone(),

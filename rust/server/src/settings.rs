@@ -140,6 +140,9 @@ pub struct Settings {
     /// A connection that starts no call or session this long after it
     /// opened is closed.
     pub first_call_timeout: Duration,
+    /// A paused call still holding its module slot is cancelled when its
+    /// caller reads nothing for this long.
+    pub stall_timeout: Duration,
     /// Panic once started (`--debug-panic`, for tests of the panic report).
     pub debug_panic: bool,
 }
@@ -173,6 +176,8 @@ pub mod defaults {
     pub const MAX_TCP_CONNECTIONS: u32 = 64;
     /// `first_call_timeout`.
     pub const FIRST_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `stall_timeout`: a hung editor is given a while to come back.
+    pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 /// Accepted ranges of the connection limits.
@@ -279,6 +284,7 @@ impl Settings {
             first_call_timeout: config
                 .first_call_timeout
                 .unwrap_or(defaults::FIRST_CALL_TIMEOUT),
+            stall_timeout: config.stall_timeout.unwrap_or(defaults::STALL_TIMEOUT),
             debug_panic: args.debug_panic,
         })
     }

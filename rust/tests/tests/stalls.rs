@@ -67,6 +67,30 @@ async fn stopped_callers_of_a_long_stream_do_not_hold_up_a_fresh_call() {
     assert!(pid_alive(server.pid));
 }
 
+/// More stalled callers than twice the module's slots: the paused calls
+/// that could not give their slot back are cancelled after `stall_timeout`,
+/// so the line moves and a fresh call still gets through.
+#[tokio::test]
+async fn more_stopped_callers_than_slots_can_hold_are_cancelled_after_stall_timeout() {
+    let sb = Sandbox::new();
+    sb.write_config("max_calls_per_module = 2\nstall_timeout = \"300ms\"\n");
+    let server = sb.start_server(&[]);
+    let channel = connect(&sb.socket).await.unwrap();
+    let callers = cli_callers(&sb, 8, ENDLESS);
+    // Every caller's call has reached the module or its line.
+    eventually(WAIT, "the callers' calls to arrive", || async {
+        let status = status(&channel).await;
+        let echo = module_status(&status, "echo")?;
+        (echo.calls_in_flight + echo.calls_queued >= 8).then_some(())
+    })
+    .await;
+    for child in &callers.0 {
+        signal(child.id(), libc::SIGSTOP);
+    }
+    fresh_echo(&sb, "more stopped callers than slots and paused places").await;
+    assert!(pid_alive(server.pid));
+}
+
 fn msgpack(v: Value) -> Vec<u8> {
     let mut buf = Vec::new();
     rmpv::encode::write_value(&mut buf, &v).unwrap();

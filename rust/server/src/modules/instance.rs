@@ -109,15 +109,18 @@ impl InFlight {
     /// Gives the call's slot to callers waiting in line while the call is
     /// paused (its caller stopped reading, so the module is held back by
     /// flow control and runs no further for it). When as many paused calls
-    /// as the module has slots already gave theirs back, this one keeps it.
-    pub fn release_slot(&mut self) {
+    /// as the module has slots already gave theirs back, this one keeps it;
+    /// the answer says whether the slot was given back.
+    pub fn release_slot(&mut self) -> bool {
         if self.slot.is_none() {
-            return;
+            return true;
         }
         if let Ok(paused) = self.inst.paused.clone().try_acquire_owned() {
             self.paused = Some(paused);
             self.slot = None;
+            return true;
         }
+        false
     }
 
     /// Takes a slot again before a paused call goes on, waiting in line
