@@ -81,6 +81,34 @@ describe("rockspec", function()
     assert_loads_from(tree, "rock")
   end)
 
+  it("installs with luarocks install of the rockspec, its source fetched by git", function()
+    -- The rockspec as published, but its source is this repository (HEAD:
+    -- what is committed) instead of the public URL, which this machine
+    -- cannot reach. Its own target dir keeps the clone's build from
+    -- replacing the binaries the other tests run.
+    local text = table.concat(vim.fn.readfile(helpers.root .. "/" .. ROCKSPEC), "\n")
+    local url = text:match('url = "(git%+https://[^"]+)"')
+    assert.is_not_nil(url, "the rockspec's source.url is a git URL")
+    local dir = helpers.tmp .. "/rockspec-git"
+    vim.fn.mkdir(dir, "p")
+    local local_spec = dir .. "/norgopolis-scm-1.rockspec"
+    local rewritten = text:gsub(vim.pesc(url), "git+file://" .. helpers.root)
+    vim.fn.writefile(vim.split(rewritten, "\n"), local_spec)
+    local tree = helpers.tmp .. "/gittree"
+    local res = vim
+      .system({ "luarocks", "--lua-version", "5.1", "install", "--tree", tree, local_spec }, {
+        cwd = dir,
+        text = true,
+        env = {
+          NORGOPOLIS_ROCK_PROFILE = "debug",
+          CARGO_TARGET_DIR = helpers.root .. "/target/rock-install",
+        },
+      })
+      :wait(1800000)
+    assert.equal(0, res.code, res.stdout .. res.stderr)
+    assert_loads_from(tree, "gitrock")
+  end)
+
   it(
     "packs a binary rock that installs without cargo, also under a Neovim that has it loaded",
     function()

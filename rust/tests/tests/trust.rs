@@ -5,6 +5,9 @@
 //!
 //! Other users are played by uid 65534 ("nobody"), so most of these need
 //! root (the machine runs tests as root); without it they say so and pass.
+//! Linux only: the fake servers of another uid use Linux's per-thread
+//! `setresuid` and `SOCK_CLOEXEC`.
+#![cfg(target_os = "linux")]
 
 use std::{
     io::Read,

@@ -28,6 +28,7 @@ use nix::{
 
 /// The guardian's process name (`comm`), so that `ps` and `pgrep` tell it
 /// from the server it watches.
+#[cfg(target_os = "linux")]
 const GUARDIAN_NAME: &str = "np-guardian";
 
 /// The server's end of the pipe, once the guardian runs.
