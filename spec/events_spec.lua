@@ -281,30 +281,43 @@ describe("server lifecycle events", function()
   it("module.loaded and module.exited reach on() handlers and the autocmd", function()
     helpers.await(norgopolis.unload, "echo")
     local seen, stop = record_autocmds()
-    local loaded, exited = nil, nil
+    -- Events of earlier echo instances (a load by an earlier test, the unload
+    -- above) may still be on their way, so each handler keeps every event and
+    -- the test waits for the ones of the instance it started itself.
+    local loads, exits = {}, {}
     local off1 = norgopolis.on("module.loaded", function(ev)
       if ev.payload.name == "echo" then
-        loaded = ev
+        loads[#loads + 1] = ev
       end
     end, { module = "norgopolis" })
     local off2 = norgopolis.on("module.exited", function(ev)
       if ev.payload.name == "echo" then
-        exited = ev
+        exits[#exits + 1] = ev
       end
     end, { module = "norgopolis" })
+    local function of_pid(list, pid)
+      for _, ev in ipairs(list) do
+        if ev.payload.pid == pid then
+          return ev
+        end
+      end
+    end
     local err, reply = helpers.await(norgopolis.load, "echo")
     assert.is_nil(err)
+    local pid = reply.module.pid
+    local loaded
     helpers.wait(5000, function()
+      loaded = of_pid(loads, pid)
       return loaded
-    end, "module.loaded")
-    assert.equal(reply.module.pid, loaded.payload.pid)
+    end, "module.loaded of pid " .. tostring(pid))
     assert.equal("load", loaded.payload.cause)
     err = helpers.await(norgopolis.unload, "echo")
     assert.is_nil(err)
+    local exited
     helpers.wait(5000, function()
+      exited = of_pid(exits, pid)
       return exited
-    end, "module.exited")
-    assert.equal(reply.module.pid, exited.payload.pid)
+    end, "module.exited of pid " .. tostring(pid))
     assert.is_true(exited.payload.requested)
     assert.is_true(exited.seq > loaded.seq)
     off1()
