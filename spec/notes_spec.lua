@@ -65,6 +65,21 @@ local function run_list(start)
   return e, n
 end
 
+local ffi = require("ffi")
+ffi.cdef([[
+  typedef struct { long tv_sec; long tv_nsec; } np_timespec;
+  int clock_gettime(int clk_id, np_timespec *tp);
+]])
+local CLOCK_THREAD_CPUTIME_ID = 3
+
+--- CPU time of the calling (main) thread, in nanoseconds.
+---@return number
+local function thread_cpu()
+  local ts = ffi.new("np_timespec")
+  ffi.C.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts)
+  return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
+end
+
 ---@return table[] the current quickfix list's entries
 local function qf_items()
   return vim.fn.getqflist()
@@ -224,20 +239,24 @@ describe("norgopolis.notes", function()
 
     it("delivers 10,000 results in batches without stalling the main loop", function()
       -- A repeating timer on the main loop: the longest gap between its
-      -- ticks is the longest the editor could not react.
-      local last, stall = vim.uv.hrtime(), 0
+      -- ticks is the longest the editor could not react. Counted in the
+      -- main thread's CPU time (what our code spent), and in wall time
+      -- (which includes waiting for a CPU on a loaded machine).
+      local last, stall = thread_cpu(), 0
+      local last_wall, stall_wall = vim.uv.hrtime(), 0
       local timer = assert(vim.uv.new_timer())
       timer:start(0, 2, function()
-        local now = vim.uv.hrtime()
+        local now, now_wall = thread_cpu(), vim.uv.hrtime()
         stall = math.max(stall, now - last)
-        last = now
+        stall_wall = math.max(stall_wall, now_wall - last_wall)
+        last, last_wall = now, now_wall
       end)
       -- What an idle second looks like on this machine, for comparison.
       vim.wait(1000, function()
         return false
       end, 5)
-      local idle_stall = stall
-      last, stall = vim.uv.hrtime(), 0
+      local idle_stall = stall_wall
+      last, stall, last_wall, stall_wall = thread_cpu(), 0, vim.uv.hrtime(), 0
       local real = vim.fn.setqflist
       local batches = {}
       rawset(vim.fn, "setqflist", function(list, action, what)
@@ -262,15 +281,16 @@ describe("norgopolis.notes", function()
       for _, size in ipairs(batches) do
         assert.is_true(size <= 1000, vim.inspect(batches))
       end
-      -- A failure bound, not a benchmark: one stuck loop turn would be
-      -- the whole stream.
-      assert.is_true(stall < 2e9, ("stall %.1f ms"):format(stall / 1e6))
+      -- Handing the whole stream over in one turn costs several times
+      -- this (about 0.9 s of a debug build); a batch costs a few ms.
+      assert.is_true(stall < 300e6, ("stall %.1f ms of CPU"):format(stall / 1e6))
       io.stdout:write(
-        ("\n[notes] %d results in %d batches, %.0f ms in all; longest main-loop stall %.1f ms (idle: %.1f ms)\n"):format(
+        ("\n[notes] %d results in %d batches, %.0f ms in all; longest main-loop stall %.1f ms CPU, %.1f ms wall (idle: %.1f ms wall)\n"):format(
           n,
           #batches,
           total / 1e6,
           stall / 1e6,
+          stall_wall / 1e6,
           idle_stall / 1e6
         )
       )
