@@ -14,7 +14,7 @@ local M = {}
 ---@field spawn_timeout integer Milliseconds to wait for a spawned server to become ready. Default: 10000.
 ---@field call_timeout integer Default timeout of `call_sync` in milliseconds. Default: 10000.
 ---@field log_level integer|string Least severe plugin message shown: a `vim.log.levels` value or its name ("debug", "info", "warn", "error", "off"). Default: "info".
----@field modules? table<string, table> Module configurations for a server this Neovim starts, by module name (e.g. `{ notes = { workspaces = { notes = "~/notes" } } }`): merged over the `[modules.NAME]` tables of the server's config.toml, these winning key by key. A running server keeps its own. Default: none.
+---@field modules? table<string,table> Module configurations for a server this Neovim starts, by module name (e.g. `{ notes = { workspaces = { notes = "~/notes" } } }`): merged over the `[modules.NAME]` tables of the server's config.toml, these winning key by key. A running server keeps its own. Default: none.
 
 ---@type norgopolis.Config
 M.defaults = {
