@@ -239,7 +239,13 @@ fn an_edit_applies_at_the_next_start_of_the_module() {
     // The running module keeps what it was started with...
     assert_eq!(config_of(&sb, py), json!({"version": 1}));
     // ...and its next start reads the file again.
-    unload(&sb, py);
+    let out = run_cli(&sb, &["restart", py]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("restarted pyconf (pid "),
+        "{}",
+        text(&out)
+    );
     assert_eq!(config_of(&sb, py), json!({"version": 2}));
 
     // A file that went bad since: the start fails naming it; the server stays.
