@@ -429,5 +429,27 @@ describe("norgopolis.notes", function()
         assert.equals(index, results[1].path)
       end
     )
+
+    it(":checkhealth says whether the running server has this Neovim's modules option", function()
+      local function health()
+        vim.cmd("checkhealth norgopolis")
+        local text = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+        vim.cmd("bwipeout!")
+        return text
+      end
+      -- The server of the test before was started with this setup.
+      local out = health()
+      assert.matches("the `modules` option configures: notes", out, nil, true)
+      assert.matches(
+        "the running server was started with this Neovim's `modules` option",
+        out,
+        nil,
+        true
+      )
+      norgopolis.setup({ modules = { notes = { workspaces = { main = ws2 } } } })
+      out = health()
+      assert.matches("another module configuration for: notes", out, nil, true)
+      assert.matches("`:Norgopolis restart` starts one with this Neovim's settings", out, nil, true)
+    end)
   end)
 end)
