@@ -399,6 +399,19 @@ mod tests {
         parse(text).unwrap_err().to_string()
     }
 
+    /// Each `(text, line, key, what)`: parsing `text` fails naming `line`
+    /// and `key`, saying `what`.
+    fn assert_errors(cases: &[(&str, usize, &str, &str)]) {
+        for (text, line, key, what) in cases {
+            let e = err(text);
+            assert!(
+                e.contains(&format!("line {line}, key `{key}`")),
+                "{text:?}: {e}"
+            );
+            assert!(e.contains(what), "{text:?}: {e}");
+        }
+    }
+
     #[test]
     fn full_config() {
         let c = parse(
@@ -490,14 +503,7 @@ first_call_timeout = "5s"
                 "invalid type",
             ),
         ];
-        for (text, line, key, what) in cases {
-            let e = err(text);
-            assert!(
-                e.contains(&format!("line {line}, key `{key}`")),
-                "{text:?}: {e}"
-            );
-            assert!(e.contains(what), "{text:?}: {e}");
-        }
+        assert_errors(&cases);
     }
 
     #[test]
@@ -585,14 +591,7 @@ first_call_timeout = "5s"
             ),
             ("modules = 3\n", 1, "modules", "invalid type"),
         ];
-        for (text, line, key, what) in cases {
-            let e = err(text);
-            assert!(
-                e.contains(&format!("line {line}, key `{key}`")),
-                "{text:?}: {e}"
-            );
-            assert!(e.contains(what), "{text:?}: {e}");
-        }
+        assert_errors(&cases);
     }
 
     #[test]

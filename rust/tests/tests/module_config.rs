@@ -6,32 +6,14 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-};
+use std::path::{Path, PathBuf};
 
 use norgopolis_tests::*;
 use serde_json::{json, Value};
-use support::{script_module, write_config, write_script};
+use support::{output_text as text, run_cli, script_module, write_config, write_script};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn run_cli(sb: &Sandbox, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin("norgopolis"));
-    sb.env(&mut cmd);
-    cmd.args(args).stdin(Stdio::null());
-    cmd.output().expect("run norgopolis")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Calls `module.config` through the running server; its one result.
