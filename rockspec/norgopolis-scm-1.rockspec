@@ -52,6 +52,7 @@ sh scripts/native.sh stage target/rock
       ["norgopolis.health"] = "lua/norgopolis/health.lua",
       ["norgopolis.build"] = "lua/norgopolis/build.lua",
       ["norgopolis.install"] = "lua/norgopolis/install.lua",
+      ["norgopolis.notes"] = "lua/norgopolis/notes.lua",
       ["norgopolis.paths"] = "lua/norgopolis/paths.lua",
       ["norgopolis.ui"] = "lua/norgopolis/ui.lua",
       ["norgopolis.version"] = "lua/norgopolis/version.lua",

@@ -36,6 +36,7 @@ describe(":Norgopolis completion", function()
       "load",
       "log",
       "modules",
+      "notes",
       "restart",
       "shutdown",
       "start",

@@ -102,3 +102,60 @@ describe("config", function()
     assert.same({ "loud" }, shown)
   end)
 end)
+
+describe("config: modules", function()
+  after_each(function()
+    norgopolis.setup({})
+  end)
+
+  it("accepts module tables by name", function()
+    assert.is_true(config.validate({
+      modules = {
+        notes = { workspaces = { notes = "~/notes" }, depth = 2, ratio = 0.5, list = { 1, "a" } },
+        ["other-mod_2"] = {},
+        flags = { on = true, none = vim.NIL, empty = vim.empty_dict() },
+      },
+    }, "opts"))
+    assert.is_true(config.validate({ modules = {} }, "opts"))
+  end)
+
+  it("names what is wrong and where", function()
+    local cases = {
+      { "x", "modules must be a table of module configurations by name" },
+      { { { a = 1 } }, "modules must be a table of module configurations by name" },
+      { { ["no/slash"] = {} }, '"no/slash" is not a module name' },
+      { { [("x"):rep(65)] = {} }, "is not a module name" },
+      { { notes = 3 }, "modules.notes must be a table of settings, got 3" },
+      { { notes = { 1, 2 } }, "modules.notes must be a table of settings" },
+      {
+        { notes = { on_change = print } },
+        "modules.notes.on_change is a function; use strings, numbers, booleans, lists and tables",
+      },
+      { { notes = { deep = { list = { 1, 0 / 0 } } } }, "modules.notes.deep.list%[2%] is nan" },
+      {
+        { notes = { t = { [1] = 1, a = 2 } } },
+        "modules.notes.t has the key 1; keys must be strings",
+      },
+    }
+    for _, c in ipairs(cases) do
+      assert.matches(c[2], invalid({ modules = c[1] }), nil, vim.inspect(c[1]))
+    end
+  end)
+
+  it("setup() raises the same errors", function()
+    local ok, err = pcall(norgopolis.setup, { modules = { notes = { cb = print } } })
+    assert.is_false(ok)
+    assert.matches("^norgopolis.setup%(%): modules.notes.cb is a function", err)
+  end)
+
+  it("becomes one --module-config flag per module, in name order", function()
+    assert.same({}, config.module_config_args(nil))
+    local args = config.module_config_args({
+      notes = { workspaces = { a = "/x" } },
+      alpha = {},
+    })
+    assert.same({ "--module-config", "alpha={}", "--module-config" }, vim.list_slice(args, 1, 3))
+    assert.equal("notes=", args[4]:sub(1, 6))
+    assert.same({ workspaces = { a = "/x" } }, vim.json.decode(args[4]:sub(7)))
+  end)
+end)

@@ -55,6 +55,24 @@ local function module_complete(lead)
   return complete.filter(complete.module_names(), lead)
 end
 
+--- `:Norgopolis restart {module}`: unload, then load, so the module starts
+--- again with the configuration as it is now.
+---@param name string
+function M.restart_module(name)
+  local norgopolis = require("norgopolis")
+  norgopolis.unload(name, function(err)
+    if err then
+      return report("restart " .. name, err)
+    end
+    norgopolis.load(name, function(err2, reply)
+      if err2 then
+        return report("restart " .. name, err2)
+      end
+      core.notify(("restarted %s (pid %s)"):format(name, tostring((reply.module or {}).pid)))
+    end)
+  end)
+end
+
 ---@class norgopolis.Subcommand
 ---@field impl fun(args: string[], opts: table)
 ---@field complete? fun(lead: string, args: string[]): string[]
@@ -141,7 +159,10 @@ M.commands = {
     end,
   },
   restart = {
-    impl = function()
+    impl = function(args)
+      if args[1] then
+        return M.restart_module(args[1])
+      end
       local norgopolis = require("norgopolis")
       local old = core.session and core.session.server_pid
       local function start()
@@ -162,6 +183,17 @@ M.commands = {
         end
         start()
       end)
+    end,
+    complete = function(lead, args)
+      return #args <= 1 and module_complete(lead) or {}
+    end,
+  },
+  notes = {
+    impl = function(args)
+      require("norgopolis.notes").command(args)
+    end,
+    complete = function(lead, args)
+      return require("norgopolis.notes").complete(lead, args)
     end,
   },
   call = {

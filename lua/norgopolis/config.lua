@@ -14,6 +14,7 @@ local M = {}
 ---@field spawn_timeout integer Milliseconds to wait for a spawned server to become ready. Default: 10000.
 ---@field call_timeout integer Default timeout of `call_sync` in milliseconds. Default: 10000.
 ---@field log_level integer|string Least severe plugin message shown: a `vim.log.levels` value or its name ("debug", "info", "warn", "error", "off"). Default: "info".
+---@field modules? table<string,table> Module configurations for a server this Neovim starts, by module name (e.g. `{ notes = { workspaces = { notes = "~/notes" } } }`): merged over the `[modules.NAME]` tables of the server's config.toml, these winning key by key. A running server keeps its own. Default: none.
 
 ---@type norgopolis.Config
 M.defaults = {
@@ -24,6 +25,7 @@ M.defaults = {
   spawn_timeout = 10000,
   call_timeout = 10000,
   log_level = "info",
+  modules = nil,
 }
 
 --- Option names, including those whose default is nil.
@@ -35,6 +37,7 @@ local known = {
   spawn_timeout = true,
   call_timeout = true,
   log_level = true,
+  modules = true,
 }
 
 local level_names = {
@@ -64,6 +67,46 @@ local function positive_ms(name, v)
       name,
       vim.inspect(v)
     )
+  end
+end
+
+--- Why `v`, found at `where` inside a module's configuration, cannot be
+--- sent to the server as JSON; nil when it can.
+---@param v any
+---@param where string
+---@param depth integer
+---@return string? err
+local function json_problem(v, where, depth)
+  local t = type(v)
+  if t == "string" or t == "boolean" or v == vim.NIL then
+    return nil
+  elseif t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then
+      return ("%s is %s, which JSON cannot hold"):format(where, tostring(v))
+    end
+    return nil
+  elseif t ~= "table" then
+    return ("%s is a %s; use strings, numbers, booleans, lists and tables"):format(where, t)
+  elseif depth > 32 then
+    return ("%s is nested too deep (a cycle?)"):format(where)
+  end
+  if vim.islist(v) then
+    for i, x in ipairs(v) do
+      local err = json_problem(x, ("%s[%d]"):format(where, i), depth + 1)
+      if err then
+        return err
+      end
+    end
+    return nil
+  end
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then
+      return ("%s has the key %s; keys must be strings"):format(where, vim.inspect(k))
+    end
+    local err = json_problem(x, where .. "." .. k, depth + 1)
+    if err then
+      return err
+    end
   end
 end
 
@@ -111,6 +154,28 @@ local checks = {
   end,
   call_timeout = function(v)
     return positive_ms("call_timeout", v)
+  end,
+  modules = function(v)
+    if type(v) ~= "table" or (next(v) ~= nil and vim.islist(v)) then
+      return ("modules must be a table of module configurations by name (e.g. { notes = { ... } }), got %s"):format(
+        vim.inspect(v)
+      )
+    end
+    for name, table_ in pairs(v) do
+      if type(name) ~= "string" or not name:match("^[%w_-]+$") or #name > 64 then
+        return ("modules: %s is not a module name (letters, digits, '_' and '-', at most 64)"):format(
+          vim.inspect(name)
+        )
+      end
+      local where = "modules." .. name
+      if type(table_) ~= "table" or (next(table_) ~= nil and vim.islist(table_)) then
+        return ("%s must be a table of settings, got %s"):format(where, vim.inspect(table_))
+      end
+      local err = json_problem(table_, where, 0)
+      if err then
+        return err
+      end
+    end
   end,
   log_level = function(v)
     if type(v) == "number" and v == math.floor(v) and v >= 0 and v <= vim.log.levels.OFF then
@@ -221,6 +286,22 @@ function M.linger_arg(linger)
     return ("%dms"):format(linger)
   end
   return linger
+end
+
+--- `modules` as the server's `--module-config NAME=JSON` arguments, in name
+--- order (an empty table is sent as the empty object it means).
+---@param modules? table<string, table>
+---@return string[]
+function M.module_config_args(modules)
+  local names = vim.tbl_keys(modules or {})
+  table.sort(names)
+  local args = {}
+  for _, name in ipairs(names) do
+    local t = modules[name]
+    local json = next(t) == nil and "{}" or vim.json.encode(t)
+    vim.list_extend(args, { "--module-config", name .. "=" .. json })
+  end
+  return args
 end
 
 return M

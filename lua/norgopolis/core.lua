@@ -135,6 +135,7 @@ local function settings(cfg)
   if cfg.linger then
     vim.list_extend(args, { "--linger", config.linger_arg(cfg.linger) })
   end
+  vim.list_extend(args, config.module_config_args(cfg.modules))
   local server = paths.find_server(cfg.server)
   if server.err and (cfg.server or server.source == "$NORGOPOLIS_SERVER") then
     -- Taken at its word: let the attach fail with this message.

@@ -459,6 +459,85 @@ local function check_log(native, status)
   end
 end
 
+--- The `--module-config` values in a running server's command line, by
+--- module name, decoded; nil where the command line cannot be read (no
+--- /proc).
+---@param pid integer
+---@return table<string, any>?
+local function server_module_configs(pid)
+  local f = io.open(("/proc/%d/cmdline"):format(pid), "rb")
+  if not f then
+    return nil
+  end
+  local argv = vim.split(f:read("*a") or "", "\0", { plain = true })
+  f:close()
+  local found = {}
+  for i, arg in ipairs(argv) do
+    local value = arg:match("^%-%-module%-config=(.*)$")
+      or (arg == "--module-config" and argv[i + 1])
+    local name, json = (value or ""):match("^([^=]+)=(.*)$")
+    if name then
+      local ok, decoded = pcall(vim.json.decode, json)
+      found[name] = ok and decoded or json
+    end
+  end
+  return found
+end
+
+--- Module configuration: what setup() passes to a server this Neovim
+--- starts, and whether the running server got the same.
+---@param cfg norgopolis.Config?
+---@param status table? the running server's status
+local function check_module_config(cfg, status)
+  health.start("norgopolis: module configuration")
+  local config = require("norgopolis.config")
+  local mine = {}
+  for i, arg in ipairs(config.module_config_args(cfg and cfg.modules)) do
+    local name, json = arg:match("^([^=]+)=(.*)$")
+    if name and i % 2 == 0 then
+      mine[name] = vim.json.decode(json)
+    end
+  end
+  local names = vim.tbl_keys(mine)
+  table.sort(names)
+  health.info(
+    #names > 0
+        and ("the `modules` option configures: %s (for servers this Neovim starts)"):format(
+          table.concat(names, ", ")
+        )
+      or "the `modules` option is not set; modules get their `[modules.NAME]` table of the server's config.toml"
+  )
+  if not status then
+    return
+  end
+  local theirs = server_module_configs(status.pid)
+  if theirs and next(theirs) == nil and #names == 0 then
+    return
+  elseif not theirs then
+    health.info("the running server keeps the module configuration it was started with")
+  elseif vim.deep_equal(theirs, mine) then
+    health.ok("the running server was started with this Neovim's `modules` option")
+  else
+    local differ = {}
+    for name in pairs(vim.tbl_extend("force", {}, mine, theirs)) do
+      if not vim.deep_equal(mine[name], theirs[name]) then
+        table.insert(differ, name)
+      end
+    end
+    table.sort(differ)
+    health.warn(
+      ("the running server (pid %d) was started with another module configuration for: %s"):format(
+        status.pid,
+        table.concat(differ, ", ")
+      ),
+      {
+        "a running server keeps the configuration it was started with (it may have been started by another front end)",
+        "`:Norgopolis restart` starts one with this Neovim's settings",
+      }
+    )
+  end
+end
+
 function M.check()
   check_neovim()
   local cfg = check_configuration()
@@ -471,6 +550,7 @@ function M.check()
   check_runtime_dir(native, cfg)
   local status = check_server(native)
   check_modules(native, cfg, status)
+  check_module_config(cfg, status)
   check_log(native, status)
 end
 

@@ -576,6 +576,7 @@ local CANCELLED = {}
 
 ---@class norgopolis.Module
 ---@field name string
+---@field config table This module's configuration (`M.config()`).
 local Module = {}
 Module.__index = Module
 
@@ -585,6 +586,7 @@ Module.__index = Module
 function M.new(name)
   return setmetatable({
     name = name or os.getenv("NORGOPOLIS_MODULE") or "lua",
+    config = M.config(),
     functions = {},
     calls = {},
     ready = {},
@@ -883,6 +885,191 @@ function Module:run()
       end
     end
   end
+end
+
+-- Configuration ---------------------------------------------------------------
+
+--- Decodes JSON text: objects become `M.map` tables, null `M.null` (the
+--- MessagePack mapping above). Raises a message naming the position.
+---@param text string
+---@return any
+local function json_decode(text)
+  local pos = 1
+  local function fail(what)
+    error(("%s at byte %d"):format(what, pos), 0)
+  end
+  local function skip()
+    pos = text:find("[^ \t\r\n]", pos) or #text + 1
+  end
+  local escapes = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+  local function utf8_char(cp)
+    if cp < 0x80 then
+      return string.char(cp)
+    elseif cp < 0x800 then
+      return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64)
+    elseif cp < 0x10000 then
+      return string.char(
+        0xE0 + math.floor(cp / 4096),
+        0x80 + math.floor(cp / 64) % 64,
+        0x80 + cp % 64
+      )
+    end
+    return string.char(
+      0xF0 + math.floor(cp / 262144),
+      0x80 + math.floor(cp / 4096) % 64,
+      0x80 + math.floor(cp / 64) % 64,
+      0x80 + cp % 64
+    )
+  end
+  local function hex4()
+    local h = text:match("^%x%x%x%x", pos)
+    if not h then
+      fail("bad \\u escape")
+    end
+    pos = pos + 4
+    return tonumber(h, 16)
+  end
+  local function str()
+    pos = pos + 1 -- the opening quote
+    local parts = {}
+    while true do
+      local run_end = text:find('["\\]', pos)
+      if not run_end then
+        fail("unterminated string")
+      end
+      parts[#parts + 1] = text:sub(pos, run_end - 1)
+      pos = run_end + 1
+      if text:sub(run_end, run_end) == '"' then
+        return table.concat(parts)
+      end
+      local e = text:sub(pos, pos)
+      pos = pos + 1
+      if e == "u" then
+        local cp = hex4()
+        if cp >= 0xD800 and cp < 0xDC00 and text:sub(pos, pos + 1) == "\\u" then
+          pos = pos + 2
+          cp = 0x10000 + (cp - 0xD800) * 1024 + (hex4() - 0xDC00)
+        end
+        parts[#parts + 1] = utf8_char(cp)
+      elseif escapes[e] then
+        parts[#parts + 1] = escapes[e]
+      elseif e == '"' or e == "\\" or e == "/" then
+        parts[#parts + 1] = e
+      else
+        fail("bad escape")
+      end
+    end
+  end
+  local value
+  local function list(close, item)
+    pos = pos + 1
+    skip()
+    if text:sub(pos, pos) == close then
+      pos = pos + 1
+      return
+    end
+    while true do
+      item()
+      skip()
+      local c = text:sub(pos, pos)
+      pos = pos + 1
+      if c == close then
+        return
+      elseif c ~= "," then
+        fail("expected ',' or '" .. close .. "'")
+      end
+    end
+  end
+  value = function()
+    skip()
+    local c = text:sub(pos, pos)
+    if c == "{" then
+      local t = M.map({})
+      list("}", function()
+        skip()
+        if text:sub(pos, pos) ~= '"' then
+          fail("expected a key")
+        end
+        local k = str()
+        skip()
+        if text:sub(pos, pos) ~= ":" then
+          fail("expected ':'")
+        end
+        pos = pos + 1
+        t[k] = value()
+      end)
+      return t
+    elseif c == "[" then
+      local t = {}
+      list("]", function()
+        t[#t + 1] = value()
+      end)
+      return t
+    elseif c == '"' then
+      return str()
+    end
+    for word, v in pairs({ ["true"] = true, ["false"] = false, null = M.null }) do
+      if text:sub(pos, pos + #word - 1) == word then
+        pos = pos + #word
+        return v
+      end
+    end
+    local num = text:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
+    if not num or not tonumber(num) then
+      fail("unexpected " .. (c == "" and "end" or ("'" .. c .. "'")))
+    end
+    pos = pos + #num
+    return tonumber(num)
+  end
+  local v = value()
+  skip()
+  if pos <= #text then
+    fail("trailing characters")
+  end
+  return v
+end
+
+--- `vim.json`'s result in this file's mapping: `vim.NIL` as `M.null`,
+--- objects as `M.map`.
+local function from_vim_json(v)
+  if v == vim.NIL then
+    return M.null
+  elseif type(v) ~= "table" then
+    return v
+  end
+  local is_object = getmetatable(v) ~= nil or (next(v) ~= nil and v[1] == nil)
+  local out = {}
+  for k, x in pairs(v) do
+    out[k] = from_vim_json(x)
+  end
+  return is_object and M.map(out) or out
+end
+
+--- This module's configuration from `$NORGOPOLIS_MODULE_CONFIG`: the
+--- `[modules.NAME]` table of the router's config.toml (an empty map when
+--- there is none). Decoded with `vim.json` under Neovim, with a small
+--- decoder elsewhere; anything but a JSON object raises an error.
+---@return table
+function M.config()
+  local text = os.getenv("NORGOPOLIS_MODULE_CONFIG") or ""
+  if not text:find("%S") then
+    return M.map({})
+  end
+  local ok, v
+  if vim and vim.json then
+    ok, v = pcall(vim.json.decode, text)
+    v = ok and from_vim_json(v) or v
+  else
+    ok, v = pcall(json_decode, text)
+  end
+  local prefix = "bad module configuration in $NORGOPOLIS_MODULE_CONFIG: "
+  if not ok then
+    error(prefix .. "it is not JSON: " .. tostring(v), 0)
+  end
+  if type(v) ~= "table" or getmetatable(v) ~= MAP then
+    error(prefix .. "expected a JSON object, got " .. text:sub(1, 80), 0)
+  end
+  return v
 end
 
 return M

@@ -27,13 +27,14 @@ to Python as: nil None, bool, int (64-bit), float (float64), str, bin bytes,
 array list (tuples are sent as arrays), map dict, ext Ext.
 """
 
+import json
 import os
 import signal
 import struct
 import sys
 import threading
 
-__all__ = ["Module", "Error", "Ext", "CODES"]
+__all__ = ["Module", "Error", "Ext", "CODES", "module_config"]
 
 MAGIC = b"NPL1"
 INITIAL_CREDIT = 64
@@ -269,6 +270,29 @@ def _ext(data, at, n):
 # --- the module ---------------------------------------------------------
 
 
+def module_config():
+    """The module's configuration from `$NORGOPOLIS_MODULE_CONFIG`: the
+    `[modules.NAME]` table of the router's config.toml as a dict ({} when
+    none). Anything but a JSON object there raises Error("FailedPrecondition")."""
+    text = os.environ.get("NORGOPOLIS_MODULE_CONFIG", "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise Error(
+            "FailedPrecondition",
+            "bad module configuration in $NORGOPOLIS_MODULE_CONFIG: it is not JSON: %s" % e,
+        )
+    if not isinstance(value, dict):
+        raise Error(
+            "FailedPrecondition",
+            "bad module configuration in $NORGOPOLIS_MODULE_CONFIG: "
+            "expected a JSON object, got %s" % text[:80],
+        )
+    return value
+
+
 class _Call:
     """One call in flight: its credit, and whether it is over."""
 
@@ -284,6 +308,8 @@ class Module:
 
     def __init__(self, name=None):
         self.name = name or os.environ.get("NORGOPOLIS_MODULE", "python")
+        #: This module's configuration (a dict): its `[modules.NAME]` table.
+        self.config = module_config()
         self._functions = {}
         self._calls = {}
         self._lock = threading.Lock()

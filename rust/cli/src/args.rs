@@ -73,6 +73,12 @@ pub enum Command {
         /// Module name.
         name: String,
     },
+    /// Stop a module and start it again, so it reads its configuration
+    /// (`[modules.NAME]` of config.toml) anew.
+    Restart {
+        /// Module name.
+        name: String,
+    },
     /// Print the functions MODULE declares, one per line (for completion).
     Functions {
         /// Module name.

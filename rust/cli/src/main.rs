@@ -142,6 +142,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_text(&format!("{name} was not loaded\n"))
             }
         }
+        Command::Restart { name } => {
+            let client = Client::connect(opts).await?;
+            let reply = match client.unload(&name).await {
+                Ok(_) => client.load(&name, None).await,
+                Err(e) => Err(e),
+            };
+            client.detach().await;
+            let pid = reply?.module.map(|m| m.pid).unwrap_or_default();
+            print_text(&format!("restarted {name} (pid {pid})\n"))
+        }
         Command::Functions { module } => module_cmd::functions(&module, opts).await,
         Command::Module { command } => module_cmd::run(command, &cli.modules_dir, opts).await,
         Command::Shutdown { reason } => shutdown(opts, &reason).await,

@@ -25,6 +25,9 @@ pub const MODULE_ENV: &str = "NORGOPOLIS_MODULE";
 /// Env var set for module processes: the transport the router expects on
 /// their stdio, `grpc` or `lean` (from `transport` in `module.toml`).
 pub const TRANSPORT_ENV: &str = "NORGOPOLIS_TRANSPORT";
+/// Set by the router for each module it starts: the module's
+/// `[modules.NAME]` configuration as a JSON object (`{}` when it has none).
+pub const MODULE_CONFIG_ENV: &str = "NORGOPOLIS_MODULE_CONFIG";
 
 /// A runtime directory or file could not be used safely.
 #[derive(Debug, thiserror::Error)]

@@ -67,11 +67,14 @@
 //! The router tells a module its name and the router socket ([`env`](mod@env)); a
 //! module uses the socket to call other modules and publish events
 //! ([`router`], [`publish`]) like any client, without keeping the router
-//! alive.
+//! alive. Its configuration, the `[modules.NAME]` table of the router's
+//! `config.toml`, arrives as JSON in `NORGOPOLIS_MODULE_CONFIG`;
+//! [`module_config`] decodes it into any serde type.
 
 #![warn(missing_docs)]
 
 mod codec;
+mod config;
 mod conn_probe;
 mod emitter;
 pub mod env;
@@ -88,6 +91,7 @@ mod stdio;
 mod stream_probe;
 pub mod testing;
 
+pub use config::{module_config, module_config_value, MODULE_CONFIG_ENV};
 pub use emitter::Emitter;
 pub use error::{Code, Error};
 pub use logging::init_logging;

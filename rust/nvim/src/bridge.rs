@@ -4,7 +4,10 @@
 //! handle; the handle's callback runs on the main thread, drains the channel
 //! (sends coalesce, so one wake-up may carry many deliveries), turns them
 //! into Lua values and passes them as one batch to the Lua sink. Lua is
-//! touched on the main thread only.
+//! touched on the main thread only. A wake-up converts at most
+//! [`MAX_PER_TURN`] deliveries and pokes the handle again for the rest, so
+//! a stream that piled up while the editor was busy (10,000 results) is
+//! handed over across many turns of the main loop instead of one long one.
 
 use std::{
     cell::RefCell,
@@ -89,6 +92,9 @@ impl Outbox {
     }
 }
 
+/// Most deliveries converted per turn of the main loop.
+pub const MAX_PER_TURN: usize = 256;
+
 /// Registry key of the Lua function receiving batches.
 const SINK_KEY: &str = "norgopolis.sink";
 
@@ -97,19 +103,27 @@ pub fn install(lua: &Lua, codec: Rc<Codec>) -> mlua::Result<Outbox> {
     let (tx, rx) = unbounded_channel();
     let rx = RefCell::new(rx);
     let lua = lua.clone();
+    // The callback pokes its own handle when it left deliveries queued.
+    let again: Rc<RefCell<Option<AsyncHandle>>> = Rc::default();
+    let again_in_callback = again.clone();
+    let closed: Arc<AtomicBool> = Arc::default();
+    let closed_in_callback = closed.clone();
     let wake = AsyncHandle::new(move || {
         // A panic must not unwind into libuv's C frames.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            drain(&lua, &codec, &mut rx.borrow_mut());
+            let mut rx = rx.borrow_mut();
+            drain(&lua, &codec, &mut rx);
+            if !rx.is_empty() && !closed_in_callback.load(Ordering::Acquire) {
+                if let Some(handle) = again_in_callback.borrow().as_ref() {
+                    let _ = handle.send();
+                }
+            }
         }));
         Ok::<(), std::convert::Infallible>(())
     })
     .map_err(|e| mlua::Error::runtime(format!("cannot create libuv async handle: {e}")))?;
-    Ok(Outbox {
-        tx,
-        wake,
-        closed: Arc::default(),
-    })
+    *again.borrow_mut() = Some(wake.clone());
+    Ok(Outbox { tx, wake, closed })
 }
 
 /// Sets the Lua function that receives delivery batches.
@@ -122,7 +136,8 @@ fn drain(lua: &Lua, codec: &Codec, rx: &mut UnboundedReceiver<Delivery>) {
         return;
     };
     let mut n = 0;
-    while let Ok(delivery) = rx.try_recv() {
+    while n < MAX_PER_TURN {
+        let Ok(delivery) = rx.try_recv() else { break };
         let entry = match to_lua(lua, codec, delivery) {
             Ok(entry) => entry,
             Err(_) => continue,

@@ -4,6 +4,7 @@
 //! fix it.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -85,6 +86,48 @@ pub struct Config {
     /// when its caller reads nothing for this long.
     #[serde(default, deserialize_with = "positive_duration")]
     pub stall_timeout: Option<Duration>,
+    /// `[modules.NAME]` tables, handed to each module at its start
+    /// (`NORGOPOLIS_MODULE_CONFIG`); opaque to the server.
+    #[serde(default)]
+    pub modules: BTreeMap<ModuleName, ModuleTable>,
+}
+
+/// "an integer", "a string".
+fn with_article(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {noun}")
+}
+
+/// A key of `[modules]`: a valid module name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ModuleName(pub String);
+
+impl<'de> Deserialize<'de> for ModuleName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        norgopolis_common::validate_module_name(&name).map_err(D::Error::custom)?;
+        Ok(ModuleName(name))
+    }
+}
+
+/// A module's configuration table; anything but a table is an error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModuleTable(pub toml::Table);
+
+impl<'de> Deserialize<'de> for ModuleTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::Table(t) => Ok(ModuleTable(t)),
+            other => Err(D::Error::custom(format!(
+                "a module's configuration must be a table (`[modules.NAME]`), got {}",
+                with_article(other.type_str())
+            ))),
+        }
+    }
 }
 
 /// A config file that cannot be used.
@@ -169,27 +212,53 @@ fn unknown_field(message: &str) -> Option<String> {
 }
 
 /// The key whose value covers `pos`: the `key = …` on that line, or on the
-/// nearest line above it (values such as arrays may span lines).
+/// nearest line above it (values such as arrays may span lines), prefixed
+/// with the `[table]` it is in ("modules.notes"); a header itself when the
+/// problem is there.
 fn key_at(text: &str, pos: usize) -> Option<String> {
     let pos = pos.min(text.len());
     let end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+    let mut key: Option<String> = None;
     for line in text[..end].lines().rev() {
         let line = line.trim();
-        if line.starts_with('[') {
-            return None;
+        if let Some(header) = table_header(line) {
+            return Some(match key {
+                Some(k) => format!("{header}.{k}"),
+                None => header,
+            });
         }
-        if let Some((key, _)) = line.split_once('=') {
-            let key = key.trim().trim_matches('"').trim_matches('\'');
-            let plain = !key.is_empty()
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-            if plain {
-                return Some(key.to_string());
-            }
+        if key.is_none() {
+            key = line.split_once('=').and_then(|(k, _)| plain_key(k));
         }
     }
-    None
+    key
+}
+
+/// `[a.b]` → "a.b" (array-of-tables headers are not ours, so none).
+fn table_header(line: &str) -> Option<String> {
+    let inner = line.strip_prefix('[')?.split_once(']')?.0;
+    if inner.starts_with('[') {
+        return None;
+    }
+    let parts: Option<Vec<String>> = inner.split('.').map(plain_key).collect();
+    parts.map(|p| p.join("."))
+}
+
+/// A key as written, unquoted; `None` when it is not one (so a `=` inside
+/// a value on a continuation line is not taken for a key).
+fn plain_key(key: &str) -> Option<String> {
+    let key = key.trim();
+    let quoted = key.len() >= 2
+        && ((key.starts_with('"') && key.ends_with('"'))
+            || (key.starts_with('\'') && key.ends_with('\'')));
+    if quoted {
+        return Some(key[1..key.len() - 1].to_string());
+    }
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    plain.then(|| key.to_string())
 }
 
 /// A duration as text ("250ms", "3s", "2m") or a number of seconds.
@@ -330,6 +399,19 @@ mod tests {
         parse(text).unwrap_err().to_string()
     }
 
+    /// Each `(text, line, key, what)`: parsing `text` fails naming `line`
+    /// and `key`, saying `what`.
+    fn assert_errors(cases: &[(&str, usize, &str, &str)]) {
+        for (text, line, key, what) in cases {
+            let e = err(text);
+            assert!(
+                e.contains(&format!("line {line}, key `{key}`")),
+                "{text:?}: {e}"
+            );
+            assert!(e.contains(what), "{text:?}: {e}");
+        }
+    }
+
     #[test]
     fn full_config() {
         let c = parse(
@@ -421,14 +503,7 @@ first_call_timeout = "5s"
                 "invalid type",
             ),
         ];
-        for (text, line, key, what) in cases {
-            let e = err(text);
-            assert!(
-                e.contains(&format!("line {line}, key `{key}`")),
-                "{text:?}: {e}"
-            );
-            assert!(e.contains(what), "{text:?}: {e}");
-        }
+        assert_errors(&cases);
     }
 
     #[test]
@@ -479,6 +554,44 @@ first_call_timeout = "5s"
     fn syntax_errors_name_the_line() {
         let e = err("linger = \"1s\"\nidle_timeout = \"5s\nsocket = 1\n");
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn module_tables_are_kept_whole() {
+        let c = parse(
+            "[modules.notes]\nroots = [\"~/notes\"]\n[modules.notes.index]\ndepth = 2\n[modules.other]\n",
+        )
+        .unwrap();
+        let notes = &c.modules[&ModuleName("notes".into())].0;
+        assert_eq!(notes["roots"].as_array().map(Vec::len), Some(1));
+        assert_eq!(notes["index"]["depth"].as_integer(), Some(2));
+        assert!(c.modules[&ModuleName("other".into())].0.is_empty());
+    }
+
+    #[test]
+    fn bad_module_tables_name_line_and_key() {
+        let cases = [
+            (
+                "[modules]\nnotes = 3\n",
+                2,
+                "modules.notes",
+                "must be a table",
+            ),
+            (
+                "\nmodules.notes = \"x\"\n",
+                2,
+                "modules.notes",
+                "got a string",
+            ),
+            (
+                "[modules]\n\"bad name\" = {}\n",
+                2,
+                "modules.bad name",
+                "may only contain",
+            ),
+            ("modules = 3\n", 1, "modules", "invalid type"),
+        ];
+        assert_errors(&cases);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod lifetime;
 mod listener;
 mod logfile;
 mod memory;
+mod module_config;
 mod modules;
 mod ready;
 mod route;

@@ -7,7 +7,10 @@ use anyhow::Context;
 use clap::Parser;
 use norgopolis_common::{places, Places};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    module_config::{parse_module_config_arg, ModuleConfigArg, ModuleConfigs},
+};
 
 /// Command-line flags of `norgopolis-server`.
 #[derive(Debug, Parser)]
@@ -66,6 +69,10 @@ pub struct Args {
     /// ("127.0.0.1:62020"). Every local user can reach it.
     #[arg(long = "listen-tcp", value_name = "ADDR", value_parser = crate::tcp::parse_loopback)]
     pub listen_tcp: Option<SocketAddr>,
+    /// Configuration for module NAME as a JSON object, merged over its
+    /// `[modules.NAME]` table in the config file (repeatable).
+    #[arg(long = "module-config", value_name = "NAME=JSON", value_parser = parse_module_config_arg)]
+    pub module_configs: Vec<ModuleConfigArg>,
     /// Panic right after start-up (tests of the panic report use it).
     #[arg(long = "debug-panic", hide = true)]
     pub debug_panic: bool,
@@ -143,6 +150,8 @@ pub struct Settings {
     /// A paused call still holding its module slot is cancelled when its
     /// caller reads nothing for this long.
     pub stall_timeout: Duration,
+    /// Where each module's configuration comes from.
+    pub module_configs: ModuleConfigs,
     /// Panic once started (`--debug-panic`, for tests of the panic report).
     pub debug_panic: bool,
 }
@@ -285,6 +294,7 @@ impl Settings {
                 .first_call_timeout
                 .unwrap_or(defaults::FIRST_CALL_TIMEOUT),
             stall_timeout: config.stall_timeout.unwrap_or(defaults::STALL_TIMEOUT),
+            module_configs: ModuleConfigs::new(config_path, args.module_configs),
             debug_panic: args.debug_panic,
         })
     }

@@ -52,6 +52,8 @@ pub struct InstanceOptions {
     pub stderr_lines_per_second: u32,
     /// Where failures are remembered for `Status`.
     pub failures: Arc<FailureLog>,
+    /// Each module's configuration, looked up at its start.
+    pub module_configs: Arc<crate::module_config::ModuleConfigs>,
 }
 
 impl Default for InstanceOptions {
@@ -67,6 +69,7 @@ impl Default for InstanceOptions {
             max_concurrent_calls: defaults::MAX_CALLS_PER_MODULE,
             stderr_lines_per_second: defaults::STDERR_LINES_PER_SECOND,
             failures: Arc::default(),
+            module_configs: Arc::default(),
         }
     }
 }
@@ -164,6 +167,9 @@ impl Instance {
             .as_ref()
             .map(|m| m.transport)
             .unwrap_or_default();
+        let config = options.module_configs.json_for(&name).map_err(|e| {
+            Status::failed_precondition(format!("cannot start module '{name}': {e}"))
+        })?;
         let mut child = spawner
             .spawn(SpawnRequest {
                 name: name.clone(),
@@ -172,6 +178,7 @@ impl Instance {
                 cwd: located.exec.parent().map(|p| p.to_path_buf()),
                 socket: socket.to_path_buf(),
                 transport,
+                config,
             })
             .await
             .map_err(|e| {

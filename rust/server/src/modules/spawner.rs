@@ -29,6 +29,8 @@ pub struct SpawnRequest {
     pub socket: PathBuf,
     /// The transport the module must speak (for NORGOPOLIS_TRANSPORT).
     pub transport: Transport,
+    /// Its configuration, a JSON object (for NORGOPOLIS_MODULE_CONFIG).
+    pub config: String,
 }
 
 type Job = (SpawnRequest, oneshot::Sender<std::io::Result<Child>>);
@@ -76,6 +78,7 @@ fn spawn(req: &SpawnRequest) -> std::io::Result<Child> {
             norgopolis_common::places::TRANSPORT_ENV,
             req.transport.as_str(),
         )
+        .env(norgopolis_common::places::MODULE_CONFIG_ENV, &req.config)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -258,3 +258,20 @@ pub async fn send(
         .await
         .unwrap();
 }
+
+/// Runs the `norgopolis` CLI with the sandbox's environment.
+pub fn run_cli(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(bin("norgopolis"));
+    sb.env(&mut cmd);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    cmd.output().expect("run norgopolis")
+}
+
+/// A process's stdout and stderr, for messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
