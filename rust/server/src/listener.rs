@@ -225,17 +225,34 @@ struct Watch {
     last: Seen,
 }
 
-impl Drop for Bound {
-    fn drop(&mut self) {
-        let ours = self.listening.get_mut().map(|l| l.file).ok();
-        // Never remove a socket put in place of ours.
+impl Bound {
+    /// Removes our socket (never one put in its place) and the pid file,
+    /// keeping the lock: new clients stop finding us, while no new server
+    /// can start until we are gone (our modules included). Idempotent.
+    pub fn unlink(&self) {
+        let ours = self
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file;
         let still_ours = std::fs::symlink_metadata(&self.places.socket)
-            .map(|m| Some(FileId::of(&m)) == ours)
+            .map(|m| FileId::of(&m) == ours)
             .unwrap_or(false);
         if still_ours {
             let _ = std::fs::remove_file(&self.places.socket);
         }
-        let _ = std::fs::remove_file(&self.places.pid_file);
+        let pid_is_ours = std::fs::read_to_string(&self.places.pid_file)
+            .is_ok_and(|p| p.trim() == std::process::id().to_string());
+        if pid_is_ours {
+            let _ = std::fs::remove_file(&self.places.pid_file);
+        }
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        // The lock (a field) is released after this.
+        self.unlink();
     }
 }
 
