@@ -62,6 +62,9 @@ pub(crate) struct Session {
     pub stop: oneshot::Sender<()>,
     pub task: JoinHandle<()>,
     pub attached: Arc<AtomicBool>,
+    /// Set when the server says goodbye because it retires for a newer
+    /// norgopolis: the client then attaches again on its next call.
+    pub retired: Arc<AtomicBool>,
 }
 
 /// Sends Hello and waits (until `deadline`) for Welcome; then starts the
@@ -133,6 +136,7 @@ pub(crate) async fn attach(
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let (stop, stop_rx) = oneshot::channel();
     let attached = Arc::new(AtomicBool::new(true));
+    let retired = Arc::new(AtomicBool::new(false));
     let interval = match welcome.keepalive_interval_ms {
         0 => DEFAULT_KEEPALIVE,
         ms => Duration::from_millis(ms),
@@ -143,7 +147,10 @@ pub(crate) async fn attach(
         events.clone(),
         stop_rx,
         interval,
-        attached.clone(),
+        Flags {
+            attached: attached.clone(),
+            retired: retired.clone(),
+        },
     ));
     Ok(Session {
         channel,
@@ -152,6 +159,7 @@ pub(crate) async fn attach(
         stop,
         task,
         attached,
+        retired,
     })
 }
 
@@ -190,6 +198,12 @@ fn eof() -> io::Error {
     )
 }
 
+/// What a session's task reports through shared flags.
+struct Flags {
+    attached: Arc<AtomicBool>,
+    retired: Arc<AtomicBool>,
+}
+
 /// Keeps the session alive until it is stopped or the server ends it.
 async fn run(
     tx: mpsc::Sender<ClientMessage>,
@@ -197,7 +211,7 @@ async fn run(
     events: broadcast::Sender<SessionEvent>,
     mut stop: oneshot::Receiver<()>,
     interval: Duration,
-    attached: Arc<AtomicBool>,
+    flags: Flags,
 ) {
     // Twice per interval, so a late tick never misses the server's deadline.
     let period = (interval / 2).max(Duration::from_millis(10));
@@ -228,6 +242,9 @@ async fn run(
                     }
                     Some(server_message::Kind::Goodbye(g)) => {
                         tracing::debug!(reason = %g.reason, "server said goodbye");
+                        if norgopolis_common::version::is_retiring(&g.reason) {
+                            flags.retired.store(true, Ordering::SeqCst);
+                        }
                         let _ = events.send(SessionEvent::Goodbye(g.reason));
                     }
                     _ => {}
@@ -240,7 +257,7 @@ async fn run(
             },
         }
     }
-    attached.store(false, Ordering::SeqCst);
+    flags.attached.store(false, Ordering::SeqCst);
     // Ending our half of the stream is what tells the server we left.
     drop(tx);
     if stopped {
