@@ -407,7 +407,8 @@ mod tests {
         let (opts, mark) = stand_in(tmp.path(), Answer::WelcomeOtherVersion);
         let err = find_or_spawn(&opts).await.err().expect("must fail");
         assert!(
-            matches!(&err, ClientError::ProtocolMismatch { theirs, .. } if theirs == "99"),
+            matches!(&err, ClientError::ProtocolMismatch { theirs, .. }
+                if theirs == "protocol version 99 (norgopolis future)"),
             "{err:?}"
         );
         let msg = err.to_string();
@@ -415,6 +416,10 @@ mod tests {
             msg.contains(&format!("version {}", norgopolis_proto::PROTOCOL_VERSION)),
             "{msg}"
         );
+        // Both norgopolis versions, and what to do.
+        assert!(msg.contains(norgopolis_common::version()), "{msg}");
+        assert!(msg.contains("norgopolis future"), "{msg}");
+        assert!(msg.contains("restart this Neovim"), "{msg}");
         assert!(!mark.exists(), "a server was spawned");
     }
 

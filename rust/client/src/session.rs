@@ -125,7 +125,10 @@ pub(crate) async fn attach(
     if welcome.protocol_version != PROTOCOL_VERSION {
         return Err(AttachFailure::Fatal(ClientError::ProtocolMismatch {
             ours: PROTOCOL_VERSION,
-            theirs: welcome.protocol_version.to_string(),
+            theirs: format!(
+                "protocol version {} (norgopolis {})",
+                welcome.protocol_version, welcome.server_version
+            ),
         }));
     }
     tracing::debug!(
