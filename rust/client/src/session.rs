@@ -246,7 +246,11 @@ async fn run(
                     Some(server_message::Kind::Goodbye(g)) => {
                         tracing::debug!(reason = %g.reason, "server said goodbye");
                         if norgopolis_common::version::is_retiring(&g.reason) {
+                            // Our calls go to the successor from now on; ending
+                            // the stream tells the retiring server so.
                             flags.retired.store(true, Ordering::SeqCst);
+                            let _ = events.send(SessionEvent::Goodbye(g.reason));
+                            break;
                         }
                         let _ = events.send(SessionEvent::Goodbye(g.reason));
                     }

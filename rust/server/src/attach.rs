@@ -13,7 +13,7 @@ use tonic::{Status, Streaming};
 
 use crate::{
     events::{session_queue, EventHub, Queued, SessionStream},
-    lifetime::{Lifetime, Refused},
+    lifetime::{Lifetime, Refused, RETIRE_DRAIN},
 };
 
 /// How long a client has to send its Hello.
@@ -79,6 +79,7 @@ pub async fn attach(
     let timeout = config.client_timeout;
     tokio::spawn(async move {
         let _guard = guard;
+        let mut retired = false;
         let why = loop {
             tokio::select! {
                 next = tokio::time::timeout(timeout, inbound.message()) => match next {
@@ -103,6 +104,7 @@ pub async fn attach(
                     let successor = successor.ok().and_then(|s| s.clone()).unwrap_or_default();
                     let reason = norgopolis_common::version::retiring_message(&successor);
                     let _ = tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
+                    retired = true;
                     break reason;
                 }
                 reason = exit.wait_for(Option::is_some) => {
@@ -117,6 +119,16 @@ pub async fn attach(
             }
         };
         hub.leave(id);
+        if retired {
+            // The session (and so the retirement) lasts until the client
+            // ends its half: it has then seen the goodbye, and its calls no
+            // longer come here, so none can be cut off by our exit. Bounded
+            // like the calls in flight.
+            let _ = tokio::time::timeout(RETIRE_DRAIN, async {
+                while let Ok(Some(_)) = inbound.message().await {}
+            })
+            .await;
+        }
         tracing::info!(session = id, "session ended: {why}");
     });
     Ok(rx)

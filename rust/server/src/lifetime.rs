@@ -14,11 +14,14 @@
 //! count going from zero to one and back (fire and forget) to run its
 //! timers.
 //!
-//! Retiring (the upgrade handover, see `retire.rs`) is an exit in two
+//! Retiring (the upgrade handover, see `control.rs`) is an exit in two
 //! steps: first new sessions and calls are refused with the retiring
 //! message (so their clients know they were not run and take them to the
-//! successor), while calls in flight go on; the exit itself is decided when
-//! the last of them ends, or when [`RETIRE_DRAIN`] has passed.
+//! successor), while calls in flight go on and sessions are told; the exit
+//! itself is decided when the last of those calls has ended and the last
+//! session has left (its client saw the goodbye, so none of its calls can
+//! arrive after the exit and be cut off unanswered), or when
+//! [`RETIRE_DRAIN`] has passed.
 
 use std::{
     sync::{
@@ -33,9 +36,10 @@ use tokio::{
     time::Instant,
 };
 
-/// Longest a retiring server waits for its calls in flight before it exits
-/// anyway (a stuck call must not hold the upgrade); such calls then end
-/// with the exit's usual drain and the stop of their modules.
+/// Longest a retiring server waits for its calls in flight and its
+/// sessions to leave before it exits anyway (a stuck call or client must
+/// not hold the upgrade); such calls then end with the exit's usual drain
+/// and the stop of their modules.
 pub const RETIRE_DRAIN: Duration = Duration::from_secs(5);
 
 /// Why the server is going away; sent to every session before it is dropped.
@@ -429,8 +433,9 @@ async fn run(
                 continue;
             }
         }
-        if retire_by.is_some() && call_count.calls() == 0 {
-            // The last call in flight is done: the retirement is complete.
+        if retire_by.is_some() && call_count.calls() == 0 && sessions == 0 {
+            // The last call in flight is done and every client has seen the
+            // goodbye (see attach.rs): the retirement is complete.
             retire_by = None;
             let reason = "retired for a newer norgopolis".to_string();
             tracing::info!("exiting: {reason}");
@@ -583,10 +588,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retiring_refuses_newcomers_and_exits_when_calls_in_flight_end() {
+    async fn retiring_refuses_newcomers_and_exits_when_calls_and_sessions_have_left() {
         let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300), 8);
-        let _session = life.open_session(true).await.unwrap();
+        let session = life.open_session(true).await.unwrap();
         let call = life.begin_call().await.unwrap();
+        let started = Instant::now();
         assert!(life.retire("9.0.0"));
         assert!(!life.retire("9.0.1"), "retired twice");
         let refused = life.begin_call().await.err().unwrap().to_string();
@@ -605,6 +611,12 @@ mod tests {
             "exited with a call in flight"
         );
         drop(call);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            life.exit_watch().borrow().is_none(),
+            "exited before the session's client had seen the goodbye"
+        );
+        drop(session);
         let mut exit = life.exit_watch();
         let reason = exit
             .wait_for(Option::is_some)
@@ -613,6 +625,7 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(reason, "retired for a newer norgopolis");
+        assert!(Instant::now() < started + RETIRE_DRAIN);
     }
 
     #[tokio::test(start_paused = true)]

@@ -413,6 +413,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unlinking_keeps_the_lock_until_the_bound_socket_is_dropped() {
+        let (_tmp, places) = places();
+        let bound = Bound::acquire(&places, Duration::from_secs(1))
+            .await
+            .unwrap();
+        bound.unlink();
+        assert!(!places.socket.exists(), "socket left in place");
+        assert!(!places.pid_file.exists(), "pid file left in place");
+        // A successor waits for us (our modules stop in between).
+        let err = Bound::acquire(&places, Duration::from_millis(100))
+            .await
+            .err()
+            .expect("a second server started while the first held its lock");
+        assert!(
+            err.to_string().contains("another norgopolis server"),
+            "{err}"
+        );
+        drop(bound);
+        Bound::acquire(&places, Duration::from_secs(1))
+            .await
+            .expect("the lock is free once the first is gone");
+    }
+
+    #[tokio::test]
     async fn without_its_lock_file_the_socket_is_not_bound_again() {
         let (_tmp, places) = places();
         let bound = Bound::acquire(&places, Duration::from_secs(1))

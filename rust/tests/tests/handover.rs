@@ -32,7 +32,9 @@ const STOP_ENV: &str = "NP_HANDOVER_STOP";
 /// Module `counter`: a Python module (lean, on the bundled SDK) whose
 /// `echo` logs every call it runs (`run ID PID`), and which logs `overlap`
 /// if it starts while another copy of itself still runs (an exclusive
-/// lock held for the process's life).
+/// lock held for the process's life). It takes a second to exit once its
+/// server closes its stdin (within `module_grace`), so that a successor
+/// that started before its predecessor's modules were gone would show.
 fn add_counter_module(sb: &Sandbox) -> PathBuf {
     let folder = sb.modules.join("counter");
     std::fs::create_dir(&folder).expect("module folder");
@@ -50,7 +52,7 @@ fn add_counter_module(sb: &Sandbox) -> PathBuf {
         &main,
         format!(
             r#"#!/usr/bin/env python3
-import fcntl, os
+import fcntl, os, time
 from norgopolis_module import Module
 
 LOG = {log:?}
@@ -73,6 +75,12 @@ def echo(args):
     note("run %s %d" % (args, os.getpid()))
     return args
 
+# The SDK ends with os._exit once stdin closes: a second more first.
+real_exit = os._exit
+def slow_exit(code):
+    time.sleep(1)
+    real_exit(code)
+os._exit = slow_exit
 m.run()
 "#
         ),
@@ -107,7 +115,8 @@ struct Role {
 }
 
 /// This test binary in one of the roles of [`role`], with the sandbox's
-/// environment and, if `version` is given, that version.
+/// environment and, if `version` is given, that version. Drivers named
+/// `…grpc` call over gRPC, the others over the lean transport.
 fn start_role(sb: &Sandbox, role: &str, name: &str, version: Option<&str>) -> Role {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
     sb.env(&mut cmd);
@@ -127,6 +136,12 @@ fn start_role(sb: &Sandbox, role: &str, name: &str, version: Option<&str>) -> Ro
     if let Some(v) = version {
         cmd.env(VERSION_OVERRIDE_ENV, v);
     }
+    let transport = if name.ends_with("grpc") {
+        "grpc"
+    } else {
+        "lean"
+    };
+    cmd.env(norgopolis_client::TRANSPORT_ENV, transport);
     let mut child = cmd.spawn().expect("start a role");
     let mut stdout = child.stdout.take().expect("stdout");
     let out = std::thread::spawn(move || {
@@ -240,15 +255,20 @@ async fn three_old_sessions_calling_in_a_loop_lose_and_repeat_nothing_across_a_h
     let sb = Sandbox::new();
     sb.write_config("");
     let log = add_counter_module(&sb);
-    let drivers: Vec<Role> = (0..3)
-        .map(|i| start_role(&sb, "driver", &format!("d{i}"), Some(OLD)))
+    let names = ["d0", "d1", "d2grpc"];
+    let drivers: Vec<Role> = names
+        .iter()
+        .map(|name| start_role(&sb, "driver", name, Some(OLD)))
         .collect();
-    // All three are calling the old server.
+    // All three are calling the old server, some calls each.
     eventually(WAIT, "every driver calling", || async {
-        let log = counter_log(&log);
-        let ids = runs(&log);
-        (0..3)
-            .all(|i| ids.iter().any(|id| id.starts_with(&format!("d{i}-"))))
+        let ids = runs(&counter_log(&log));
+        names
+            .iter()
+            .all(|name| {
+                let prefix = format!("{name}-");
+                ids.iter().filter(|id| id.starts_with(&prefix)).count() >= 20
+            })
             .then_some(())
     })
     .await;
