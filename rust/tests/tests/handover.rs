@@ -277,7 +277,12 @@ async fn three_old_sessions_calling_in_a_loop_lose_and_repeat_nothing_across_a_h
     let before = runs(&counter_log(&log)).len();
 
     // A newer client arrives.
+    let arrived = std::time::Instant::now();
     let taker = finish(start_role(&sb, "taker", "new", None)).await;
+    eprintln!(
+        "handover: the newer client was served {:?} after it started, {before} calls before",
+        arrived.elapsed()
+    );
     let server = taker[0].split(' ').collect::<Vec<_>>();
     let (new_pid, new_version): (u32, &str) = (server[1].parse().expect("pid"), server[2]);
     assert_eq!(new_version, norgopolis_common::VERSION);
@@ -334,6 +339,7 @@ async fn three_old_sessions_calling_in_a_loop_lose_and_repeat_nothing_across_a_h
         "calls ran without a reply, or replied without running"
     );
     assert!(replied.len() > before + 60);
+    eprintln!("handover: {} calls, each run once", replied.len());
     let overlaps: Vec<_> = log.iter().filter(|l| l.starts_with("overlap")).collect();
     assert!(
         overlaps.is_empty(),
