@@ -587,6 +587,13 @@ mod tests {
         );
     }
 
+    /// Waits for the exit decision and returns its reason.
+    async fn exit_reason(life: &Lifetime) -> ExitReason {
+        let mut exit = life.exit_watch();
+        let reason = exit.wait_for(Option::is_some).await.unwrap();
+        reason.clone().unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retiring_refuses_newcomers_and_exits_when_calls_and_sessions_have_left() {
         let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300), 8);
@@ -617,13 +624,7 @@ mod tests {
             "exited before the session's client had seen the goodbye"
         );
         drop(session);
-        let mut exit = life.exit_watch();
-        let reason = exit
-            .wait_for(Option::is_some)
-            .await
-            .unwrap()
-            .clone()
-            .unwrap();
+        let reason = exit_reason(&life).await;
         assert_eq!(reason, "retired for a newer norgopolis");
         assert!(Instant::now() < started + RETIRE_DRAIN);
     }
@@ -634,13 +635,7 @@ mod tests {
         let _stuck = life.begin_call().await.unwrap();
         let started = Instant::now();
         assert!(life.retire("9.0.0"));
-        let mut exit = life.exit_watch();
-        let reason = exit
-            .wait_for(Option::is_some)
-            .await
-            .unwrap()
-            .clone()
-            .unwrap();
+        let reason = exit_reason(&life).await;
         assert_eq!(started.elapsed(), RETIRE_DRAIN);
         assert!(reason.contains("1 calls still running"), "{reason}");
     }
