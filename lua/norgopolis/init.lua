@@ -74,6 +74,7 @@
 --- | `module.crashed`  | `{ name, pid, status, reason, restarts, restart_in_ms }` (status like "exit status 3"; restart_in_ms nil unless it will be restarted) |
 --- | `module.failed`   | `{ name, error }` |
 --- | `server.shutdown` | `{ reason }`, just before the server says goodbye |
+--- | `server.retiring` | `{ successor, pid }`, a newer norgopolis takes over: the next call goes to it |
 ---
 --- ```lua
 --- local off = norgopolis.on("module.crashed", function(ev)

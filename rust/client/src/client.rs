@@ -1,9 +1,21 @@
 //! `Client`: one connection to the server plus the attached session.
+//!
+//! The session is replaced in one case only: the server retires for a
+//! newer norgopolis (the upgrade handover, see `connect.rs`). A client
+//! whose session ended with the retiring goodbye, or whose call was refused
+//! as "retiring, not run", attaches again (to the newer server, which the
+//! client that asked for the handover starts under the spawn lock) and
+//! sends that call again; only calls the server refused before running
+//! them are sent twice. Any other loss of the server stays an error, as
+//! `transport.rs` explains.
 
 use std::{
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use futures::{Stream, StreamExt, TryFutureExt, TryStreamExt};
@@ -37,15 +49,31 @@ pub type RawCallStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, ClientError>>
 /// A stream of decoded results; dropping it cancels the call.
 pub type CallStream<R> = Pin<Box<dyn Stream<Item = Result<R, ClientError>> + Send>>;
 
+/// How many times one call is sent again after "retiring, not run"
+/// refusals: a handover needs one; more would mean servers retiring in a
+/// loop, which must end in an error rather than go on.
+const MAX_RESENDS: usize = 2;
+
 /// A connection and its attached session. Cheap to clone; the session (the
 /// lease that keeps the server alive) ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+}
+
+/// What stays when the session is replaced after a handover.
+struct Shared {
+    opts: ConnectOptions,
+    transport: Transport,
+    socket: PathBuf,
+    session: Mutex<Arc<Inner>>,
+    /// Held while attaching again, so concurrent calls share one attach.
+    reattaching: tokio::sync::Mutex<()>,
+    /// Set by `detach`: no session is made again.
+    detached: AtomicBool,
 }
 
 struct Inner {
-    socket: PathBuf,
     welcome: Welcome,
     forwarder: ForwarderClient<Connection>,
     /// Where calls go when the server speaks lean (see [`Transport`]).
@@ -54,7 +82,10 @@ struct Inner {
     events: broadcast::Sender<SessionEvent>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<()>>>,
-    attached: Arc<std::sync::atomic::AtomicBool>,
+    attached: Arc<AtomicBool>,
+    /// The server retired (said so in its goodbye, or refused a call as
+    /// retiring): the next call attaches again.
+    retired: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -69,10 +100,11 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.current();
         f.debug_struct("Client")
-            .field("socket", &self.inner.socket)
-            .field("session_id", &self.inner.welcome.session_id)
-            .field("server_pid", &self.inner.welcome.server_pid)
+            .field("socket", &self.shared.socket)
+            .field("session_id", &inner.welcome.session_id)
+            .field("server_pid", &inner.welcome.server_pid)
             .finish()
     }
 }
@@ -84,7 +116,83 @@ impl Client {
             Ok(name) if !name.is_empty() => name.parse().map_err(ClientError::BadTransport)?,
             _ => opts.transport,
         };
-        let (socket, session) = find_or_spawn(&opts).await?;
+        let (socket, inner) = Inner::connect(&opts, transport).await?;
+        Ok(Client {
+            shared: Arc::new(Shared {
+                opts,
+                transport,
+                socket,
+                session: Mutex::new(Arc::new(inner)),
+                reattaching: tokio::sync::Mutex::new(()),
+                detached: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The session calls go to now.
+    fn current(&self) -> Arc<Inner> {
+        self.shared
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The session to call on: the current one, or a new one if the server
+    /// retired.
+    async fn live(&self) -> Result<Arc<Inner>, ClientError> {
+        let inner = self.current();
+        if !inner.retired.load(Ordering::SeqCst) || self.shared.detached.load(Ordering::SeqCst) {
+            return Ok(inner);
+        }
+        let _one = self.shared.reattaching.lock().await;
+        let now = self.current();
+        if !Arc::ptr_eq(&now, &inner) {
+            // Another call attached again meanwhile.
+            return Ok(now);
+        }
+        tracing::debug!(
+            server_pid = inner.welcome.server_pid,
+            "the server retired for a newer norgopolis; attaching again"
+        );
+        let (_, fresh) = Inner::connect(&self.shared.opts, self.shared.transport).await?;
+        let fresh = Arc::new(fresh);
+        *self
+            .shared
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// This client's identity (shared by its clones), which does not keep
+    /// it alive.
+    pub fn identity(&self) -> ClientIdentity {
+        ClientIdentity(Arc::downgrade(&self.shared))
+    }
+}
+
+/// Tells one client (all clones of one [`Client::connect`]) from others
+/// without keeping its session alive; its session id does not, as a client
+/// moves to a new session when its server retires.
+#[derive(Clone)]
+pub struct ClientIdentity(std::sync::Weak<Shared>);
+
+impl ClientIdentity {
+    /// Whether `client` is the client this identity was taken from.
+    pub fn is(&self, client: &Client) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&client.shared))
+    }
+}
+
+impl Inner {
+    /// Finds or starts the server and attaches; opens the lean connection
+    /// if asked for.
+    async fn connect(
+        opts: &ConnectOptions,
+        transport: Transport,
+    ) -> Result<(PathBuf, Inner), ClientError> {
+        let (socket, session) = find_or_spawn(opts).await?;
         let lean = match transport {
             Transport::Grpc => None,
             Transport::Lean => {
@@ -108,9 +216,9 @@ impl Client {
         let control = ControlClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        Ok(Client {
-            inner: Arc::new(Inner {
-                socket,
+        Ok((
+            socket,
+            Inner {
                 welcome: session.welcome,
                 forwarder,
                 lean,
@@ -119,98 +227,28 @@ impl Client {
                 stop: Mutex::new(Some(session.stop)),
                 task: Mutex::new(Some(session.task)),
                 attached: session.attached,
-            }),
-        })
-    }
-
-    /// The server's id for our session.
-    pub fn session_id(&self) -> u64 {
-        self.inner.welcome.session_id
-    }
-
-    /// The server's process id.
-    pub fn server_pid(&self) -> u32 {
-        self.inner.welcome.server_pid
-    }
-
-    /// The server's version string.
-    pub fn server_version(&self) -> &str {
-        &self.inner.welcome.server_version
-    }
-
-    /// The socket we are connected to.
-    pub fn socket(&self) -> &Path {
-        &self.inner.socket
-    }
-
-    /// Whether calls go over the lean transport (else gRPC: asked for,
-    /// not spoken by the server, or the lean connection was lost while
-    /// the session lives on).
-    pub fn is_lean(&self) -> bool {
-        self.lean().is_some()
-    }
-
-    fn lean(&self) -> Option<&Arc<LeanConn>> {
-        self.inner.lean.as_ref().filter(|c| c.is_open())
-    }
-
-    /// Whether the session is still on (false after a goodbye, a lost
-    /// connection or `detach`).
-    pub fn is_attached(&self) -> bool {
-        self.inner.attached.load(Ordering::SeqCst)
-    }
-
-    /// Raw streaming call: `args` are MessagePack bytes (empty = nil), and
-    /// so is every item. Items arrive as the module produces them; dropping
-    /// the stream cancels the call.
-    pub async fn invoke_raw(
-        &self,
-        module: &str,
-        function: &str,
-        args: Vec<u8>,
-    ) -> Result<RawCallStream, ClientError> {
-        if self.is_lean() {
-            return Ok(self.start_raw(module, function, args));
-        }
-        let data = if args.is_empty() {
-            // Explicit nil: modules written against the public SDK may
-            // expect `args` to be present.
-            msgpack::NIL.to_vec()
-        } else {
-            args
-        };
-        let invocation = Invocation {
-            module: module.to_string(),
-            function_name: function.to_string(),
-            args: Some(MessagePack { data }),
-        };
-        let stream = self
-            .inner
-            .forwarder
-            .clone()
-            .forward(invocation)
-            .await?
-            .into_inner();
-        Ok(Box::pin(
-            stream.map_ok(|m| m.data).map_err(ClientError::from),
+                retired: session.retired,
+            },
         ))
     }
 
-    /// Starts a raw call without waiting. Over the lean transport the call
-    /// has left for the server when this returns (written from this thread,
-    /// which need not be the runtime's); over gRPC it starts when the
-    /// stream is first polled. Errors, including failing to start, arrive
-    /// on the stream.
-    pub fn start_raw(&self, module: &str, function: &str, args: Vec<u8>) -> RawCallStream {
-        let args = if args.is_empty() {
-            msgpack::NIL.to_vec()
-        } else {
-            args
-        };
+    fn lean(&self) -> Option<&Arc<LeanConn>> {
+        self.lean.as_ref().filter(|c| c.is_open())
+    }
+
+    /// Starts a raw call on this session (see [`Client::start_raw`]).
+    fn start_raw(&self, module: &str, function: &str, args: Vec<u8>) -> RawCallStream {
         let Some(conn) = self.lean() else {
-            let (client, module, function) =
-                (self.clone(), module.to_string(), function.to_string());
-            let started = async move { client.invoke_raw(&module, &function, args).await };
+            let invocation = Invocation {
+                module: module.to_string(),
+                function_name: function.to_string(),
+                args: Some(MessagePack { data: args }),
+            };
+            let mut forwarder = self.forwarder.clone();
+            let started = async move {
+                let stream = forwarder.forward(invocation).await?.into_inner();
+                Ok::<_, ClientError>(stream.map_ok(|m| m.data).map_err(ClientError::from))
+            };
             return Box::pin(started.try_flatten_stream());
         };
         if args.len() > MAX_MESSAGE_SIZE {
@@ -229,6 +267,150 @@ impl Client {
             ),
             Err(err) => Box::pin(futures::stream::once(async move { Err(err) })),
         }
+    }
+}
+
+/// Whether a call's error is a retiring server's refusal: the call was not
+/// run and may be sent to the successor.
+fn refused_as_retiring(e: &ClientError) -> bool {
+    matches!(e, ClientError::Call { code: tonic::Code::Unavailable, message }
+        if norgopolis_common::version::is_retiring(message))
+}
+
+impl Client {
+    /// The server's id for our session.
+    pub fn session_id(&self) -> u64 {
+        self.current().welcome.session_id
+    }
+
+    /// The server's process id.
+    pub fn server_pid(&self) -> u32 {
+        self.current().welcome.server_pid
+    }
+
+    /// The server's version string.
+    pub fn server_version(&self) -> String {
+        self.current().welcome.server_version.clone()
+    }
+
+    /// The socket we are connected to.
+    pub fn socket(&self) -> &Path {
+        &self.shared.socket
+    }
+
+    /// Whether calls go over the lean transport (else gRPC: asked for,
+    /// not spoken by the server, or the lean connection was lost while
+    /// the session lives on).
+    pub fn is_lean(&self) -> bool {
+        self.current().lean().is_some()
+    }
+
+    /// Whether the session is still on (false after a goodbye, a lost
+    /// connection or `detach`; after a retiring server's goodbye, the next
+    /// call attaches again).
+    pub fn is_attached(&self) -> bool {
+        self.current().attached.load(Ordering::SeqCst)
+    }
+
+    /// Raw streaming call: `args` are MessagePack bytes (empty = nil), and
+    /// so is every item. Items arrive as the module produces them; dropping
+    /// the stream cancels the call.
+    pub async fn invoke_raw(
+        &self,
+        module: &str,
+        function: &str,
+        args: Vec<u8>,
+    ) -> Result<RawCallStream, ClientError> {
+        if self.current().lean().is_some() {
+            return Ok(self.start_raw(module, function, args));
+        }
+        // Over gRPC a call that fails to start fails here.
+        let args = if args.is_empty() {
+            msgpack::NIL.to_vec()
+        } else {
+            args
+        };
+        let invocation = Invocation {
+            module: module.to_string(),
+            function_name: function.to_string(),
+            args: Some(MessagePack { data: args }),
+        };
+        let mut resends = 0;
+        loop {
+            let inner = self.live().await?;
+            match inner.forwarder.clone().forward(invocation.clone()).await {
+                Ok(stream) => {
+                    let stream = stream.into_inner();
+                    return Ok(Box::pin(
+                        stream.map_ok(|m| m.data).map_err(ClientError::from),
+                    ));
+                }
+                Err(status) => {
+                    let e = ClientError::from(status);
+                    if !refused_as_retiring(&e) || resends == MAX_RESENDS {
+                        return Err(e);
+                    }
+                    resends += 1;
+                    inner.retired.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Starts a raw call without waiting. Over the lean transport the call
+    /// has left for the server when this returns (written from this thread,
+    /// which need not be the runtime's); over gRPC it starts when the
+    /// stream is first polled. Errors, including failing to start, arrive
+    /// on the stream. A call a retiring server refused (not run) is sent
+    /// again on a new session, at most [`MAX_RESENDS`] times.
+    pub fn start_raw(&self, module: &str, function: &str, args: Vec<u8>) -> RawCallStream {
+        let args = if args.is_empty() {
+            // Explicit nil: modules written against the public SDK may
+            // expect `args` to be present.
+            msgpack::NIL.to_vec()
+        } else {
+            args
+        };
+        let inner = self.current();
+        // Kept for sending again; a retiring server is rare, a copy cheap
+        // next to sending the arguments at all.
+        let again = args.clone();
+        let first = if inner.retired.load(Ordering::SeqCst) {
+            None
+        } else {
+            Some(inner.start_raw(module, function, args))
+        };
+        let (client, module, function) = (self.clone(), module.to_string(), function.to_string());
+        let resolved = async move {
+            let mut stream = match first {
+                Some(stream) => stream,
+                None => match client.live().await {
+                    Ok(inner) => inner.start_raw(&module, &function, again.clone()),
+                    Err(e) => return error_stream(e),
+                },
+            };
+            let mut resends = 0;
+            loop {
+                match stream.next().await {
+                    Some(Err(e)) if refused_as_retiring(&e) && resends < MAX_RESENDS => {
+                        resends += 1;
+                        client.current().retired.store(true, Ordering::SeqCst);
+                        match client.live().await {
+                            Ok(inner) => {
+                                stream = inner.start_raw(&module, &function, again.clone())
+                            }
+                            Err(e) => return error_stream(e),
+                        }
+                    }
+                    Some(item) => {
+                        let first = futures::stream::once(async move { item });
+                        return Box::pin(first.chain(stream)) as RawCallStream;
+                    }
+                    None => return Box::pin(futures::stream::empty()) as RawCallStream,
+                }
+            }
+        };
+        Box::pin(futures::stream::once(resolved).flatten())
     }
 
     /// Typed streaming call: `args` are encoded as MessagePack (structs as
@@ -328,24 +510,34 @@ impl Client {
     }
 
     /// Events and the server's goodbye arrive here, then `Closed`.
+    /// A subscription follows one session: after a handover it ends with
+    /// the retiring goodbye and `Closed`, and a new subscription follows the
+    /// new session.
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
-        self.inner.events.subscribe()
+        self.current().events.subscribe()
     }
 
     /// Ends the session now and waits until the server has seen it end.
     /// Other clones stay usable for calls, without a session.
     pub async fn detach(self) {
-        let stop = self.inner.stop.lock().ok().and_then(|mut s| s.take());
+        self.shared.detached.store(true, Ordering::SeqCst);
+        let inner = self.current();
+        let stop = inner.stop.lock().ok().and_then(|mut s| s.take());
         if let Some(stop) = stop {
             let _ = stop.send(());
         }
-        let task = self.inner.task.lock().ok().and_then(|mut t| t.take());
+        let task = inner.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             let _ = task.await;
         }
     }
 
     fn control(&self) -> ControlClient<Connection> {
-        self.inner.control.clone()
+        self.current().control.clone()
     }
+}
+
+/// A call stream that fails at once with `e`.
+fn error_stream(e: ClientError) -> RawCallStream {
+    Box::pin(futures::stream::once(async move { Err(e) }))
 }

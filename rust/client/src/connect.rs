@@ -1,20 +1,39 @@
 //! Find or spawn (design §4): attach to a running server, or start one
 //! under the spawn lock so that any number of concurrent clients end up on
 //! exactly one server.
+//!
+//! The upgrade handover: a client that may spawn and finds a server of an
+//! older norgopolis (its Welcome's version, [`norgopolis_common::version`])
+//! takes the spawn lock, asks that server to retire (`Control/Retire`),
+//! waits for its lock to come free (the server lets its calls in flight
+//! finish, at most 5 s, and stops its modules first), and starts its own
+//! server before letting go of the spawn lock. Clients of the old server
+//! are refused as "retiring" meanwhile; they wait on the spawn lock and so
+//! find the newer server rather than starting an old one. A client retires
+//! at most one server per connect and only when the binary it would start
+//! says it is newer, so two installs can never push each other out in a
+//! loop. An older client that finds a newer server attaches to it as long
+//! as the protocol version matches (otherwise `ProtocolMismatch`, naming
+//! both versions and what to do).
 
-use std::{io, path::PathBuf};
+use std::{io, path::PathBuf, time::Duration};
 
-use norgopolis_common::{places::SOCKET_ENV, Places};
+use norgopolis_common::{places::SOCKET_ENV, version, Places};
+use norgopolis_proto::v1::{control_client::ControlClient, RetireRequest};
 use tokio::time::Instant;
 
 use crate::{
-    exit::lock_is_held,
+    exit::{lock_is_held, wait_for_server_exit},
     locate::find_server_binary,
     session::{self, AttachFailure, Session},
-    spawn::{lock_spawn, spawn_server, SpawnRequest},
+    spawn::{binary_version, lock_spawn, spawn_server, SpawnLock, SpawnRequest},
     transport::{self, ConnectFailure},
     ClientError, ConnectOptions,
 };
+
+/// Longest a newer client waits for a retiring server to be gone: its
+/// calls' 5 s, its connections' 3 s and its modules' stop, with room.
+const RETIRE_WAIT: Duration = Duration::from_secs(30);
 
 /// Rounds of "attach, else lock, attach, spawn, attach". More than one is
 /// only needed when the server we reach (or start) is already on its way out.
@@ -35,8 +54,17 @@ pub(crate) async fn find_or_spawn(
         opts.socket.is_some() || std::env::var_os(SOCKET_ENV).is_some_and(|v| !v.is_empty());
 
     let mut last = io::Error::other("no attempt made");
+    let mut retired_one = false;
     for _round in 0..ROUNDS {
+        let mut vacated = None;
         match try_attach(&places, opts).await {
+            Ok(s) if !retired_one && worth_retiring(&s, opts).await => {
+                retired_one = true;
+                match take_over(&places, opts, s).await? {
+                    Handover::Attached(s) => return Ok((socket, s)),
+                    Handover::Vacated(lock) => vacated = Some(lock),
+                }
+            }
             Ok(s) => return Ok((socket, s)),
             Err(AttachFailure::Fatal(e)) => return Err(e),
             Err(AttachFailure::Retry(e)) => last = e,
@@ -47,15 +75,22 @@ pub(crate) async fn find_or_spawn(
                 source: last,
             });
         }
-        tracing::debug!(reason = %last, "no usable server; taking the spawn lock");
-        places.ensure_dir()?;
-        let lock = lock_spawn(&places.spawn_lock, Instant::now() + opts.spawn_timeout * 2).await?;
-        // Whoever held the lock before us may just have started a server.
-        match try_attach(&places, opts).await {
-            Ok(s) => return Ok((socket, s)),
-            Err(AttachFailure::Fatal(e)) => return Err(e),
-            Err(AttachFailure::Retry(_)) => {}
-        }
+        let lock = match vacated {
+            Some(lock) => lock,
+            None => {
+                tracing::debug!(reason = %last, "no usable server; taking the spawn lock");
+                places.ensure_dir()?;
+                let lock =
+                    lock_spawn(&places.spawn_lock, Instant::now() + opts.spawn_timeout * 2).await?;
+                // Whoever held the lock before us may just have started a server.
+                match try_attach(&places, opts).await {
+                    Ok(s) => return Ok((socket, s)),
+                    Err(AttachFailure::Fatal(e)) => return Err(e),
+                    Err(AttachFailure::Retry(_)) => {}
+                }
+                lock
+            }
+        };
         let binary = find_server_binary(opts.server_binary.as_deref())?;
         let spawned = spawn_server(SpawnRequest {
             binary: &binary,
@@ -92,6 +127,104 @@ pub(crate) async fn find_or_spawn(
         ),
         log_path: norgopolis_common::places::log_path().ok(),
     })
+}
+
+/// Whether the server `session` is attached to should make way for ours:
+/// we may start servers, it is older than we are, and the binary we would
+/// start is newer than it (asked only in that rare case).
+async fn worth_retiring(session: &Session, opts: &ConnectOptions) -> bool {
+    let theirs = &session.welcome.server_version;
+    if !opts.spawn || !version::is_older(theirs, version()) {
+        return false;
+    }
+    let Ok(binary) = find_server_binary(opts.server_binary.as_deref()) else {
+        return false;
+    };
+    match binary_version(&binary).await {
+        Some(v) if version::is_older(theirs, &v) => true,
+        found => {
+            tracing::warn!(
+                running = %theirs,
+                binary = %binary.display(),
+                binary_version = ?found,
+                "an older norgopolis server runs, but the server binary is not newer; keeping it"
+            );
+            false
+        }
+    }
+}
+
+/// How a handover ended.
+enum Handover {
+    /// Another client was faster (or the server cannot retire): use this.
+    Attached(Session),
+    /// The old server is gone; start ours while holding this lock.
+    Vacated(SpawnLock),
+}
+
+/// Asks the older server `old` to retire and waits until it is gone,
+/// holding the spawn lock so that its clients wait for our server.
+async fn take_over(
+    places: &Places,
+    opts: &ConnectOptions,
+    old: Session,
+) -> Result<Handover, ClientError> {
+    places.ensure_dir()?;
+    let lock = lock_spawn(&places.spawn_lock, Instant::now() + opts.spawn_timeout * 2).await?;
+    // Another newer client may have done it while we waited for the lock.
+    drop(old);
+    let old = match try_attach(places, opts).await {
+        Ok(s) if version::is_older(&s.welcome.server_version, version()) => s,
+        Ok(s) => return Ok(Handover::Attached(s)),
+        Err(AttachFailure::Fatal(e)) => return Err(e),
+        Err(AttachFailure::Retry(_)) => return Ok(Handover::Vacated(lock)),
+    };
+    let (pid, theirs) = (old.welcome.server_pid, old.welcome.server_version.clone());
+    tracing::info!(
+        server_pid = pid,
+        server_version = %theirs,
+        ours = version(),
+        "asking an older norgopolis server to retire"
+    );
+    let request = RetireRequest {
+        successor_version: version().to_string(),
+        pid: std::process::id(),
+    };
+    match ControlClient::new(old.channel.clone())
+        .retire(request)
+        .await
+    {
+        Ok(_) => {}
+        // A server from before the handover, or one that disagrees about
+        // the order of versions: keep using it.
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unimplemented | tonic::Code::FailedPrecondition
+            ) =>
+        {
+            tracing::warn!(
+                server_pid = pid,
+                "the older server does not retire: {}",
+                s.message()
+            );
+            return Ok(Handover::Attached(old));
+        }
+        Err(s) => return Err(s.into()),
+    }
+    drop(old);
+    if !wait_for_server_exit(&places.socket, RETIRE_WAIT).await? {
+        return Err(ClientError::Spawn {
+            message: format!(
+                "the norgopolis {theirs} server (pid {pid}) was asked to make way for \
+                 norgopolis {} but still runs after {} s (`kill {pid}` ends it)",
+                version(),
+                RETIRE_WAIT.as_secs()
+            ),
+            log_path: norgopolis_common::places::log_path().ok(),
+        });
+    }
+    Ok(Handover::Vacated(lock))
 }
 
 /// A server that holds the lock but whose socket is gone (and did not come
@@ -138,8 +271,8 @@ mod tests {
     use norgopolis_proto::v1::{
         control_server::{Control, ControlServer},
         server_message, ClientMessage, ListModulesReply, ListModulesRequest, LoadReply,
-        LoadRequest, PublishReply, PublishRequest, ServerMessage, ShutdownReply, ShutdownRequest,
-        StatusReply, StatusRequest, UnloadReply, UnloadRequest, Welcome,
+        LoadRequest, PublishReply, PublishRequest, RetireReply, ServerMessage, ShutdownReply,
+        ShutdownRequest, StatusReply, StatusRequest, UnloadReply, UnloadRequest, Welcome,
     };
     use tokio_stream::{wrappers::UnixListenerStream, Stream};
     use tonic::{Request, Response, Status, Streaming};
@@ -224,6 +357,9 @@ mod tests {
         ) -> Result<Response<PublishReply>, Status> {
             Err(Status::unimplemented("stand-in"))
         }
+        async fn retire(&self, _: Request<RetireRequest>) -> Result<Response<RetireReply>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
     }
 
     /// Runs the stand-in on `socket`; returns options whose "server binary"
@@ -271,7 +407,8 @@ mod tests {
         let (opts, mark) = stand_in(tmp.path(), Answer::WelcomeOtherVersion);
         let err = find_or_spawn(&opts).await.err().expect("must fail");
         assert!(
-            matches!(&err, ClientError::ProtocolMismatch { theirs, .. } if theirs == "99"),
+            matches!(&err, ClientError::ProtocolMismatch { theirs, .. }
+                if theirs == "protocol version 99 (norgopolis future)"),
             "{err:?}"
         );
         let msg = err.to_string();
@@ -279,6 +416,10 @@ mod tests {
             msg.contains(&format!("version {}", norgopolis_proto::PROTOCOL_VERSION)),
             "{msg}"
         );
+        // Both norgopolis versions, and what to do.
+        assert!(msg.contains(norgopolis_common::version()), "{msg}");
+        assert!(msg.contains("norgopolis future"), "{msg}");
+        assert!(msg.contains("restart this Neovim"), "{msg}");
         assert!(!mark.exists(), "a server was spawned");
     }
 

@@ -31,7 +31,12 @@ pub enum ClientError {
         tried: Vec<String>,
     },
     /// The server speaks another version of the `norgopolis.v1` protocol.
-    #[error("norgopolis protocol mismatch: this client speaks version {ours}, the server answered: {theirs}")]
+    #[error(
+        "norgopolis protocol mismatch: this client (norgopolis {}) speaks protocol version \
+         {ours}, the server answered: {theirs}. Install the same norgopolis for the plugin (or \
+         client) and the server, then restart this Neovim (or program)",
+        norgopolis_common::version()
+    )]
     ProtocolMismatch {
         /// Our `PROTOCOL_VERSION`.
         ours: u32,

@@ -36,7 +36,7 @@ mod spawn;
 mod transport;
 mod trust;
 
-pub use client::{CallStream, Client, RawCallStream, MAX_MESSAGE_SIZE};
+pub use client::{CallStream, Client, ClientIdentity, RawCallStream, MAX_MESSAGE_SIZE};
 pub use error::{code_name, ClientError};
 pub use exit::wait_for_server_exit;
 pub use locate::{find_server_binary, SERVER_BINARY_NAME};

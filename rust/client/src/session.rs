@@ -62,6 +62,9 @@ pub(crate) struct Session {
     pub stop: oneshot::Sender<()>,
     pub task: JoinHandle<()>,
     pub attached: Arc<AtomicBool>,
+    /// Set when the server says goodbye because it retires for a newer
+    /// norgopolis: the client then attaches again on its next call.
+    pub retired: Arc<AtomicBool>,
 }
 
 /// Sends Hello and waits (until `deadline`) for Welcome; then starts the
@@ -122,7 +125,10 @@ pub(crate) async fn attach(
     if welcome.protocol_version != PROTOCOL_VERSION {
         return Err(AttachFailure::Fatal(ClientError::ProtocolMismatch {
             ours: PROTOCOL_VERSION,
-            theirs: welcome.protocol_version.to_string(),
+            theirs: format!(
+                "protocol version {} (norgopolis {})",
+                welcome.protocol_version, welcome.server_version
+            ),
         }));
     }
     tracing::debug!(
@@ -133,6 +139,7 @@ pub(crate) async fn attach(
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let (stop, stop_rx) = oneshot::channel();
     let attached = Arc::new(AtomicBool::new(true));
+    let retired = Arc::new(AtomicBool::new(false));
     let interval = match welcome.keepalive_interval_ms {
         0 => DEFAULT_KEEPALIVE,
         ms => Duration::from_millis(ms),
@@ -143,7 +150,10 @@ pub(crate) async fn attach(
         events.clone(),
         stop_rx,
         interval,
-        attached.clone(),
+        Flags {
+            attached: attached.clone(),
+            retired: retired.clone(),
+        },
     ));
     Ok(Session {
         channel,
@@ -152,6 +162,7 @@ pub(crate) async fn attach(
         stop,
         task,
         attached,
+        retired,
     })
 }
 
@@ -190,6 +201,12 @@ fn eof() -> io::Error {
     )
 }
 
+/// What a session's task reports through shared flags.
+struct Flags {
+    attached: Arc<AtomicBool>,
+    retired: Arc<AtomicBool>,
+}
+
 /// Keeps the session alive until it is stopped or the server ends it.
 async fn run(
     tx: mpsc::Sender<ClientMessage>,
@@ -197,7 +214,7 @@ async fn run(
     events: broadcast::Sender<SessionEvent>,
     mut stop: oneshot::Receiver<()>,
     interval: Duration,
-    attached: Arc<AtomicBool>,
+    flags: Flags,
 ) {
     // Twice per interval, so a late tick never misses the server's deadline.
     let period = (interval / 2).max(Duration::from_millis(10));
@@ -228,6 +245,13 @@ async fn run(
                     }
                     Some(server_message::Kind::Goodbye(g)) => {
                         tracing::debug!(reason = %g.reason, "server said goodbye");
+                        if norgopolis_common::version::is_retiring(&g.reason) {
+                            // Our calls go to the successor from now on; ending
+                            // the stream tells the retiring server so.
+                            flags.retired.store(true, Ordering::SeqCst);
+                            let _ = events.send(SessionEvent::Goodbye(g.reason));
+                            break;
+                        }
                         let _ = events.send(SessionEvent::Goodbye(g.reason));
                     }
                     _ => {}
@@ -240,7 +264,7 @@ async fn run(
             },
         }
     }
-    attached.store(false, Ordering::SeqCst);
+    flags.attached.store(false, Ordering::SeqCst);
     // Ending our half of the stream is what tells the server we left.
     drop(tx);
     if stopped {

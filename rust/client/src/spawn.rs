@@ -86,6 +86,35 @@ pub(crate) fn flock_blocking(file: &File, op: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Longest `norgopolis-server --version` may take.
+const VERSION_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The version `binary --version` reports (`norgopolis-server X`), or
+/// `None` if it cannot be run or says something else. Run on a thread of
+/// its own, so no SIGCHLD handler is installed (see the module docs).
+pub(crate) async fn binary_version(binary: &Path) -> Option<String> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("norgopolis-version".into())
+        .spawn(move || {
+            let _ = tx.send(cmd.output());
+        })
+        .ok()?;
+    let output = tokio::time::timeout(VERSION_PROBE_TIMEOUT, rx)
+        .await
+        .ok()?
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let version = text.trim().strip_prefix("norgopolis-server ")?;
+    Some(version.to_string())
+}
+
 /// What to start and how.
 pub(crate) struct SpawnRequest<'a> {
     pub binary: &'a Path,

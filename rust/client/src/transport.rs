@@ -2,7 +2,9 @@
 //!
 //! A `Client` is one connection and one session, so if the server goes
 //! away calls fail with `Unavailable` instead of silently reconnecting to
-//! some later server on which we hold no session.
+//! some later server on which we hold no session. The one exception is a
+//! server that retires for a newer norgopolis: it says so, and the client
+//! attaches to the successor (see `client.rs`).
 //!
 //! The generated gRPC clients run on the `h2` crate directly
 //! ([`Connection`]), not on tonic's `Channel` or hyper's client: those queue

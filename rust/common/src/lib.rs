@@ -1,13 +1,13 @@
 //! What the norgopolis server and its clients must agree on without talking:
 //! where things live ([`places`]), which module names are acceptable
-//! ([`names`]) and who is at the other end of the socket ([`peer`]).
+//! ([`names`]), who is at the other end of the socket ([`peer`]) and which
+//! version is speaking ([`version`]).
 
 pub mod names;
 pub mod peer;
 pub mod places;
+pub mod version;
 
 pub use names::{validate_module_name, NameError};
 pub use places::{Places, PlacesError};
-
-/// Version of this norgopolis build, shown by `--version` and `Status`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use version::{version, VERSION};

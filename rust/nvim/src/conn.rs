@@ -135,10 +135,15 @@ impl Connection {
     }
 
     /// Forwards events to Lua and forgets the client once its session is
-    /// over, so the next request attaches afresh.
+    /// over, so the next request attaches afresh (after a server retired for
+    /// a newer norgopolis, to the newer server, with a new watch).
     fn watch(self: &Arc<Self>, client: &Client) {
         let mut events = client.subscribe();
         let session = client.session_id();
+        // Compared by identity: a client whose call was sent again across a
+        // handover has moved to a new session (whose id may even be equal,
+        // on the new server), which this watch does not follow.
+        let watched = client.identity();
         let weak = Arc::downgrade(self);
         let outbox = self.outbox.clone();
         tokio::spawn(async move {
@@ -178,13 +183,13 @@ impl Connection {
             let Some(conn) = weak.upgrade() else { return };
             {
                 let mut slot = conn.client.lock().await;
-                if slot.as_ref().is_some_and(|c| c.session_id() == session) {
+                if slot.as_ref().is_some_and(|c| watched.is(c)) {
                     slot.take();
                 }
             }
             {
                 let mut current = lock(&conn.current);
-                if current.as_ref().is_some_and(|c| c.session_id() == session) {
+                if current.as_ref().is_some_and(|c| watched.is(c)) {
                     current.take();
                 }
             }

@@ -13,7 +13,7 @@ use tonic::{Status, Streaming};
 
 use crate::{
     events::{session_queue, EventHub, Queued, SessionStream},
-    lifetime::{Lifetime, Refused},
+    lifetime::{Lifetime, Refused, RETIRE_DRAIN},
 };
 
 /// How long a client has to send its Hello.
@@ -40,7 +40,7 @@ pub async fn attach(
         return Err(Status::failed_precondition(format!(
             "protocol version mismatch: client speaks norgopolis.v{}, server {} speaks norgopolis.v{}",
             hello.protocol_version,
-            norgopolis_common::VERSION,
+            norgopolis_common::version(),
             PROTOCOL_VERSION
         )));
     }
@@ -48,7 +48,7 @@ pub async fn attach(
         .open_session(hello.keeps_server_alive)
         .await
         .map_err(|e| match e {
-            Refused::ShuttingDown => Status::unavailable(e.to_string()),
+            Refused::ShuttingDown | Refused::Retiring(_) => Status::unavailable(e.to_string()),
             Refused::TooManySessions(_) => Status::resource_exhausted(e.to_string()),
         })?;
     let id = guard.id();
@@ -65,7 +65,7 @@ pub async fn attach(
         protocol_version: PROTOCOL_VERSION,
         session_id: id,
         server_pid: std::process::id(),
-        server_version: norgopolis_common::VERSION.into(),
+        server_version: norgopolis_common::version().into(),
         keepalive_interval_ms: config.keepalive_interval.as_millis() as u64,
     };
     tx.send(Queued::own(message(Kind::Welcome(welcome))))
@@ -74,10 +74,12 @@ pub async fn attach(
     hub.join(id, tx.clone());
 
     let mut exit = lifetime.exit_watch();
+    let mut retiring = lifetime.retire_watch();
     let hub = hub.clone();
     let timeout = config.client_timeout;
     tokio::spawn(async move {
         let _guard = guard;
+        let mut retired = false;
         let why = loop {
             tokio::select! {
                 next = tokio::time::timeout(timeout, inbound.message()) => match next {
@@ -95,6 +97,16 @@ pub async fn attach(
                         break reason;
                     }
                 },
+                successor = retiring.wait_for(Option::is_some) => {
+                    // Told at once (after the `server.retiring` event), so
+                    // that the client's next call goes to the successor; its
+                    // calls in flight here go on.
+                    let successor = successor.ok().and_then(|s| s.clone()).unwrap_or_default();
+                    let reason = norgopolis_common::version::retiring_message(&successor);
+                    let _ = tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
+                    retired = true;
+                    break reason;
+                }
                 reason = exit.wait_for(Option::is_some) => {
                     let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
                     // The reserved `server.shutdown` event, then the Goodbye.
@@ -107,6 +119,16 @@ pub async fn attach(
             }
         };
         hub.leave(id);
+        if retired {
+            // The session (and so the retirement) lasts until the client
+            // ends its half: it has then seen the goodbye, and its calls no
+            // longer come here, so none can be cut off by our exit. Bounded
+            // like the calls in flight.
+            let _ = tokio::time::timeout(RETIRE_DRAIN, async {
+                while let Ok(Some(_)) = inbound.message().await {}
+            })
+            .await;
+        }
         tracing::info!(session = id, "session ended: {why}");
     });
     Ok(rx)

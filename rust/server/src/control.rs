@@ -5,8 +5,8 @@ use std::{path::Path, sync::Arc, time::Instant};
 use norgopolis_proto::{
     v1::{
         control_server::Control, ClientMessage, ListModulesReply, ListModulesRequest, LoadReply,
-        LoadRequest, PublishReply, PublishRequest, ShutdownReply, ShutdownRequest, StatusReply,
-        StatusRequest, UnloadReply, UnloadRequest,
+        LoadRequest, PublishReply, PublishRequest, RetireReply, RetireRequest, ShutdownReply,
+        ShutdownRequest, StatusReply, StatusRequest, UnloadReply, UnloadRequest,
     },
     PROTOCOL_VERSION,
 };
@@ -15,10 +15,14 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     attach::{attach, AttachConfig},
     events::{EventHub, SERVER_MODULE},
-    lifetime::Lifetime,
+    lifetime::{Lifetime, RETIRE_DRAIN},
     modules::ModuleHost,
     serve::Connections,
 };
+
+/// Event (module `norgopolis`) sent to every session when the server
+/// begins to retire for a newer version: `{successor, pid}`.
+pub const RETIRING_TOPIC: &str = "server.retiring";
 
 /// The control service; one per server.
 pub struct ControlService {
@@ -64,7 +68,7 @@ impl Control for ControlService {
         let counts = self.lifetime.counts().await;
         Ok(Response::new(StatusReply {
             pid: std::process::id(),
-            version: norgopolis_common::VERSION.into(),
+            version: norgopolis_common::version().into(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             socket: self.socket.clone(),
             sessions: counts.sessions,
@@ -136,6 +140,48 @@ impl Control for ControlService {
         };
         self.lifetime.shutdown(reason);
         Ok(Response::new(ShutdownReply {}))
+    }
+
+    async fn retire(
+        &self,
+        request: Request<RetireRequest>,
+    ) -> Result<Response<RetireReply>, Status> {
+        let r = request.into_inner();
+        let ours = norgopolis_common::version();
+        // Only for a newer version: an older client must never push a newer
+        // server out (and two clients can never retire each other's servers
+        // in turn).
+        if !norgopolis_common::version::is_older(ours, &r.successor_version) {
+            return Err(Status::failed_precondition(format!(
+                "retire refused: this server is norgopolis {ours}, not older than {:?}",
+                r.successor_version
+            )));
+        }
+        let calls = self.lifetime.counts().await.calls;
+        let first = self.lifetime.successor().is_none();
+        if first {
+            // The event first, so every session has it before its Goodbye.
+            self.hub.announce(
+                RETIRING_TOPIC,
+                vec![
+                    ("successor", r.successor_version.as_str().into()),
+                    ("pid", std::process::id().into()),
+                ],
+            );
+        }
+        if self.lifetime.retire(&r.successor_version) {
+            tracing::info!(
+                successor = %r.successor_version,
+                requested_by = r.pid,
+                calls,
+                "retiring: a newer norgopolis takes over"
+            );
+        }
+        Ok(Response::new(RetireReply {
+            pid: std::process::id(),
+            calls_in_flight: calls,
+            drain_limit_ms: RETIRE_DRAIN.as_millis() as u64,
+        }))
     }
 
     async fn publish(

@@ -13,6 +13,15 @@
 //! and the exit decision still cannot both win. The task hears of the
 //! count going from zero to one and back (fire and forget) to run its
 //! timers.
+//!
+//! Retiring (the upgrade handover, see `control.rs`) is an exit in two
+//! steps: first new sessions and calls are refused with the retiring
+//! message (so their clients know they were not run and take them to the
+//! successor), while calls in flight go on and sessions are told; the exit
+//! itself is decided when the last of those calls has ended and the last
+//! session has left (its client saw the goodbye, so none of its calls can
+//! arrive after the exit and be cut off unanswered), or when
+//! [`RETIRE_DRAIN`] has passed.
 
 use std::{
     sync::{
@@ -26,6 +35,12 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
     time::Instant,
 };
+
+/// Longest a retiring server waits for its calls in flight and its
+/// sessions to leave before it exits anyway (a stuck call or client must
+/// not hold the upgrade); such calls then end with the exit's usual drain
+/// and the stop of their modules.
+pub const RETIRE_DRAIN: Duration = Duration::from_secs(5);
 
 /// Why the server is going away; sent to every session before it is dropped.
 pub type ExitReason = String;
@@ -44,6 +59,8 @@ enum Msg {
     Shutdown {
         reason: ExitReason,
     },
+    /// Refuse sessions now; exit once calls in flight are done.
+    Retire,
     Counts {
         reply: oneshot::Sender<Counts>,
     },
@@ -73,7 +90,7 @@ impl CallCount {
                 (w & CLOSING == 0).then_some(w + 1)
             })
             .map(|before| before == 0)
-            .map_err(|_| ShuttingDown)
+            .map_err(|_| ShuttingDown(None))
     }
 
     /// Uncounts a call; true if it was the last in flight.
@@ -105,6 +122,9 @@ pub struct Lifetime {
     tx: mpsc::UnboundedSender<Msg>,
     calls: Arc<CallCount>,
     exit: watch::Receiver<Option<ExitReason>>,
+    /// The successor's version once retiring; set before calls are closed,
+    /// so every refusal after that names it.
+    retiring: Arc<watch::Sender<Option<String>>>,
 }
 
 /// An attached session; dropping it tells the lifetime task it left.
@@ -144,17 +164,24 @@ impl Drop for CallGuard {
     }
 }
 
-/// The server is exiting and takes no new sessions or calls.
+/// The server is exiting and takes no new sessions or calls; when it
+/// retires for a newer version, that version.
 #[derive(Debug, thiserror::Error)]
-#[error("server is shutting down")]
-pub struct ShuttingDown;
+#[error("{}", match .0 {
+    Some(successor) => norgopolis_common::version::retiring_message(successor),
+    None => "server is shutting down".to_string(),
+})]
+pub struct ShuttingDown(Option<String>);
 
 /// Why a session was not opened.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Refused {
     /// The server is exiting.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The server is retiring for the given (newer) version.
+    #[error("{}", norgopolis_common::version::retiring_message(.0))]
+    Retiring(String),
     /// `max_sessions` sessions are attached already.
     #[error("too many sessions: the limit of {0} (max_sessions in config.toml) is reached")]
     TooManySessions(u32),
@@ -168,15 +195,24 @@ impl Lifetime {
         let (tx, rx) = mpsc::unbounded_channel();
         let (exit_tx, exit) = watch::channel(None);
         let calls = Arc::new(CallCount(AtomicU64::new(0)));
+        let retiring = Arc::new(watch::channel(None).0);
         tokio::spawn(run(
             rx,
             calls.clone(),
             exit_tx,
-            linger,
-            idle_timeout,
+            Timing {
+                linger,
+                idle_timeout,
+                retire_drain: RETIRE_DRAIN,
+            },
             max_sessions,
         ));
-        Lifetime { tx, calls, exit }
+        Lifetime {
+            tx,
+            calls,
+            exit,
+            retiring,
+        }
     }
 
     /// Registers a session; refused once the exit has been decided or
@@ -186,7 +222,12 @@ impl Lifetime {
         self.tx
             .send(Msg::Open { keeps_alive, reply })
             .map_err(|_| Refused::ShuttingDown)?;
-        let id = rx.await.map_err(|_| Refused::ShuttingDown)??;
+        let id = rx.await.map_err(|_| Refused::ShuttingDown)?.map_err(|e| {
+            match (e, self.successor()) {
+                (Refused::ShuttingDown, Some(successor)) => Refused::Retiring(successor),
+                (e, _) => e,
+            }
+        })?;
         Ok(SessionGuard {
             id,
             keeps_alive,
@@ -197,7 +238,11 @@ impl Lifetime {
     /// Registers a call; refused once the exit has been decided. Never
     /// waits for the lifetime task.
     pub async fn begin_call(&self) -> Result<CallGuard, ShuttingDown> {
-        if self.calls.start()? {
+        if self
+            .calls
+            .start()
+            .map_err(|_| ShuttingDown(self.successor()))?
+        {
             // Out of idleness: the task stops its timer.
             let _ = self.tx.send(Msg::CallsChanged);
         }
@@ -216,6 +261,42 @@ impl Lifetime {
         });
     }
 
+    /// Starts retiring for `successor` (a newer version): from now on
+    /// sessions and calls are refused with the retiring message, and the
+    /// exit follows once the calls in flight are done (at most
+    /// [`RETIRE_DRAIN`]). False if the server was already exiting or
+    /// retiring.
+    pub fn retire(&self, successor: &str) -> bool {
+        if self.exit.borrow().is_some() {
+            return false;
+        }
+        // The successor first, then the closing bit: a refused call always
+        // finds the successor to name.
+        let first = self.retiring.send_if_modified(|s| {
+            let first = s.is_none();
+            if first {
+                *s = Some(successor.to_string());
+            }
+            first
+        });
+        if !first {
+            return false;
+        }
+        self.calls.close();
+        let _ = self.tx.send(Msg::Retire);
+        true
+    }
+
+    /// The version we retire for, once retiring.
+    pub fn successor(&self) -> Option<String> {
+        self.retiring.borrow().clone()
+    }
+
+    /// Watches for retirement: `Some(successor)` once it has begun.
+    pub fn retire_watch(&self) -> watch::Receiver<Option<String>> {
+        self.retiring.subscribe()
+    }
+
     /// Current session and call counts.
     pub async fn counts(&self) -> Counts {
         let (reply, rx) = oneshot::channel();
@@ -231,14 +312,27 @@ impl Lifetime {
     }
 }
 
+/// The lifetime task's timers.
+struct Timing {
+    linger: Duration,
+    idle_timeout: Duration,
+    retire_drain: Duration,
+}
+
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Msg>,
     call_count: Arc<CallCount>,
     exit: watch::Sender<Option<ExitReason>>,
-    linger: Duration,
-    idle_timeout: Duration,
+    timing: Timing,
     max_sessions: u32,
 ) {
+    let Timing {
+        linger,
+        idle_timeout,
+        retire_drain,
+    } = timing;
+    // Set while retiring: when to exit even with calls still running.
+    let mut retire_by: Option<Instant> = None;
     let mut next_id: u64 = 1;
     let mut sessions: u32 = 0;
     let mut keeping_sessions: u32 = 0;
@@ -249,6 +343,17 @@ async fn run(
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
+            _ = sleep_until(retire_by) => {
+                retire_by = None;
+                let reason = format!(
+                    "retired for a newer norgopolis with {} calls still running after {} ms",
+                    call_count.calls(),
+                    retire_drain.as_millis()
+                );
+                tracing::warn!("exiting: {reason}");
+                let _ = exit.send(Some(reason));
+                continue;
+            }
             _ = sleep_until(deadline) => {
                 if !call_count.close_if_idle() {
                     // A call started just now; its CallsChanged is on the
@@ -301,11 +406,23 @@ async fn run(
                 tracing::debug!(session = id, "session closed");
             }
             Msg::CallsChanged => {}
-            Msg::Shutdown { reason } => {
+            Msg::Retire => {
                 if !closing {
+                    closing = true;
+                    deadline = None;
+                    retire_by = Some(Instant::now() + retire_drain);
+                    tracing::info!(
+                        calls = call_count.calls(),
+                        "retiring for a newer norgopolis: refusing new sessions and calls"
+                    );
+                }
+            }
+            Msg::Shutdown { reason } => {
+                if !closing || retire_by.is_some() {
                     tracing::info!("exiting: {reason}");
                     closing = true;
                     deadline = None;
+                    retire_by = None;
                     let _ = exit.send(Some(reason));
                 }
                 continue;
@@ -315,6 +432,14 @@ async fn run(
                 let _ = reply.send(Counts { sessions, calls });
                 continue;
             }
+        }
+        if retire_by.is_some() && call_count.calls() == 0 && sessions == 0 {
+            // The last call in flight is done and every client has seen the
+            // goodbye (see attach.rs): the retirement is complete.
+            retire_by = None;
+            let reason = "retired for a newer norgopolis".to_string();
+            tracing::info!("exiting: {reason}");
+            let _ = exit.send(Some(reason));
         }
         if closing {
             continue;
@@ -460,5 +585,58 @@ mod tests {
             life.begin_call().await.is_err(),
             "call accepted after exit decision"
         );
+    }
+
+    /// Waits for the exit decision and returns its reason.
+    async fn exit_reason(life: &Lifetime) -> ExitReason {
+        let mut exit = life.exit_watch();
+        let reason = exit.wait_for(Option::is_some).await.unwrap();
+        reason.clone().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retiring_refuses_newcomers_and_exits_when_calls_and_sessions_have_left() {
+        let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300), 8);
+        let session = life.open_session(true).await.unwrap();
+        let call = life.begin_call().await.unwrap();
+        let started = Instant::now();
+        assert!(life.retire("9.0.0"));
+        assert!(!life.retire("9.0.1"), "retired twice");
+        let refused = life.begin_call().await.err().unwrap().to_string();
+        assert!(
+            norgopolis_common::version::is_retiring(&refused),
+            "{refused}"
+        );
+        assert!(refused.contains("9.0.0"), "{refused}");
+        assert!(matches!(
+            life.open_session(true).await,
+            Err(Refused::Retiring(s)) if s == "9.0.0"
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            life.exit_watch().borrow().is_none(),
+            "exited with a call in flight"
+        );
+        drop(call);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            life.exit_watch().borrow().is_none(),
+            "exited before the session's client had seen the goodbye"
+        );
+        drop(session);
+        let reason = exit_reason(&life).await;
+        assert_eq!(reason, "retired for a newer norgopolis");
+        assert!(Instant::now() < started + RETIRE_DRAIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_call_holds_a_retirement_for_the_drain_limit_only() {
+        let life = Lifetime::start(Duration::from_secs(3), Duration::from_secs(300), 8);
+        let _stuck = life.begin_call().await.unwrap();
+        let started = Instant::now();
+        assert!(life.retire("9.0.0"));
+        let reason = exit_reason(&life).await;
+        assert_eq!(started.elapsed(), RETIRE_DRAIN);
+        assert!(reason.contains("1 calls still running"), "{reason}");
     }
 }

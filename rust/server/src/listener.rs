@@ -225,17 +225,34 @@ struct Watch {
     last: Seen,
 }
 
-impl Drop for Bound {
-    fn drop(&mut self) {
-        let ours = self.listening.get_mut().map(|l| l.file).ok();
-        // Never remove a socket put in place of ours.
+impl Bound {
+    /// Removes our socket (never one put in its place) and the pid file,
+    /// keeping the lock: new clients stop finding us, while no new server
+    /// can start until we are gone (our modules included). Idempotent.
+    pub fn unlink(&self) {
+        let ours = self
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file;
         let still_ours = std::fs::symlink_metadata(&self.places.socket)
-            .map(|m| Some(FileId::of(&m)) == ours)
+            .map(|m| FileId::of(&m) == ours)
             .unwrap_or(false);
         if still_ours {
             let _ = std::fs::remove_file(&self.places.socket);
         }
-        let _ = std::fs::remove_file(&self.places.pid_file);
+        let pid_is_ours = std::fs::read_to_string(&self.places.pid_file)
+            .is_ok_and(|p| p.trim() == std::process::id().to_string());
+        if pid_is_ours {
+            let _ = std::fs::remove_file(&self.places.pid_file);
+        }
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        // The lock (a field) is released after this.
+        self.unlink();
     }
 }
 
@@ -393,6 +410,30 @@ mod tests {
         assert_eq!(watch.last, Seen::Replaced);
         drop(bound);
         assert!(places.socket.exists(), "a socket not ours was removed");
+    }
+
+    #[tokio::test]
+    async fn unlinking_keeps_the_lock_until_the_bound_socket_is_dropped() {
+        let (_tmp, places) = places();
+        let bound = Bound::acquire(&places, Duration::from_secs(1))
+            .await
+            .unwrap();
+        bound.unlink();
+        assert!(!places.socket.exists(), "socket left in place");
+        assert!(!places.pid_file.exists(), "pid file left in place");
+        // A successor waits for us (our modules stop in between).
+        let err = Bound::acquire(&places, Duration::from_millis(100))
+            .await
+            .err()
+            .expect("a second server started while the first held its lock");
+        assert!(
+            err.to_string().contains("another norgopolis server"),
+            "{err}"
+        );
+        drop(bound);
+        Bound::acquire(&places, Duration::from_secs(1))
+            .await
+            .expect("the lock is free once the first is gone");
     }
 
     #[tokio::test]

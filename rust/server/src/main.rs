@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         }
     };
     if args.version {
-        println!("norgopolis-server {}", norgopolis_common::VERSION);
+        println!("norgopolis-server {}", norgopolis_common::version());
         return ExitCode::SUCCESS;
     }
     if args.check_config {

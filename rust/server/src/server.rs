@@ -178,7 +178,7 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
         socket = %bound.socket().display(),
         dirs = ?settings.modules_dirs,
         "norgopolis-server {} listening",
-        norgopolis_common::VERSION
+        norgopolis_common::version()
     );
     // Autostart runs while we serve (its modules may call back in); the
     // readiness report waits for it, briefly, so that a client that started
@@ -199,9 +199,12 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
         }
     }
     // Unlink the socket first so new clients start a fresh server instead of
-    // knocking on a closing one, then stop the modules.
-    drop(bound);
+    // knocking on a closing one, then stop the modules, and only then let go
+    // of the lock (with `bound`): a successor waiting for it never runs a
+    // module while ours still runs.
+    bound.unlink();
     host.stop_all().await;
+    drop(bound);
     tracing::info!("norgopolis-server exited cleanly");
     Ok(())
 }
