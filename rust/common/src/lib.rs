@@ -1,7 +1,9 @@
 //! What the norgopolis server and its clients must agree on without talking:
 //! where things live ([`places`]), which module names are acceptable
-//! ([`names`]) and who is at the other end of the socket ([`peer`]).
+//! ([`names`]), who is at the other end of the socket ([`peer`]) and how
+//! durations are written ([`duration`]).
 
+pub mod duration;
 pub mod names;
 pub mod peer;
 pub mod places;

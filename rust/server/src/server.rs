@@ -62,6 +62,7 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
                 max_concurrent_calls: settings.max_calls_per_module,
                 stderr_lines_per_second: settings.stderr_lines_per_second,
                 failures: Arc::new(FailureLog::default()),
+                idle_unload: settings.idle_unload,
             },
         )
         .context("cannot start the module spawner")?,

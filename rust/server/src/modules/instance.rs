@@ -26,6 +26,7 @@ use tonic::Status;
 use super::{
     conn::{self, ConnEnd, ConnTask, ModuleConn, ModuleStream, Ping},
     failures::FailureLog,
+    idle::Activity,
     lean,
     locate::Located,
     manifest::Transport,
@@ -52,6 +53,8 @@ pub struct InstanceOptions {
     pub stderr_lines_per_second: u32,
     /// Where failures are remembered for `Status`.
     pub failures: Arc<FailureLog>,
+    /// Idle unload for modules whose manifest does not say (`None`: never).
+    pub idle_unload: Option<Duration>,
 }
 
 impl Default for InstanceOptions {
@@ -67,6 +70,7 @@ impl Default for InstanceOptions {
             max_concurrent_calls: defaults::MAX_CALLS_PER_MODULE,
             stderr_lines_per_second: defaults::STDERR_LINES_PER_SECOND,
             failures: Arc::default(),
+            idle_unload: None,
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct Instance {
     pub located: Located,
     /// Process id.
     pub pid: u32,
+    /// Its calls, for idle unload (see `idle.rs`).
+    pub activity: Arc<Activity>,
     started: Instant,
     client: ModuleConn,
     calls_served: AtomicU64,
@@ -279,6 +285,7 @@ impl Instance {
             name,
             located,
             pid,
+            activity: Arc::default(),
             started: Instant::now(),
             client,
             calls_served: AtomicU64::new(0),
