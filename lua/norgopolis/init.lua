@@ -363,8 +363,10 @@ end
 
 --- Modules on disk and whether each is loaded: `cb(err, reply)` with
 --- `{ modules = { { name, path, loaded, version, description, functions,
---- function_docs, dependencies, autostart, error } }, dirs }` (`function_docs[i]`
---- documents `functions[i]`, `""` when the manifest gives none).
+--- function_docs, function_args, function_results, dependencies, autostart, error } },
+--- dirs }` (`function_docs[i]` documents `functions[i]`, and `function_args[i]`,
+--- `function_results[i]` are its declared signature, `""` when the manifest gives
+--- none).
 ---@param cb fun(err: norgopolis.Error?, reply: table?)
 function M.modules(cb)
   check_cb("modules", cb)

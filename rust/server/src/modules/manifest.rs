@@ -529,6 +529,15 @@ functions = ["query", { name = "index", doc = "reindex" }]
     }
 
     #[test]
+    fn the_bundled_echo_manifest_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../modules/echo/module.toml");
+        let m = Manifest::load(&path, "echo").unwrap();
+        let count = m.args_type("count").unwrap();
+        assert!(count.check_msgpack(&[0x03]).is_ok());
+        assert!(m.args_type("pid").is_none(), "pid ignores its arguments");
+    }
+
+    #[test]
     fn escaping_exec_is_refused() {
         for exec in ["../evil.sh", "/bin/sh", ""] {
             let e = error(&format!("exec = {exec:?}\n"));
