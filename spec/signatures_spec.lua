@@ -5,12 +5,7 @@ local function complete(line)
   return vim.fn.getcompletion(line, "cmdline")
 end
 
-local function checkhealth()
-  vim.cmd("checkhealth norgopolis")
-  local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
-  vim.cmd("bwipeout!")
-  return table.concat(lines, "\n")
-end
+local checkhealth = helpers.checkhealth
 
 --- A module folder running the echo binary with `functions` as its
 --- manifest's functions (TOML text).
@@ -20,7 +15,8 @@ local function module_folder(name, functions)
   local dir = helpers.modules .. "/" .. name
   vim.fn.mkdir(dir, "p")
   vim.uv.fs_symlink(helpers.echo, dir .. "/" .. name)
-  vim.fn.writefile({ "functions = [", functions, "]" }, dir .. "/module.toml")
+  local lines = vim.split("functions = [\n" .. functions .. "\n]", "\n")
+  vim.fn.writefile(lines, dir .. "/module.toml")
 end
 
 describe("signatures", function()

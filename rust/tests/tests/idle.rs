@@ -54,7 +54,10 @@ async fn an_idle_module_is_unloaded_and_the_next_call_starts_it_again() {
     assert_eq!(field(&exited, "cause").as_str(), Some("idle"), "{exited}");
     assert_eq!(field(&exited, "pid").as_u64(), Some(u64::from(first)));
     assert_eq!(field(&exited, "requested").as_bool(), Some(true));
-    assert!(wait_pid_exit(first, WAIT).await, "the idle module's process is gone");
+    assert!(
+        wait_pid_exit(first, WAIT).await,
+        "the idle module's process is gone"
+    );
     assert_eq!(state(&client, "napper").await.as_deref(), Some("idle"));
 
     let second = pid(&client, "napper").await;

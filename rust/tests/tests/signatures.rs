@@ -11,10 +11,10 @@ use std::{
     process::{Command, Stdio},
 };
 
-use norgopolis_client::{Client, ClientError, ConnectOptions, Transport};
+use norgopolis_client::{Client, ClientError, Transport};
 use norgopolis_tests::*;
 use rmpv::Value;
-use support::{map, write_script};
+use support::{client_with, map, write_script};
 use tonic::Code;
 
 fn repo() -> PathBuf {
@@ -82,16 +82,10 @@ fn recorder(sb: &Sandbox) {
     .unwrap();
 }
 
-async fn client_with(sb: &Sandbox, transport: Transport) -> Client {
-    let opts = ConnectOptions::new("test")
-        .socket(&sb.socket)
-        .spawn(false)
-        .transport(transport);
-    Client::connect(opts).await.expect("attach to the server")
-}
-
 async fn call(client: &Client, function: &str, args: &Value) -> Result<Vec<Value>, ClientError> {
-    client.call::<Value, Value>("recorder", function, args).await
+    client
+        .call::<Value, Value>("recorder", function, args)
+        .await
 }
 
 fn list(items: Vec<Value>) -> Value {
@@ -135,11 +129,27 @@ fn fitting() -> Vec<(&'static str, Value)> {
 fn refused() -> Vec<(&'static str, Value, &'static str)> {
     vec![
         ("t_nil", 1.into(), "args: expected nil, got integer"),
-        ("t_boolean", "yes".into(), "args: expected boolean, got string"),
-        ("t_integer", 1.5.into(), "args: expected integer, got number"),
+        (
+            "t_boolean",
+            "yes".into(),
+            "args: expected boolean, got string",
+        ),
+        (
+            "t_integer",
+            1.5.into(),
+            "args: expected integer, got number",
+        ),
         ("t_number", "1".into(), "args: expected number, got string"),
-        ("t_string", Value::Binary(vec![1]), "args: expected string, got binary"),
-        ("t_binary", "text".into(), "args: expected binary, got string"),
+        (
+            "t_string",
+            Value::Binary(vec![1]),
+            "args: expected string, got binary",
+        ),
+        (
+            "t_binary",
+            "text".into(),
+            "args: expected binary, got string",
+        ),
         (
             "t_array",
             list(vec![1.into(), "2".into()]),
@@ -160,14 +170,26 @@ fn refused() -> Vec<(&'static str, Value, &'static str)> {
             map(&[("path", "a".into()), ("limt", 3.into())]),
             "args: unexpected key \"limt\" (expected path, limit)",
         ),
-        ("t_map", Value::Nil, "args: expected {path: string, limit?: integer}, got nil"),
+        (
+            "t_map",
+            Value::Nil,
+            "args: expected {path: string, limit?: integer}, got nil",
+        ),
         (
             "t_union",
             map(&[("n", "4".into())]),
             "args.n: expected integer, got string",
         ),
-        ("t_union", "4".into(), "args: expected integer | {n: integer}, got string"),
-        ("t_optional", 1.into(), "args: expected string | nil, got integer"),
+        (
+            "t_union",
+            "4".into(),
+            "args: expected integer | {n: integer}, got string",
+        ),
+        (
+            "t_optional",
+            1.into(),
+            "args: expected string | nil, got integer",
+        ),
         (
             "t_nested",
             map(&[(
@@ -203,9 +225,9 @@ async fn every_type_is_checked_on_both_transports_before_the_module_sees_the_cal
             expected_seen.push(Value::from(function));
         }
         for (function, args, message) in refused() {
-            let e = call(&client, function, &args)
-                .await
-                .expect_err(&format!("{function}({args}) over {transport:?} was let through"));
+            let e = call(&client, function, &args).await.expect_err(&format!(
+                "{function}({args}) over {transport:?} was let through"
+            ));
             assert_eq!(e.code(), Code::InvalidArgument, "{function}: {e}");
             let text = e.message();
             assert!(
@@ -289,13 +311,20 @@ async fn the_cli_prints_signatures() {
         ),
         "{text}"
     );
-    assert!(lines.contains(&"t_array  ([integer]) -> [integer]"), "{text}");
+    assert!(
+        lines.contains(&"t_array  ([integer]) -> [integer]"),
+        "{text}"
+    );
     // No signature: the name alone, as completion scripts expect.
     assert!(lines.contains(&"seen"), "{text}");
     // Over the server's list too.
     let client = client_with(&sb, Transport::Lean).await;
     let listed = client.list_modules().await.unwrap();
-    let m = listed.modules.iter().find(|m| m.name == "recorder").unwrap();
+    let m = listed
+        .modules
+        .iter()
+        .find(|m| m.name == "recorder")
+        .unwrap();
     let i = m.functions.iter().position(|f| f == "t_union").unwrap();
     assert_eq!(m.function_args[i], "integer | { n: integer }");
     assert_eq!(m.function_results[i], "integer | { n: integer }");
