@@ -110,7 +110,7 @@ impl Router {
             args
         };
         let (instance, busy) = self.instance(module, deadline, timeout).await?;
-        check_args(&instance, module, &function, &args)?;
+        check_args(&instance, module, &function, &args).map_err(Status::invalid_argument)?;
         let nested = conn.is_some_and(|c| c.is_from_module(|pid| self.host.is_module_pid(pid)));
         let (inner, in_flight) = instance
             .invoke_until(function, args, deadline, nested)
@@ -170,13 +170,13 @@ impl Router {
 }
 
 /// Refuses arguments that do not fit the function's declared signature
-/// before the module sees them.
+/// before the module sees them; the error says where and how.
 fn check_args(
     instance: &Instance,
     module: &str,
     function: &str,
     args: &[u8],
-) -> Result<(), Status> {
+) -> Result<(), String> {
     let Some(ty) = instance
         .located
         .manifest
@@ -185,11 +185,8 @@ fn check_args(
     else {
         return Ok(());
     };
-    ty.check_msgpack(args).map_err(|e| {
-        Status::invalid_argument(format!(
-            "{e} (module '{module}' function '{function}' takes {ty})"
-        ))
-    })
+    ty.check_msgpack(args)
+        .map_err(|e| format!("{e} (module '{module}' function '{function}' takes {ty})"))
 }
 
 impl RoutedCall {
