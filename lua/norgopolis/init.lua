@@ -70,7 +70,7 @@
 --- | topic             | payload |
 --- |-------------------|---------|
 --- | `module.loaded`   | `{ name, pid, path, cause, restarts }` (cause: "call", "load", "autostart", "dependency", "restart") |
---- | `module.exited`   | `{ name, pid, status, requested }` |
+--- | `module.exited`   | `{ name, pid, status, requested, cause }` (cause: "idle", "stop" or "exit") |
 --- | `module.crashed`  | `{ name, pid, status, reason, restarts, restart_in_ms }` (status like "exit status 3"; restart_in_ms nil unless it will be restarted) |
 --- | `module.failed`   | `{ name, error }` |
 --- | `server.shutdown` | `{ reason }`, just before the server says goodbye |
