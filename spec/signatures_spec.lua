@@ -32,7 +32,8 @@ describe("signatures", function()
   end)
 
   teardown(function()
-    -- Other spec files share the modules dir.
+    -- Other spec files share the modules dir and the server.
+    helpers.await(norgopolis.unload, "typed")
     vim.fn.delete(helpers.modules .. "/typed", "rf")
     vim.fn.delete(helpers.modules .. "/badsig", "rf")
   end)
