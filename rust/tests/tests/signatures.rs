@@ -221,7 +221,11 @@ async fn every_type_is_checked_on_both_transports_before_the_module_sees_the_cal
             let got = call(&client, function, &args)
                 .await
                 .unwrap_or_else(|e| panic!("{function}({args}) over {transport:?}: {e}"));
-            assert_eq!(got, std::slice::from_ref(&args), "{function} over {transport:?}");
+            assert_eq!(
+                got,
+                std::slice::from_ref(&args),
+                "{function} over {transport:?}"
+            );
             expected_seen.push(Value::from(function));
         }
         for (function, args, message) in refused() {
