@@ -73,8 +73,8 @@ pub enum Command {
         /// Module name.
         name: String,
     },
-    /// Print the functions MODULE declares, one per line: the name (first,
-    /// for completion), then its signature `(args) -> result` if it declares one.
+    /// Print the functions MODULE declares, one per line (for completion).
+    /// After the name comes its signature, `(args) -> result`, if declared.
     Functions {
         /// Module name.
         module: String,

@@ -118,6 +118,8 @@ pub struct Settings {
     pub listen_tcp: Option<SocketAddr>,
     /// Deadline for calls whose caller set none (`None`: no deadline).
     pub call_timeout: Option<Duration>,
+    /// Idle unload of modules whose manifest does not say (`None`: never).
+    pub idle_unload: Option<Duration>,
     /// Most sessions attached at once.
     pub max_sessions: u32,
     /// Most calls in flight on one client connection (a session's calls
@@ -143,8 +145,6 @@ pub struct Settings {
     /// A paused call still holding its module slot is cancelled when its
     /// caller reads nothing for this long.
     pub stall_timeout: Duration,
-    /// Idle unload of modules whose manifest does not say (`None`: never).
-    pub idle_unload: Option<Duration>,
     /// Panic once started (`--debug-panic`, for tests of the panic report).
     pub debug_panic: bool,
 }
@@ -262,6 +262,7 @@ impl Settings {
             restart_backoff: args.restart_backoff.unwrap_or(Duration::from_millis(250)),
             listen_tcp: args.listen_tcp.or(config.listen_tcp),
             call_timeout: config.call_timeout.flatten(),
+            idle_unload: config.idle_unload.flatten(),
             max_sessions: config.max_sessions.unwrap_or(defaults::MAX_SESSIONS),
             max_calls_per_session: config
                 .max_calls_per_session
@@ -287,7 +288,6 @@ impl Settings {
                 .first_call_timeout
                 .unwrap_or(defaults::FIRST_CALL_TIMEOUT),
             stall_timeout: config.stall_timeout.unwrap_or(defaults::STALL_TIMEOUT),
-            idle_unload: config.idle_unload.flatten(),
             debug_panic: args.debug_panic,
         })
     }

@@ -45,6 +45,8 @@ pub struct InstanceOptions {
     pub max_message_size: usize,
     /// Time a module gets after stdin closes, and again after SIGTERM.
     pub grace: Duration,
+    /// Idle unload for modules whose manifest does not say (`None`: never).
+    pub idle_unload: Option<Duration>,
     /// Ping interval and timeout on the module connection.
     pub ping: Ping,
     /// Calls one module runs at once; more wait in line.
@@ -53,8 +55,6 @@ pub struct InstanceOptions {
     pub stderr_lines_per_second: u32,
     /// Where failures are remembered for `Status`.
     pub failures: Arc<FailureLog>,
-    /// Idle unload for modules whose manifest does not say (`None`: never).
-    pub idle_unload: Option<Duration>,
 }
 
 impl Default for InstanceOptions {
@@ -63,6 +63,7 @@ impl Default for InstanceOptions {
         InstanceOptions {
             max_message_size: defaults::MAX_MESSAGE_SIZE,
             grace: defaults::MODULE_GRACE,
+            idle_unload: None,
             ping: Ping {
                 interval: defaults::MODULE_PING_INTERVAL,
                 timeout: defaults::MODULE_PING_TIMEOUT,
@@ -70,7 +71,6 @@ impl Default for InstanceOptions {
             max_concurrent_calls: defaults::MAX_CALLS_PER_MODULE,
             stderr_lines_per_second: defaults::STDERR_LINES_PER_SECOND,
             failures: Arc::default(),
-            idle_unload: None,
         }
     }
 }
