@@ -1,12 +1,7 @@
 local helpers = require("helpers")
 local norgopolis = require("norgopolis")
 
-local function checkhealth()
-  vim.cmd("checkhealth norgopolis")
-  local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
-  vim.cmd("bwipeout!")
-  return table.concat(lines, "\n")
-end
+local checkhealth = helpers.checkhealth
 
 describe(":checkhealth norgopolis", function()
   after_each(function()

@@ -125,6 +125,15 @@ function M.capture_notify(f, until_fn)
   return msgs
 end
 
+--- Runs `:checkhealth norgopolis` and returns its report as one string.
+---@return string
+function M.checkhealth()
+  vim.cmd("checkhealth norgopolis")
+  local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+  vim.cmd("bwipeout!")
+  return table.concat(lines, "\n")
+end
+
 --- Whether a process exists.
 ---@param pid integer
 ---@return boolean

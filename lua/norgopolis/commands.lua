@@ -225,6 +225,8 @@ M.commands = {
         return module_complete(lead)
       elseif #args == 2 then
         return complete.filter(complete.function_names(args[1]), lead)
+      elseif #args == 3 then
+        return complete.args_hint(args[1], args[2], lead)
       end
       return {}
     end,

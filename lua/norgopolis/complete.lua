@@ -8,7 +8,11 @@
 
 local M = {}
 
----@type table<string, { functions: string[] }>
+---@class norgopolis.Signature
+---@field args? string the declared shape of the arguments
+---@field result? string the declared shape of each result
+
+---@type table<string, { functions: string[], signatures: table<string, norgopolis.Signature> }>
 local known = {}
 
 ---@type table<string, string[]> functions modules listed when asked
@@ -20,7 +24,16 @@ function M.remember(reply)
   -- A fresh list may follow a reload: ask modules again next time.
   asked = {}
   for _, m in ipairs(reply.modules or {}) do
-    known[m.name] = { functions = m.functions or {} }
+    local signatures = {}
+    for i, f in ipairs(m.functions or {}) do
+      local args = (m.function_args or {})[i]
+      local result = (m.function_results or {})[i]
+      signatures[f] = {
+        args = args ~= "" and args or nil,
+        result = result ~= "" and result or nil,
+      }
+    end
+    known[m.name] = { functions = m.functions or {}, signatures = signatures }
   end
 end
 
@@ -41,6 +54,34 @@ local function read_manifest(file)
     local t = native.read_toml(file)
     return type(t) == "table" and t or nil
   end
+end
+
+--- The manifest functions of `module` on disk, as `{ name, args?, result? }`.
+---@param module string
+---@return { name: string, args?: string, result?: string }[]
+local function disk_functions(module)
+  local config = require("norgopolis.config")
+  local paths = require("norgopolis.paths")
+  local ok, cfg = pcall(config.get)
+  local out = {}
+  for _, m in ipairs(paths.disk_modules(paths.search_dirs(ok and cfg or config.defaults))) do
+    if m.name == module and m.manifest then
+      local manifest = read_manifest(m.manifest)
+      for _, f in ipairs(manifest and manifest.functions or {}) do
+        local name = type(f) == "table" and f.name or f
+        if type(name) == "string" then
+          local sig = type(f) == "table" and f or {}
+          table.insert(out, {
+            name = name,
+            args = type(sig.args) == "string" and sig.args or nil,
+            result = type(sig.result) == "string" and sig.result or nil,
+          })
+        end
+      end
+      break -- the first dir holding the module is the one the server loads
+    end
+  end
+  return out
 end
 
 --- Module names from disk and the server, sorted.
@@ -105,23 +146,12 @@ end
 ---@param module string
 ---@return string[]
 function M.function_names(module)
-  local config = require("norgopolis.config")
-  local paths = require("norgopolis.paths")
-  local ok, cfg = pcall(config.get)
   local names = {}
   for _, f in ipairs(known[module] and known[module].functions or {}) do
     names[f] = true
   end
-  for _, m in ipairs(paths.disk_modules(paths.search_dirs(ok and cfg or config.defaults))) do
-    if m.name == module and m.manifest then
-      local manifest = read_manifest(m.manifest)
-      for _, f in ipairs(manifest and manifest.functions or {}) do
-        local name = type(f) == "table" and f.name or f
-        if type(name) == "string" then
-          names[name] = true
-        end
-      end
-    end
+  for _, f in ipairs(disk_functions(module)) do
+    names[f.name] = true
   end
   if vim.tbl_isempty(names) and not vim.in_fast_event() then
     for _, f in ipairs(ask_module(module) or {}) do
@@ -131,6 +161,49 @@ function M.function_names(module)
   local list = vim.tbl_keys(names)
   table.sort(list)
   return list
+end
+
+--- The declared signature of `module`'s function `fn` (from its manifest
+--- on disk, else the server's list), or nil when it declares none.
+---@param module string
+---@param fn string
+---@return norgopolis.Signature?
+function M.signature(module, fn)
+  for _, f in ipairs(disk_functions(module)) do
+    if f.name == fn and (f.args or f.result) then
+      return { args = f.args, result = f.result }
+    end
+  end
+  local sig = known[module] and known[module].signatures[fn]
+  if sig and (sig.args or sig.result) then
+    return sig
+  end
+end
+
+--- A signature as one line: `(args) -> result` (`any` for undeclared args).
+---@param sig norgopolis.Signature
+---@return string
+function M.format_signature(sig)
+  local text = ("(%s)"):format(sig.args or "any")
+  if sig.result then
+    text = text .. " -> " .. sig.result
+  end
+  return text
+end
+
+--- Completion of a call's arguments: the declared shape of `fn`'s
+--- arguments, as a reminder of what to type (command-line completion
+--- lists only text, so the signature is the listed text), or nothing.
+---@param module string
+---@param fn string
+---@param lead string
+---@return string[]
+function M.args_hint(module, fn, lead)
+  local sig = M.signature(module, fn)
+  if not sig or not sig.args or lead ~= "" then
+    return {}
+  end
+  return { sig.args }
 end
 
 --- Entries of `list` starting with `lead`.

@@ -272,6 +272,26 @@ local function cli_list(cfg, dirs)
   return parsed.modules
 end
 
+---@param s any
+---@return string?
+local function nonempty(s)
+  return type(s) == "string" and s ~= "" and s or nil
+end
+
+--- Lists the declared signatures of `module`'s functions (manifest-style
+--- entries: a name, or a table `{ name, args?, result? }`).
+---@param module string
+---@param functions any[]
+local function report_signatures(module, functions)
+  local complete = require("norgopolis.complete")
+  for _, f in ipairs(type(functions) == "table" and functions or {}) do
+    if type(f) == "table" and (nonempty(f.args) or nonempty(f.result)) then
+      local sig = { args = nonempty(f.args), result = nonempty(f.result) }
+      health.info(("%s.%s %s"):format(module, tostring(f.name), complete.format_signature(sig)))
+    end
+  end
+end
+
 --- Reports each module of a `module list --json` reply: its own error,
 --- else its dependencies (transitively usable), else what it is.
 ---@param listed table[]
@@ -309,6 +329,7 @@ local function check_listed(listed)
       if #problems == 0 then
         local about = m.description ~= "" and m.description or m.path
         health.ok(("%s%s: %s"):format(m.name, m.version ~= "" and (" " .. m.version) or "", about))
+        report_signatures(m.name, m.functions)
       end
     end
   end
@@ -436,6 +457,7 @@ function M.check_module(native, m, names)
     health.ok(
       ("%s %s: %s"):format(m.name, manifest.version or "", manifest.description or m.manifest)
     )
+    report_signatures(m.name, manifest.functions)
   end
   for _, p in ipairs(problems) do
     health.error(("%s: %s"):format(m.name, p[1]), { p[2] })

@@ -70,7 +70,7 @@
 --- | topic             | payload |
 --- |-------------------|---------|
 --- | `module.loaded`   | `{ name, pid, path, cause, restarts }` (cause: "call", "load", "autostart", "dependency", "restart") |
---- | `module.exited`   | `{ name, pid, status, requested }` |
+--- | `module.exited`   | `{ name, pid, status, requested, cause }` (cause: "idle", "stop" or "exit") |
 --- | `module.crashed`  | `{ name, pid, status, reason, restarts, restart_in_ms }` (status like "exit status 3"; restart_in_ms nil unless it will be restarted) |
 --- | `module.failed`   | `{ name, error }` |
 --- | `server.shutdown` | `{ reason }`, just before the server says goodbye |
@@ -364,8 +364,10 @@ end
 
 --- Modules on disk and whether each is loaded: `cb(err, reply)` with
 --- `{ modules = { { name, path, loaded, version, description, functions,
---- function_docs, dependencies, autostart, error } }, dirs }` (`function_docs[i]`
---- documents `functions[i]`, `""` when the manifest gives none).
+--- function_docs, function_args, function_results, dependencies, autostart, error } },
+--- dirs }` (`function_docs[i]` documents `functions[i]`, and `function_args[i]`,
+--- `function_results[i]` are its declared signature, `""` when the manifest gives
+--- none).
 ---@param cb fun(err: norgopolis.Error?, reply: table?)
 function M.modules(cb)
   check_cb("modules", cb)

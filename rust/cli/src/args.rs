@@ -80,6 +80,7 @@ pub enum Command {
         name: String,
     },
     /// Print the functions MODULE declares, one per line (for completion).
+    /// After the name comes its signature, `(args) -> result`, if declared.
     Functions {
         /// Module name.
         module: String,

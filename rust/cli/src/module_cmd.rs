@@ -123,7 +123,12 @@ fn list_json(listed: &[Listed], dirs: &[PathBuf]) -> Value {
                     "autostart": m.autostart,
                     "restart": m.restart.as_str(),
                     "functions": m.functions.iter()
-                        .map(|f| json!({"name": f.name(), "doc": f.doc()}))
+                        .map(|f| json!({
+                            "name": f.name(),
+                            "doc": f.doc(),
+                            "args": f.args().unwrap_or_default(),
+                            "result": f.result().unwrap_or_default(),
+                        }))
                         .collect::<Vec<_>>(),
                     "error": "",
                 })
@@ -186,10 +191,25 @@ pub async fn functions(module: &str, opts: ConnectOptions) -> Result<(), Failure
             exit: 1,
         });
     };
+    print_text(&signature_lines(info))
+}
+
+/// One line per function: its name, then its declared signature when it
+/// has one (`query(args) -> result`), so the first word stays the name.
+fn signature_lines(info: &norgopolis_proto::v1::ModuleInfo) -> String {
     let mut text = String::new();
-    for f in &info.functions {
-        text.push_str(f);
+    for (i, name) in info.functions.iter().enumerate() {
+        let args = info.function_args.get(i).map_or("", String::as_str);
+        let result = info.function_results.get(i).map_or("", String::as_str);
+        text.push_str(name);
+        if !args.is_empty() || !result.is_empty() {
+            let args = if args.is_empty() { "any" } else { args };
+            text.push_str(&format!("  ({args})"));
+            if !result.is_empty() {
+                text.push_str(&format!(" -> {result}"));
+            }
+        }
         text.push('\n');
     }
-    print_text(&text)
+    text
 }

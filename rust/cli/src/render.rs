@@ -54,6 +54,8 @@ fn module_info_json(m: &ModuleInfo) -> Value {
         "description": m.description,
         "functions": m.functions,
         "function_docs": m.function_docs,
+        "function_args": m.function_args,
+        "function_results": m.function_results,
         "dependencies": m.dependencies,
         "autostart": m.autostart,
         "error": m.error,

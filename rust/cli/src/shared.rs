@@ -9,3 +9,7 @@ pub mod manifest;
 #[allow(dead_code)]
 #[path = "../../server/src/modules/locate.rs"]
 pub mod locate;
+
+#[allow(dead_code)]
+#[path = "../../server/src/modules/signature.rs"]
+pub mod signature;

@@ -1,8 +1,10 @@
 //! What the norgopolis server and its clients must agree on without talking:
 //! where things live ([`places`]), which module names are acceptable
-//! ([`names`]), who is at the other end of the socket ([`peer`]) and which
-//! version is speaking ([`version`]).
+//! ([`names`]), who is at the other end of the socket ([`peer`]), which
+//! version is speaking ([`version`]) and how durations are written
+//! ([`duration`]).
 
+pub mod duration;
 pub mod names;
 pub mod peer;
 pub mod places;

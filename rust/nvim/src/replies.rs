@@ -62,7 +62,7 @@ pub fn module_status(m: ModuleStatus) -> Mp {
     ])
 }
 
-/// `{ modules = { { name, path, loaded, version, description, functions, function_docs, dependencies, autostart, error } }, dirs }`.
+/// `{ modules = { { name, path, loaded, version, description, functions, function_docs, function_args, function_results, dependencies, autostart, error } }, dirs }`.
 pub fn list_modules(r: ListModulesReply) -> Mp {
     map(vec![
         (
@@ -82,6 +82,8 @@ fn module_info(m: ModuleInfo) -> Mp {
         ("description", Mp::from(m.description)),
         ("functions", strings(m.functions)),
         ("function_docs", strings(m.function_docs)),
+        ("function_args", strings(m.function_args)),
+        ("function_results", strings(m.function_results)),
         ("dependencies", strings(m.dependencies)),
         ("autostart", Mp::from(m.autostart)),
         ("error", Mp::from(m.error)),

@@ -44,6 +44,10 @@ pub struct Config {
     /// Deadline for calls whose caller sets none ("30s", or "off", the default).
     #[serde(default, deserialize_with = "duration_or_off")]
     pub call_timeout: Option<Option<Duration>>,
+    /// Idle unload of modules whose manifest does not say ("10m", or
+    /// "off", the default).
+    #[serde(default, deserialize_with = "duration_or_off")]
+    pub idle_unload: Option<Option<Duration>>,
     /// Most sessions attached at once.
     #[serde(default, deserialize_with = "positive_u32")]
     pub max_sessions: Option<u32>,

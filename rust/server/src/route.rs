@@ -14,7 +14,7 @@ use tonic::Status;
 
 use crate::{
     lifetime::{CallGuard, Lifetime},
-    modules::{InFlight, Instance, ModuleHost, ModuleStream},
+    modules::{Busy, InFlight, Instance, ModuleHost, ModuleStream},
     serve::{Conn, ConnCall},
 };
 
@@ -56,6 +56,7 @@ pub struct RoutedCall {
 struct Active {
     inner: ModuleStream,
     in_flight: InFlight,
+    _busy: Busy,
     _call: CallGuard,
     _conn_call: Option<ConnCall>,
 }
@@ -108,14 +109,8 @@ impl Router {
         } else {
             args
         };
-        let instance = match deadline {
-            Some(d) => tokio::time::timeout_at(d, self.host.get(module))
-                .await
-                .map_err(|_| {
-                    expired(timeout, &format!("module '{module}' did not start in time"))
-                })??,
-            None => self.host.get(module).await?,
-        };
+        let (instance, busy) = self.instance(module, deadline, timeout).await?;
+        check_args(&instance, module, &function, &args).map_err(Status::invalid_argument)?;
         let nested = conn.is_some_and(|c| c.is_from_module(|pid| self.host.is_module_pid(pid)));
         let (inner, in_flight) = instance
             .invoke_until(function, args, deadline, nested)
@@ -131,6 +126,7 @@ impl Router {
             active: Some(Active {
                 inner,
                 in_flight,
+                _busy: busy,
                 _call: call,
                 _conn_call: conn_call,
             }),
@@ -141,6 +137,56 @@ impl Router {
             stall_timeout: self.stall_timeout,
         })
     }
+}
+
+impl Router {
+    /// The running instance of `module` (started if needed, within the
+    /// deadline), with the call counted as its activity.
+    async fn instance(
+        &self,
+        module: &str,
+        deadline: Option<Instant>,
+        timeout: Option<(Duration, &'static str)>,
+    ) -> Result<(Arc<Instance>, Busy), Status> {
+        // An instance retired for idleness between the lookup and the
+        // count is not looked up again: the next lookup starts a new one.
+        for _ in 0..3 {
+            let instance = match deadline {
+                Some(d) => tokio::time::timeout_at(d, self.host.get(module))
+                    .await
+                    .map_err(|_| {
+                        expired(timeout, &format!("module '{module}' did not start in time"))
+                    })??,
+                None => self.host.get(module).await?,
+            };
+            if let Some(busy) = instance.activity.begin() {
+                return Ok((instance, busy));
+            }
+        }
+        Err(Status::unavailable(format!(
+            "module '{module}' was unloaded for idleness again and again while this call started"
+        )))
+    }
+}
+
+/// Refuses arguments that do not fit the function's declared signature
+/// before the module sees them; the error says where and how.
+fn check_args(
+    instance: &Instance,
+    module: &str,
+    function: &str,
+    args: &[u8],
+) -> Result<(), String> {
+    let Some(ty) = instance
+        .located
+        .manifest
+        .as_ref()
+        .and_then(|m| m.args_type(function))
+    else {
+        return Ok(());
+    };
+    ty.check_msgpack(args)
+        .map_err(|e| format!("{e} (module '{module}' function '{function}' takes {ty})"))
 }
 
 impl RoutedCall {

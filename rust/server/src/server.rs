@@ -55,6 +55,7 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
             InstanceOptions {
                 max_message_size: settings.max_message_size,
                 grace: settings.module_grace,
+                idle_unload: settings.idle_unload,
                 ping: Ping {
                     interval: settings.module_ping_interval,
                     timeout: settings.module_ping_timeout,

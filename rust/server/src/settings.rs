@@ -125,6 +125,8 @@ pub struct Settings {
     pub listen_tcp: Option<SocketAddr>,
     /// Deadline for calls whose caller set none (`None`: no deadline).
     pub call_timeout: Option<Duration>,
+    /// Idle unload of modules whose manifest does not say (`None`: never).
+    pub idle_unload: Option<Duration>,
     /// Most sessions attached at once.
     pub max_sessions: u32,
     /// Most calls in flight on one client connection (a session's calls
@@ -269,6 +271,7 @@ impl Settings {
             restart_backoff: args.restart_backoff.unwrap_or(Duration::from_millis(250)),
             listen_tcp: args.listen_tcp.or(config.listen_tcp),
             call_timeout: config.call_timeout.flatten(),
+            idle_unload: config.idle_unload.flatten(),
             max_sessions: config.max_sessions.unwrap_or(defaults::MAX_SESSIONS),
             max_calls_per_session: config
                 .max_calls_per_session
@@ -300,94 +303,8 @@ impl Settings {
     }
 }
 
-/// Longest duration any setting accepts: a year. It means "never" in
-/// practice, and longer ones overflow the arithmetic of deadlines and
-/// timers (a panic instead of an error).
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Parses "20ms", "3s", "1.5s", "2m" or a bare number of seconds, from zero
-/// up to [`MAX_DURATION`].
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    let value: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (try \"250ms\", \"3s\" or \"2m\")"))?;
-    duration_from_secs(value * scale, text)
-}
-
-/// [`parse_duration`] for settings where zero makes no sense (intervals,
-/// timeouts): at least a millisecond.
-pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    positive(parse_duration(text)?, text)
-}
-
-/// The one range check of every duration setting: `seconds` (written as
-/// `text` by the user) must lie in 0..=[`MAX_DURATION`].
-pub fn duration_from_secs(seconds: f64, text: &str) -> Result<Duration, String> {
-    if seconds.is_nan() || seconds < 0.0 {
-        return Err(format!("{text:?} is not a non-negative duration"));
-    }
-    if seconds > MAX_DURATION.as_secs_f64() {
-        return Err(format!(
-            "{text:?} is too long: at most {} s (365 days)",
-            MAX_DURATION.as_secs()
-        ));
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
-/// Refuses durations under a millisecond, for settings that need time to pass.
-pub fn positive(value: Duration, text: &str) -> Result<Duration, String> {
-    if value < Duration::from_millis(1) {
-        return Err(format!("{text:?} is too short: at least 1ms"));
-    }
-    Ok(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn absurd_durations_are_errors_not_panics() {
-        for text in [
-            "1e20",
-            "1e300",
-            "inf",
-            "NaN",
-            "1e15s",
-            "99999999999999999999ms",
-            "525601m",
-        ] {
-            let e = parse_duration(text).unwrap_err();
-            assert!(e.contains(text), "{text}: {e}");
-        }
-        assert_eq!(parse_duration("31536000"), Ok(MAX_DURATION));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_positive_duration("0")
-            .unwrap_err()
-            .contains("at least 1ms"));
-        assert!(parse_positive_duration("0.1ms").is_err());
-        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
-    }
-}
+// The duration rules live in `norgopolis_common::duration`, shared with
+// `module.toml` (which the CLI compiles too).
+pub use norgopolis_common::duration::{
+    duration_from_secs, parse_duration, parse_positive_duration, positive,
+};

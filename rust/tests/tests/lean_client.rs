@@ -11,7 +11,7 @@ use norgopolis_client::{CallStream, Client, ClientError, ConnectOptions, Transpo
 use norgopolis_proto::lean::{Frame, Incoming};
 use norgopolis_tests::*;
 use rmpv::Value;
-use support::{map, raw_lean, send, WAIT};
+use support::{client_with, map, raw_lean, send, WAIT};
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
 
@@ -22,14 +22,6 @@ fn sandbox() -> Sandbox {
     let sb = Sandbox::new();
     sb.add_lean_module(LEAN, &bin("echo"), &[]);
     sb
-}
-
-async fn client_with(sb: &Sandbox, transport: Transport) -> Client {
-    let opts = ConnectOptions::new("test")
-        .socket(&sb.socket)
-        .spawn(false)
-        .transport(transport);
-    Client::connect(opts).await.expect("attach to the server")
 }
 
 async fn call(

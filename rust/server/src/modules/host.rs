@@ -19,6 +19,7 @@ use tonic::{Code, Status};
 
 use super::{
     deps::{self, DepError, Found},
+    idle,
     instance::{Instance, InstanceOptions},
     locate::{self, LocateError, Located},
     manifest::Restart,
@@ -85,7 +86,8 @@ impl Slot {
     }
 
     fn alive(&self) -> Option<Arc<Instance>> {
-        self.current().filter(|i| i.is_alive())
+        self.current()
+            .filter(|i| i.is_alive() && !i.activity.retired())
     }
 
     fn holds(&self, inst: &Arc<Instance>) -> bool {
@@ -377,10 +379,32 @@ fn info(l: &Located, loaded: bool) -> ModuleInfo {
         info.description = m.description.clone();
         info.functions = m.functions.iter().map(|f| f.name().to_string()).collect();
         info.function_docs = m.functions.iter().map(|f| f.doc().to_string()).collect();
+        info.function_args = m
+            .functions
+            .iter()
+            .map(|f| f.args().unwrap_or_default().to_string())
+            .collect();
+        info.function_results = m
+            .functions
+            .iter()
+            .map(|f| f.result().unwrap_or_default().to_string())
+            .collect();
         info.dependencies = m.dependencies.clone();
         info.autostart = m.autostart;
     }
     info
+}
+
+/// Why a process ended cleanly, for `module.exited`: `idle` (idle unload),
+/// `stop` (unload, shutdown, replaced) or `exit` (it ended by itself).
+fn exit_cause(inst: &Instance, requested: bool) -> &'static str {
+    if inst.activity.retired() {
+        "idle"
+    } else if requested {
+        "stop"
+    } else {
+        "exit"
+    }
 }
 
 fn slot_status(name: &str, slot: &Slot) -> Option<ModuleStatus> {
@@ -411,6 +435,9 @@ fn slot_status(name: &str, slot: &Slot) -> Option<ModuleStatus> {
             }
         } else if record.restarting {
             status.state = "restarting".into();
+        } else if inst.activity.retired() {
+            // Stopped for idle_unload; the next call starts it again.
+            status.state = "idle".into();
         }
     }
     Some(status)
@@ -563,6 +590,7 @@ impl Shared {
             inst.clone(),
             Instant::now(),
         ));
+        self.unload_when_idle(&slot, &inst);
         tracing::info!(module = %inst.name, pid = inst.pid, cause = cause.as_str(), restarts, "module loaded");
         self.events.announce(
             topic::MODULE_LOADED,
@@ -575,6 +603,48 @@ impl Shared {
             ],
         );
         Ok((inst, false))
+    }
+
+    /// Watches `inst` for idleness when its manifest (or the server's
+    /// default) asks for idle unload.
+    fn unload_when_idle(self: &Arc<Self>, slot: &Arc<Slot>, inst: &Arc<Instance>) {
+        let declared = inst.located.manifest.as_ref().and_then(|m| m.idle_unload);
+        // Zero is "off", also overriding the server's default.
+        let Some(after) = declared
+            .or(self.options.idle_unload)
+            .filter(|d| !d.is_zero())
+        else {
+            return;
+        };
+        let shared = Arc::downgrade(self);
+        let (slot, inst) = (slot.clone(), inst.clone());
+        let exited = inst.clone();
+        tokio::spawn(idle::unload_when_idle(
+            inst.activity.clone(),
+            after,
+            async move {
+                exited.wait_exit().await;
+            },
+            move || async move {
+                // After a retire the slot's next lookup starts a new
+                // process, which may already have replaced this one:
+                // this one is stopped all the same, nobody can call it.
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let _loading = slot.loading.lock().await;
+                if shared.stopping() {
+                    return; // `stop_all` stops it.
+                }
+                tracing::info!(
+                    module = %inst.name,
+                    pid = inst.pid,
+                    "unloading: no calls for {} ms (idle_unload)",
+                    after.as_millis()
+                );
+                inst.stop().await;
+            },
+        ));
     }
 
     /// Stops modules a failed load started, last started first.
@@ -609,6 +679,7 @@ impl Shared {
                     ("pid", inst.pid.into()),
                     ("status", status.as_str().into()),
                     ("requested", requested.into()),
+                    ("cause", exit_cause(&inst, requested).into()),
                 ],
             );
             return;

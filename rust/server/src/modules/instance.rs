@@ -26,6 +26,7 @@ use tonic::Status;
 use super::{
     conn::{self, ConnEnd, ConnTask, ModuleConn, ModuleStream, Ping},
     failures::FailureLog,
+    idle::Activity,
     lean,
     locate::Located,
     manifest::Transport,
@@ -44,6 +45,8 @@ pub struct InstanceOptions {
     pub max_message_size: usize,
     /// Time a module gets after stdin closes, and again after SIGTERM.
     pub grace: Duration,
+    /// Idle unload for modules whose manifest does not say (`None`: never).
+    pub idle_unload: Option<Duration>,
     /// Ping interval and timeout on the module connection.
     pub ping: Ping,
     /// Calls one module runs at once; more wait in line.
@@ -62,6 +65,7 @@ impl Default for InstanceOptions {
         InstanceOptions {
             max_message_size: defaults::MAX_MESSAGE_SIZE,
             grace: defaults::MODULE_GRACE,
+            idle_unload: None,
             ping: Ping {
                 interval: defaults::MODULE_PING_INTERVAL,
                 timeout: defaults::MODULE_PING_TIMEOUT,
@@ -82,6 +86,8 @@ pub struct Instance {
     pub located: Located,
     /// Process id.
     pub pid: u32,
+    /// Its calls, for idle unload (see `idle.rs`).
+    pub activity: Arc<Activity>,
     started: Instant,
     client: ModuleConn,
     calls_served: AtomicU64,
@@ -286,6 +292,7 @@ impl Instance {
             name,
             located,
             pid,
+            activity: Arc::default(),
             started: Instant::now(),
             client,
             calls_served: AtomicU64::new(0),

@@ -4,9 +4,14 @@
 //! install` and `module list`), so a manifest is judged the same way
 //! whether it is installed or loaded.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use super::signature::Type;
 
 /// File name of a module folder's manifest.
 pub const MANIFEST_FILE: &str = "module.toml";
@@ -68,6 +73,13 @@ pub struct FunctionDoc {
     #[allow(dead_code)] // Read by the CLI, which compiles this file too.
     #[serde(default)]
     pub doc: String,
+    /// The shape of its arguments, in the signature notation (`signature.rs`).
+    pub args: Option<String>,
+    /// The shape of each of its results, in the same notation.
+    pub result: Option<String>,
+    /// `args`, parsed when the manifest is loaded.
+    #[serde(skip)]
+    pub args_type: Option<Type>,
 }
 
 /// A declared function, for completion and introspection: a name, or a
@@ -89,7 +101,9 @@ impl<'de> Deserialize<'de> for FunctionDecl {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = FunctionDecl;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a function name or a table { name = \"…\", doc = \"…\" }")
+                f.write_str(
+                    "a function name or a table { name = \"…\", doc = \"…\", args = \"…\", result = \"…\" }",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(FunctionDecl::Name(v.to_string()))
@@ -112,6 +126,30 @@ impl FunctionDecl {
         match self {
             FunctionDecl::Name(n) => n,
             FunctionDecl::Documented(d) => &d.name,
+        }
+    }
+
+    /// The declared shape of the arguments, as written.
+    pub fn args(&self) -> Option<&str> {
+        match self {
+            FunctionDecl::Name(_) => None,
+            FunctionDecl::Documented(d) => d.args.as_deref(),
+        }
+    }
+
+    /// The declared shape of each result, as written.
+    pub fn result(&self) -> Option<&str> {
+        match self {
+            FunctionDecl::Name(_) => None,
+            FunctionDecl::Documented(d) => d.result.as_deref(),
+        }
+    }
+
+    /// The declared shape of the arguments, parsed.
+    pub fn args_type(&self) -> Option<&Type> {
+        match self {
+            FunctionDecl::Name(_) => None,
+            FunctionDecl::Documented(d) => d.args_type.as_ref(),
         }
     }
 
@@ -158,6 +196,39 @@ pub struct Manifest {
     /// Declared functions.
     #[serde(default)]
     pub functions: Vec<FunctionDecl>,
+    /// Stop the module after this long without calls (`None`: as the
+    /// server's default says; zero, also written "off": never).
+    #[serde(default, deserialize_with = "idle_unload")]
+    pub idle_unload: Option<Duration>,
+}
+
+/// `idle_unload`: a duration as text ("10m") or seconds; "off" is zero,
+/// which means never.
+fn idle_unload<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration such as \"10m\", \"30s\" or \"1h\", or \"off\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if matches!(v.trim(), "off" | "none") {
+                return Ok(Some(Duration::ZERO));
+            }
+            norgopolis_common::duration::parse_duration(v)
+                .map(Some)
+                .map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.visit_f64(v as f64)
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            norgopolis_common::duration::duration_from_secs(v, &v.to_string())
+                .map(Some)
+                .map_err(E::custom)
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 /// A manifest that could not be used; names the file, the key and the problem.
@@ -171,6 +242,15 @@ pub struct ManifestError {
 }
 
 impl Manifest {
+    /// The parsed argument signature of `function`, when it declares one.
+    #[allow(dead_code)] // Used by the server, not by the CLI, which compiles this file too.
+    pub fn args_type(&self, function: &str) -> Option<&Type> {
+        self.functions
+            .iter()
+            .find(|f| f.name() == function)?
+            .args_type()
+    }
+
     /// Reads and checks `path`, the manifest of module `folder_name`.
     pub fn load(path: &Path, folder_name: &str) -> Result<Self, ManifestError> {
         let err = |message: String| ManifestError {
@@ -206,6 +286,8 @@ impl Manifest {
                 )));
             }
         }
+        let mut manifest = manifest;
+        parse_signatures(&mut manifest.functions).map_err(err)?;
         let mut seen = std::collections::BTreeSet::new();
         for f in &manifest.functions {
             if f.name().is_empty() {
@@ -220,6 +302,28 @@ impl Manifest {
         }
         Ok(manifest)
     }
+}
+
+/// Parses the signatures of `functions` (a syntax error names the function,
+/// which of its keys, and the column).
+fn parse_signatures(functions: &mut [FunctionDecl]) -> Result<(), String> {
+    for f in functions {
+        let FunctionDecl::Documented(d) = f else {
+            continue;
+        };
+        let name = d.name.clone();
+        let problem = |key: &str, e: super::signature::SyntaxError| {
+            format!("key `functions`: function {name:?}, `{key}`: {e}")
+        };
+        if let Some(text) = &d.args {
+            let parsed = Type::parse(text).map_err(|e| problem("args", e))?;
+            d.args_type = Some(parsed);
+        }
+        if let Some(text) = &d.result {
+            Type::parse(text).map_err(|e| problem("result", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// A TOML error as one line: "line N, key `k`: what is wrong".
@@ -348,6 +452,89 @@ functions = ["query", { name = "index", doc = "reindex" }]
         assert!(error("dependencies = [\"db\"]\n").contains("itself"));
         assert!(error("functions = [\"a\", \"a\"]\n").contains("declared twice"));
         assert!(error("functions = [\"\"]\n").contains("empty"));
+    }
+
+    #[test]
+    fn signatures_are_parsed_when_loaded() {
+        let m = load(
+            r#"functions = [
+  { name = "query", args = "{ path: string, limit?: integer }", result = "[string]" },
+  { name = "plain" },
+]
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.functions[0].args(),
+            Some("{ path: string, limit?: integer }")
+        );
+        assert_eq!(m.functions[0].result(), Some("[string]"));
+        assert_eq!(
+            m.args_type("query").map(|t| t.to_string()).as_deref(),
+            Some("{path: string, limit?: integer}")
+        );
+        assert!(m.args_type("plain").is_none() && m.args_type("nothing").is_none());
+    }
+
+    #[test]
+    fn signature_syntax_errors_name_file_function_and_column() {
+        let e = error("functions = [{ name = \"query\", args = \"{ path: strng }\" }]\n");
+        assert!(
+            e.contains(MANIFEST_FILE)
+                && e.contains("key `functions`")
+                && e.contains("function \"query\", `args`: column 9: unknown type \"strng\""),
+            "{e}"
+        );
+        let e = error("functions = [{ name = \"q\", result = \"[string\" }]\n");
+        assert!(e.contains("function \"q\", `result`: column 8"), "{e}");
+        let e = error("functions = [{ name = \"q\", args = 3 }]\n");
+        assert!(e.contains("key `functions`"), "{e}");
+    }
+
+    #[test]
+    fn idle_unload_is_a_checked_duration() {
+        assert_eq!(
+            load("idle_unload = \"10m\"\n").unwrap().idle_unload,
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            load("idle_unload = 2\n").unwrap().idle_unload,
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(load("").unwrap().idle_unload, None);
+        // Off (also over the server's default) is kept as zero.
+        assert_eq!(
+            load("idle_unload = \"off\"\n").unwrap().idle_unload,
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            load("idle_unload = 0\n").unwrap().idle_unload,
+            Some(Duration::ZERO)
+        );
+        for (bad, why) in [
+            ("\"10x\"", "not a duration"),
+            ("\"-1\"", "not a non-negative duration"),
+            ("-1", "not a non-negative duration"),
+            ("\"400d\"", "too long"),
+            ("true", "a duration such as"),
+        ] {
+            let e = error(&format!("version = \"1\"\nidle_unload = {bad}\n"));
+            assert!(
+                e.contains(MANIFEST_FILE)
+                    && e.contains("line 2, key `idle_unload`")
+                    && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bundled_echo_manifest_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../modules/echo/module.toml");
+        let m = Manifest::load(&path, "echo").unwrap();
+        let count = m.args_type("count").unwrap();
+        assert!(count.check_msgpack(&[0x03]).is_ok());
+        assert!(m.args_type("pid").is_none(), "pid ignores its arguments");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use norgopolis_client::{Client, ConnectOptions, Event, SessionEvent};
+use norgopolis_client::{Client, ConnectOptions, Event, SessionEvent, Transport};
 use norgopolis_tests::{bin, spawn_with_ready, Sandbox, ServerProc};
 use rmpv::Value;
 use tokio::sync::broadcast;
@@ -79,6 +79,16 @@ pub async fn client(sb: &Sandbox) -> Client {
         .client_name("lifecycle-tests")
         .socket(&sb.socket)
         .spawn(false);
+    Client::connect(opts).await.expect("attach to the server")
+}
+
+/// A client attached to the sandbox's running server whose calls go over
+/// `transport`.
+pub async fn client_with(sb: &Sandbox, transport: Transport) -> Client {
+    let opts = ConnectOptions::new("test")
+        .socket(&sb.socket)
+        .spawn(false)
+        .transport(transport);
     Client::connect(opts).await.expect("attach to the server")
 }
 
