@@ -48,3 +48,4 @@ pub use options::{ConnectOptions, Transport, TRANSPORT_ENV};
 pub use session::SessionEvent;
 /// The gRPC status code type used in [`ClientError::Call`].
 pub use tonic::Code;
+pub use trust::open_socket;

@@ -81,6 +81,7 @@ mod lean;
 mod logging;
 mod module;
 mod pacing;
+mod provide;
 mod router;
 mod serve;
 mod service;
@@ -92,6 +93,7 @@ pub use emitter::Emitter;
 pub use error::{Code, Error};
 pub use logging::init_logging;
 pub use module::Module;
+pub use provide::ProvideError;
 pub use router::{publish, router, router_options, Client, ClientError};
 pub use serve::ServeError;
 
