@@ -3,90 +3,20 @@
 //! The provider is the real echo module in `--provide NAME` mode (the Rust
 //! SDK's `Module::provide`), against a real server.
 
+mod providers;
 mod support;
 
 use std::{
-    io::Read,
     os::unix::{fs::PermissionsExt, process::CommandExt},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
 };
 
 use futures::StreamExt;
-use norgopolis_client::{Client, ClientError, Code, ModuleStatus};
-use norgopolis_tests::{bin, eventually, Sandbox, ServerProc};
+use norgopolis_client::{Client, ClientError, Code};
+use norgopolis_tests::{bin, Sandbox, ServerProc};
+use providers::{module_status, registered, Provider};
 use rmpv::Value;
 use support::{client, WAIT};
-
-/// A provider process, killed on drop.
-struct Provider {
-    child: Child,
-}
-
-impl Provider {
-    fn start(sb: &Sandbox, name: &str) -> Provider {
-        let mut cmd = Command::new(bin("echo"));
-        sb.env(&mut cmd);
-        cmd.args(["--provide", name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        Provider {
-            child: cmd.spawn().expect("start provider"),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for the provider to end by itself; its exit code and stderr.
-    async fn ended(&mut self) -> (Option<i32>, String) {
-        let child = &mut self.child;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the provider") {
-                break status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the provider did not end within {WAIT:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        };
-        let mut err = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = stderr.read_to_string(&mut err);
-        }
-        (status.code(), err)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The status of module `name`, if the server knows it.
-async fn module_status(c: &Client, name: &str) -> Option<ModuleStatus> {
-    let status = c.status().await.expect("status");
-    status.modules.into_iter().find(|m| m.name == name)
-}
-
-/// Waits until `name` runs as an external module; returns its status.
-async fn registered(c: &Client, name: &str) -> ModuleStatus {
-    eventually(WAIT, "the provider to register", || async {
-        module_status(c, name)
-            .await
-            .filter(|m| m.state == "running" && m.kind == "external")
-    })
-    .await
-}
 
 /// A call's one result.
 async fn call1<A, R>(c: &Client, module: &str, function: &str, args: &A) -> Result<R, ClientError>
@@ -116,7 +46,7 @@ async fn server(sb: &Sandbox) -> (ServerProc, Client) {
 async fn a_provider_is_called_like_any_module_from_clients_and_the_cli() {
     let sb = Sandbox::new();
     let (_server, c) = server(&sb).await;
-    let provider = Provider::start(&sb, "ext");
+    let provider = Provider::echo(&sb, "ext");
     let status = registered(&c, "ext").await;
     // The pid is the provider's own, from the socket's credentials.
     assert_eq!(status.pid, provider.pid());
@@ -162,10 +92,10 @@ fn field_map(code: &str, message: &str) -> Value {
 async fn a_taken_name_is_refused_and_the_first_provider_keeps_serving() {
     let sb = Sandbox::new();
     let (_server, c) = server(&sb).await;
-    let first = Provider::start(&sb, "ext");
+    let first = Provider::echo(&sb, "ext");
     registered(&c, "ext").await;
 
-    let mut second = Provider::start(&sb, "ext");
+    let mut second = Provider::echo(&sb, "ext");
     let (code, err) = second.ended().await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("AlreadyExists"), "{err}");
@@ -181,13 +111,13 @@ async fn a_taken_name_is_refused_and_the_first_provider_keeps_serving() {
 
     // A module the server runs is taken too.
     let _: Value = call1(&c, "echo", "echo", &()).await.unwrap();
-    let mut shadow = Provider::start(&sb, "echo");
+    let mut shadow = Provider::echo(&sb, "echo");
     let (code, err) = shadow.ended().await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("the server runs it as a module"), "{err}");
 
     // And a bad name is refused, naming what is wrong.
-    let mut bad = Provider::start(&sb, "no/slashes");
+    let mut bad = Provider::echo(&sb, "no/slashes");
     let (code, err) = bad.ended().await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("InvalidArgument"), "{err}");
@@ -197,7 +127,7 @@ async fn a_taken_name_is_refused_and_the_first_provider_keeps_serving() {
 async fn providers_racing_for_one_name_leave_exactly_one_registered() {
     let sb = Sandbox::new();
     let (_server, c) = server(&sb).await;
-    let mut racers: Vec<Provider> = (0..4).map(|_| Provider::start(&sb, "raced")).collect();
+    let mut racers: Vec<Provider> = (0..4).map(|_| Provider::echo(&sb, "raced")).collect();
     let winner = registered(&c, "raced").await;
     let mut refused = 0;
     for racer in racers.iter_mut() {
@@ -220,7 +150,7 @@ async fn providers_racing_for_one_name_leave_exactly_one_registered() {
 async fn a_provider_killed_mid_stream_fails_its_calls_and_frees_the_name() {
     let sb = Sandbox::new();
     let (_server, c) = server(&sb).await;
-    let mut provider = Provider::start(&sb, "ext");
+    let mut provider = Provider::echo(&sb, "ext");
     registered(&c, "ext").await;
 
     let args = Value::Map(vec![
@@ -252,7 +182,7 @@ async fn a_provider_killed_mid_stream_fails_its_calls_and_frees_the_name() {
     let err = call1::<_, Value>(&c, "ext", "echo", &()).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
     // ...and a new provider takes it.
-    let again = Provider::start(&sb, "ext");
+    let again = Provider::echo(&sb, "ext");
     let status = registered(&c, "ext").await;
     assert_eq!(status.pid, again.pid());
     let pid: u32 = call1(&c, "ext", "pid", &()).await.unwrap();
@@ -263,7 +193,7 @@ async fn a_provider_killed_mid_stream_fails_its_calls_and_frees_the_name() {
 async fn the_server_never_signals_a_provider_unload_and_shutdown_close_its_connection() {
     let sb = Sandbox::new();
     let (mut server, c) = server(&sb).await;
-    let mut provider = Provider::start(&sb, "ext");
+    let mut provider = Provider::echo(&sb, "ext");
     registered(&c, "ext").await;
 
     // Unload closes its connection; the provider ends by itself.
@@ -276,7 +206,7 @@ async fn the_server_never_signals_a_provider_unload_and_shutdown_close_its_conne
         .map_or(true, |m| m.state != "running"));
 
     // Server shutdown: the connection closes, nothing is killed.
-    let mut provider = Provider::start(&sb, "ext");
+    let mut provider = Provider::echo(&sb, "ext");
     registered(&c, "ext").await;
     c.shutdown("test").await.unwrap();
     let (code, err) = provider.ended().await;
