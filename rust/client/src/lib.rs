@@ -30,6 +30,7 @@ mod lean;
 mod lean_writer;
 mod locate;
 mod options;
+pub mod provide;
 mod readiness;
 mod session;
 mod spawn;

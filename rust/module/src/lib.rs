@@ -93,7 +93,7 @@ pub use emitter::Emitter;
 pub use error::{Code, Error};
 pub use logging::init_logging;
 pub use module::Module;
-pub use provide::ProvideError;
+pub use provide::{provide_options, ProvideError};
 pub use router::{publish, router, router_options, Client, ClientError};
 pub use serve::ServeError;
 

@@ -115,15 +115,16 @@ async fn provides(lang: &str) {
         one(&c, &name, "pid", &Value::Nil).await,
         Value::from(first.pid())
     );
-    let mut items = c
-        .invoke::<_, u64>(&name, "count", &200u64)
-        .await
-        .unwrap();
+    let mut items = c.invoke::<_, u64>(&name, "count", &200u64).await.unwrap();
     let mut got = Vec::new();
     while let Some(item) = items.next().await {
         got.push(item.unwrap());
     }
-    assert_eq!(got, (0..200).collect::<Vec<u64>>(), "streamed past the credit");
+    assert_eq!(
+        got,
+        (0..200).collect::<Vec<u64>>(),
+        "streamed past the credit"
+    );
     let listed = c.list_modules().await.unwrap();
     let listed = listed.modules.iter().find(|m| m.name == name).unwrap();
     assert_eq!(listed.functions, vec!["count", "echo", "pid"]);
@@ -131,7 +132,10 @@ async fn provides(lang: &str) {
     let mut second = provider(&sb, lang, &name);
     let (code, err) = second.ended().await;
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("AlreadyExists") || err.contains("(6)"), "{err}");
+    assert!(
+        err.contains("AlreadyExists") || err.contains("(6)"),
+        "{err}"
+    );
     assert!(err.contains("another process provides it"), "{err}");
 
     assert!(c.unload(&name).await.unwrap());
@@ -152,9 +156,12 @@ async fn a_lua_provider_under_nvim() {
 
 #[tokio::test]
 async fn plain_lua_without_a_socket_library_gets_a_clear_error() {
-    let lua = ["lua5.1", "lua"]
-        .into_iter()
-        .find(|l| Command::new(l).arg("-v").output().is_ok_and(|o| o.status.success()));
+    let lua = ["lua5.1", "lua"].into_iter().find(|l| {
+        Command::new(l)
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     let Some(lua) = lua else {
         eprintln!("skipped: no plain Lua interpreter");
         return;

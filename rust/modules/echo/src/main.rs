@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
         if flag == "--provide" {
             let ended = module(name).provide().await;
             eprintln!("echo: {ended}");
-            return ExitCode::from(if ended.code().is_some() { 2 } else { 1 });
+            return ExitCode::from(if ended.refused().is_some() { 2 } else { 1 });
         }
     }
     module("echo").run().await

@@ -91,4 +91,3 @@ pub async fn registered(c: &Client, name: &str) -> ModuleStatus {
     })
     .await
 }
-
