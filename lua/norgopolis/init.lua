@@ -502,6 +502,60 @@ function M.on(topic, fn, opts)
   return off
 end
 
+--- Makes this Neovim the module `name` that other Neovims, scripts and
+--- modules call like any module (an external module: the server never
+--- starts or stops it). `fns` maps function names to functions: `fn(args)`
+--- returns the call's result; `fn(args, emit)` streams, each `emit(value)`
+--- sending one result (it returns false once the caller has gone: stop
+--- then). Either fails the call with `error({ code = "NotFound", message =
+--- "..." })` (any other error is `Internal`). Functions run on the main
+--- loop; a stream gives the editor a turn between items. Attaches first
+--- (starting a server if needed). A name already served (by a module or
+--- another provider) is refused: `opts.on_done` gets `AlreadyExists`.
+---
+--- ```lua
+--- local p = norgopolis.provide("buffers", {
+---   list = function() return vim.tbl_map(vim.api.nvim_buf_get_name, vim.api.nvim_list_bufs()) end,
+---   lines = function(args, emit)
+---     for _, l in ipairs(vim.api.nvim_buf_get_lines(args.buf, 0, -1, false)) do emit(l) end
+---   end,
+--- })
+--- p:stop()
+--- ```
+---@param name string module name (`[A-Za-z0-9_-]{1,64}`)
+---@param fns table<string, fun(args: any, emit?: fun(value: any): boolean): any>
+---@param opts? norgopolis.ProvideOpts
+---@return norgopolis.Provider
+function M.provide(name, fns, opts)
+  check_name("module name", name, 2)
+  if type(fns) ~= "table" or next(fns) == nil then
+    error(
+      ("norgopolis.provide: functions must be a non-empty table { name = function }, got %s"):format(
+        vim.inspect(fns)
+      ),
+      2
+    )
+  end
+  for fname, f in pairs(fns) do
+    if type(fname) ~= "string" or fname == "" or not vim.is_callable(f) then
+      error(
+        ("norgopolis.provide: functions[%s] must be a function under a string name, got %s"):format(
+          vim.inspect(fname),
+          type(f)
+        ),
+        2
+      )
+    end
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("norgopolis.provide: opts must be a table { on_ready = fn, on_done = fn }", 2)
+  end
+  check_cb("provide", opts and opts.on_ready)
+  check_cb("provide", opts and opts.on_done)
+  local handle = require("norgopolis.provide").start(name, fns, opts)
+  return handle
+end
+
 --- Encodes a value as MessagePack bytes (see the value table); raises on
 --- values that cannot be sent.
 ---@param value any

@@ -931,7 +931,8 @@ local function socket_path(uid)
     return explicit
   end
   local runtime = os.getenv("XDG_RUNTIME_DIR")
-  local dir = (runtime and runtime ~= "") and (runtime .. "/norgopolis") or ("/tmp/norgopolis-" .. uid)
+  local dir = (runtime and runtime ~= "") and (runtime .. "/norgopolis")
+    or ("/tmp/norgopolis-" .. uid)
   return dir .. "/norgopolis.sock"
 end
 
@@ -947,7 +948,8 @@ local function check_dir(path, uid)
   local dir = path:match("^(.*)/[^/]*$") or "."
   local st = uv.fs_lstat(dir)
   if not st then
-    return nil, ("cannot connect to the norgopolis router at %s: %s does not exist"):format(path, dir)
+    return nil,
+      ("cannot connect to the norgopolis router at %s: %s does not exist"):format(path, dir)
   end
   if st.type == "link" then
     return nil, ("refusing %s: it is a symbolic link"):format(dir)
@@ -965,7 +967,8 @@ end
 --- listener of our uid); the descriptor, or nil and why.
 local function connect_router()
   if not ffi or ffi.os ~= "Linux" then
-    return nil, "m:provide() needs LuaJIT's ffi on Linux (LuaJIT or nvim -l) to open the router's socket"
+    return nil,
+      "m:provide() needs LuaJIT's ffi on Linux (LuaJIT or nvim -l) to open the router's socket"
   end
   for _, decl in ipairs({
     "int socket(int, int, int);",
@@ -998,13 +1001,18 @@ local function connect_router()
   if C.connect(fd, addr, ffi.sizeof(addr)) ~= 0 then
     local errno = ffi.errno()
     C.close(fd)
-    return nil, ("cannot connect to the norgopolis router at %s (errno %d): is it running?"):format(path, errno)
+    return nil,
+      ("cannot connect to the norgopolis router at %s (errno %d): is it running?"):format(
+        path,
+        errno
+      )
   end
   local cred = ffi.new("struct np_ucred")
   local len = ffi.new("unsigned int[1]", ffi.sizeof(cred))
   if C.getsockopt(fd, 1, 17, cred, len) ~= 0 or cred.uid ~= uid then -- SOL_SOCKET, SO_PEERCRED
     C.close(fd)
-    return nil, ("refusing the norgopolis server at %s: it does not run as you (uid %d)"):format(path, uid)
+    return nil,
+      ("refusing the norgopolis server at %s: it does not run as you (uid %d)"):format(path, uid)
   end
   return fd
 end
@@ -1033,7 +1041,11 @@ function Module:provided(name)
         end
       end
       return nil,
-        ("the router refused to register module '%s': %s: %s"):format(name, code_name, payload:sub(5)),
+        ("the router refused to register module '%s': %s: %s"):format(
+          name,
+          code_name,
+          payload:sub(5)
+        ),
         code_name
     end
     if kind ~= expected then
@@ -1074,7 +1086,9 @@ function Module:provide(name)
     self.name = name
     self:serve()
     err = self.broken and "the router broke the lean protocol"
-      or ("the router closed the connection of module '%s' (unloaded, or the server exited)"):format(name)
+      or ("the router closed the connection of module '%s' (unloaded, or the server exited)"):format(
+        name
+      )
   end
   ffi.C.close(fd)
   io_.rfd, io_.wfd = 0, 1
