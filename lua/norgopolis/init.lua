@@ -502,6 +502,33 @@ function M.on(topic, fn, opts)
   return off
 end
 
+---@class norgopolis.ProvideOpts
+---@field on_ready? fun() called once the server has registered the name
+---@field on_done? fun(err: norgopolis.Error?) called once providing ends (by default a warning, unless `stop()` ended it)
+
+---@class norgopolis.Provider
+---@field name string the module name
+---@field registered boolean whether the server has registered it
+---@field id integer? the native request serving it
+local Provider = {}
+Provider.__index = Provider
+
+--- Stops providing: the connection closes, the name is free again once
+--- the server has seen it close, and calls in flight fail at their callers
+--- as `Unavailable`.
+function Provider:stop()
+  self.stopped = true
+  if self.id and core.is_pending(self.id) then
+    core.cancel(self.id)
+  end
+end
+
+--- Whether it is still serving (or still registering).
+---@return boolean
+function Provider:active()
+  return self.id ~= nil and core.is_pending(self.id)
+end
+
 --- Makes this Neovim the module `name` that other Neovims, scripts and
 --- modules call like any module (an external module: the server never
 --- starts or stops it). `fns` maps function names to functions: `fn(args)`
@@ -552,8 +579,8 @@ function M.provide(name, fns, opts)
   end
   check_cb("provide", opts and opts.on_ready)
   check_cb("provide", opts and opts.on_done)
-  local handle = require("norgopolis.provide").start(name, fns, opts)
-  return handle
+  local handle = setmetatable({ name = name, registered = false }, Provider)
+  return require("norgopolis.provide").start(handle, fns, opts)
 end
 
 --- Encodes a value as MessagePack bytes (see the value table); raises on

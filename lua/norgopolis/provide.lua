@@ -16,34 +16,6 @@ local M = {}
 --- A streaming function gives the main loop a turn after running this long.
 local SLICE_NS = 2e6
 
----@class norgopolis.ProvideOpts
----@field on_ready? fun() called once the server has registered the name
----@field on_done? fun(err: norgopolis.Error?) called once providing ends (by default a warning, unless `stop()` ended it)
-
----@class norgopolis.Provider
----@field name string the module name
----@field registered boolean whether the server has registered it
----@field id integer? the native request serving it
----@field private calls table<integer, table>
----@field private stopped boolean
-local Provider = {}
-Provider.__index = Provider
-
---- Stops providing: the connection closes, the name is free again, and
---- calls in flight fail at their callers as `Unavailable`.
-function Provider:stop()
-  self.stopped = true
-  if self.id and core.is_pending(self.id) then
-    core.cancel(self.id)
-  end
-end
-
---- Whether it is still serving (or still registering).
----@return boolean
-function Provider:active()
-  return self.id ~= nil and core.is_pending(self.id)
-end
-
 --- Sends a reply of `call` to the native side: false once the call is
 --- over; nil and why for an item that cannot be sent.
 ---@param handle norgopolis.Provider
@@ -163,17 +135,18 @@ local function start(handle, fns, v)
   step(handle, call)
 end
 
---- See `require("norgopolis").provide`.
----@param name string
+--- See `require("norgopolis").provide`; fills in `handle` (`registered`,
+--- `id`; its calls in flight in `calls`) and returns it.
+---@param handle norgopolis.Provider
 ---@param fns table<string, function>
 ---@param opts? norgopolis.ProvideOpts
 ---@return norgopolis.Provider
-function M.start(name, fns, opts)
+function M.start(handle, fns, opts)
   opts = opts or {}
+  local name = handle.name
+  handle.calls = {}
   local names = vim.tbl_keys(fns)
   table.sort(names)
-  local handle =
-    setmetatable({ name = name, registered = false, calls = {}, stopped = false }, Provider)
   local id, err = core.native(3).provide(name, names)
   handle.id = core.track(id, err, {
     on_value = function(v)
