@@ -18,7 +18,7 @@ use std::{
 
 use norgopolis_proto::{
     lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
-    lean_callee::{error_frame, CallTable},
+    lean_callee::{error_frame, within_deadline, CallTable},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -204,18 +204,7 @@ fn start(
             Outgoing::Frame(Frame::End { id })
         };
         tokio::spawn(async move {
-            // The router cancels at the deadline too; this stops the
-            // handler even if that CANCEL is late.
-            let last = match deadline {
-                Some(left) => tokio::time::timeout(left, pump).await.unwrap_or_else(|_| {
-                    error_frame(
-                        id,
-                        Code::DeadlineExceeded,
-                        format!("function '{name}' ran past the caller's deadline"),
-                    )
-                }),
-                None => pump.await,
-            };
+            let last = within_deadline(id, &name, deadline, pump).await;
             registered.finished(id);
             let _ = out.send(last);
         })

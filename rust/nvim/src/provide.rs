@@ -18,7 +18,7 @@ use std::{
 use norgopolis_client::{code_name, provide::register, Code, ConnectOptions};
 use norgopolis_proto::{
     lean::{self, Frame, FrameError, Incoming, Outgoing},
-    lean_callee::{error_frame, CallTable},
+    lean_callee::{error_frame, within_deadline, CallTable},
 };
 use rmpv::Value as Mp;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -277,16 +277,7 @@ fn start(
                 }
                 error_frame(id, Code::Internal, "the Neovim provider dropped the call")
             };
-            let last = match deadline {
-                Some(left) => tokio::time::timeout(left, pump).await.unwrap_or_else(|_| {
-                    error_frame(
-                        id,
-                        Code::DeadlineExceeded,
-                        format!("function '{name}' ran past the caller's deadline"),
-                    )
-                }),
-                None => pump.await,
-            };
+            let last = within_deadline(id, &name, deadline, pump).await;
             registered.finished(id);
             open.forget(id);
             let _ = out.send(last);

@@ -203,7 +203,7 @@ async fn the_server_never_signals_a_provider_unload_and_shutdown_close_its_conne
     assert!(err.contains("closed the connection"), "{err}");
     assert!(module_status(&c, "ext")
         .await
-        .map_or(true, |m| m.state != "running"));
+        .is_none_or(|m| m.state != "running"));
 
     // Server shutdown: the connection closes, nothing is killed.
     let mut provider = Provider::echo(&sb, "ext");

@@ -6,6 +6,7 @@ mod providers;
 mod support;
 
 use std::{
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -184,4 +185,27 @@ async fn plain_lua_without_a_socket_library_gets_a_clear_error() {
         // This `lua` is LuaJIT (it has ffi): no server, so a connect error.
         assert!(err.contains("cannot connect"), "{err}");
     }
+}
+
+#[tokio::test]
+async fn the_python_sdk_refuses_a_socket_dir_open_to_others() {
+    let sb = Sandbox::new();
+    let _server: ServerProc = sb.start_server_logged(&[]);
+    let c = client(&sb).await;
+    std::fs::set_permissions(&sb.runtime, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut refused = provider(&sb, "python", "open");
+    let (code, err) = refused.ended().await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("open to others") && err.contains("chmod 700"),
+        "{err}"
+    );
+    std::fs::set_permissions(&sb.runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(c
+        .list_modules()
+        .await
+        .unwrap()
+        .modules
+        .iter()
+        .all(|m| m.name != "open"));
 }

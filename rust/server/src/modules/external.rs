@@ -176,7 +176,7 @@ pub(super) async fn supervise(mut w: Watched) {
     w.slots.close();
     // The connection's tasks (and with them the socket) go now.
     drop(w.conn);
-    let _ = w.exit.send(Some(info.clone()));
+    let _ = w.exit.send(Some(info));
 }
 
 /// Marks the module failed: callers are refused with `reason`; the
