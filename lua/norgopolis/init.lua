@@ -69,7 +69,7 @@
 ---
 --- | topic             | payload |
 --- |-------------------|---------|
---- | `module.loaded`   | `{ name, pid, path, cause, restarts }` (cause: "call", "load", "autostart", "dependency", "restart") |
+--- | `module.loaded`   | `{ name, pid, path, cause, restarts }` (cause: "call", "load", "autostart", "dependency", "restart", "provide") |
 --- | `module.exited`   | `{ name, pid, status, requested }` |
 --- | `module.crashed`  | `{ name, pid, status, reason, restarts, restart_in_ms }` (status like "exit status 3"; restart_in_ms nil unless it will be restarted) |
 --- | `module.failed`   | `{ name, error }` |
