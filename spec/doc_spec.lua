@@ -44,6 +44,8 @@ local function classes()
     ["norgopolis.CallSyncOpts"] = true,
     ["norgopolis.StatusOpts"] = true,
     ["norgopolis.OnOpts"] = true,
+    ["norgopolis.Provider"] = true,
+    ["norgopolis.ProvideOpts"] = true,
     ["norgopolis.InstallOpts"] = true,
     ["norgopolis.Installed"] = true,
     ["norgopolis.Event"] = true,

@@ -145,7 +145,8 @@ end
 --- (socket, modules, server). Returns the vim.system object.
 ---@param script string Lua source
 ---@param opts? table vim.system options
-function M.spawn_nvim(script, opts)
+---@param on_exit? fun(result: vim.SystemCompleted) called when it exits
+function M.spawn_nvim(script, opts, on_exit)
   local file = vim.fn.tempname() .. ".lua"
   vim.fn.writefile(vim.split(script, "\n"), file)
   local cmd = {
@@ -160,7 +161,7 @@ function M.spawn_nvim(script, opts)
     "-l",
     file,
   }
-  return vim.system(cmd, vim.tbl_extend("force", { text = true }, opts or {}))
+  return vim.system(cmd, vim.tbl_extend("force", { text = true }, opts or {}), on_exit)
 end
 
 --- Runs a Lua script in a headless Neovim of its own (no 'runtimepath'

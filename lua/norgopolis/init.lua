@@ -69,7 +69,7 @@
 ---
 --- | topic             | payload |
 --- |-------------------|---------|
---- | `module.loaded`   | `{ name, pid, path, cause, restarts }` (cause: "call", "load", "autostart", "dependency", "restart") |
+--- | `module.loaded`   | `{ name, pid, path, cause, restarts }` (cause: "call", "load", "autostart", "dependency", "restart", "provide") |
 --- | `module.exited`   | `{ name, pid, status, requested, cause }` (cause: "idle", "stop" or "exit") |
 --- | `module.crashed`  | `{ name, pid, status, reason, restarts, restart_in_ms }` (status like "exit status 3"; restart_in_ms nil unless it will be restarted) |
 --- | `module.failed`   | `{ name, error }` |
@@ -503,6 +503,87 @@ function M.on(topic, fn, opts)
     end)
   end
   return off
+end
+
+---@class norgopolis.ProvideOpts
+---@field on_ready? fun() called once the server has registered the name
+---@field on_done? fun(err: norgopolis.Error?) called once providing ends (by default a warning, unless `stop()` ended it)
+
+---@class norgopolis.Provider
+---@field name string the module name
+---@field registered boolean whether the server has registered it
+---@field id integer? the native request serving it
+local Provider = {}
+Provider.__index = Provider
+
+--- Stops providing: the connection closes, the name is free again once
+--- the server has seen it close, and calls in flight fail at their callers
+--- as `Unavailable`.
+function Provider:stop()
+  self.stopped = true
+  if self.id and core.is_pending(self.id) then
+    core.cancel(self.id)
+  end
+end
+
+--- Whether it is still serving (or still registering).
+---@return boolean
+function Provider:active()
+  return self.id ~= nil and core.is_pending(self.id)
+end
+
+--- Makes this Neovim the module `name` that other Neovims, scripts and
+--- modules call like any module (an external module: the server never
+--- starts or stops it). `fns` maps function names to functions: `fn(args)`
+--- returns the call's result; `fn(args, emit)` streams, each `emit(value)`
+--- sending one result (it returns false once the caller has gone: stop
+--- then). Either fails the call with `error({ code = "NotFound", message =
+--- "..." })` (any other error is `Internal`). Functions run on the main
+--- loop; a stream gives the editor a turn between items. Attaches first
+--- (starting a server if needed). A name already served (by a module or
+--- another provider) is refused: `opts.on_done` gets `AlreadyExists`.
+---
+--- ```lua
+--- local p = norgopolis.provide("buffers", {
+---   list = function() return vim.tbl_map(vim.api.nvim_buf_get_name, vim.api.nvim_list_bufs()) end,
+---   lines = function(args, emit)
+---     for _, l in ipairs(vim.api.nvim_buf_get_lines(args.buf, 0, -1, false)) do emit(l) end
+---   end,
+--- })
+--- p:stop()
+--- ```
+---@param name string module name (`[A-Za-z0-9_-]{1,64}`)
+---@param fns table<string, fun(args: any, emit?: fun(value: any): boolean): any>
+---@param opts? norgopolis.ProvideOpts
+---@return norgopolis.Provider
+function M.provide(name, fns, opts)
+  check_name("module name", name, 2)
+  if type(fns) ~= "table" or next(fns) == nil then
+    error(
+      ("norgopolis.provide: functions must be a non-empty table { name = function }, got %s"):format(
+        vim.inspect(fns)
+      ),
+      2
+    )
+  end
+  for fname, f in pairs(fns) do
+    if type(fname) ~= "string" or fname == "" or not vim.is_callable(f) then
+      error(
+        ("norgopolis.provide: functions[%s] must be a function under a string name, got %s"):format(
+          vim.inspect(fname),
+          type(f)
+        ),
+        2
+      )
+    end
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("norgopolis.provide: opts must be a table { on_ready = fn, on_done = fn }", 2)
+  end
+  check_cb("provide", opts and opts.on_ready)
+  check_cb("provide", opts and opts.on_done)
+  local handle = setmetatable({ name = name, registered = false }, Provider)
+  return require("norgopolis.provide").start(handle, fns, opts)
 end
 
 --- Encodes a value as MessagePack bytes (see the value table); raises on

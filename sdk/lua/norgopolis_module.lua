@@ -9,6 +9,11 @@
 --- m:run()
 --- ```
 ---
+--- A program that is already running can serve the same functions as an
+--- external module: `m:provide("name")` registers with the running router
+--- over its socket and serves calls until the connection ends (LuaJIT's
+--- `ffi` on Linux: LuaJIT, `nvim -l`).
+---
 --- Calls run as coroutines, so one waiting for credit or in `m.sleep(ms)`
 --- lets the others (and pings) go on. With LuaJIT's `ffi` (LuaJIT, Neovim)
 --- everything in the protocol works; on plain Lua, reads block, so
@@ -30,8 +35,18 @@ end
 
 local INITIAL_CREDIT = 64
 local MAX_CREDIT = 1048576
-local K =
-  { HELLO = 0, CALL = 1, ITEM = 2, END = 3, ERROR = 4, CANCEL = 5, PING = 6, PONG = 7, CREDIT = 8 }
+local K = {
+  HELLO = 0,
+  CALL = 1,
+  ITEM = 2,
+  END = 3,
+  ERROR = 4,
+  CANCEL = 5,
+  PING = 6,
+  PONG = 7,
+  CREDIT = 8,
+  PROVIDE = 10,
+}
 
 --- Error codes by name (docs/protocol.md, section 6).
 M.codes = {}
@@ -494,7 +509,9 @@ end
 
 -- Stdio ---------------------------------------------------------------------
 
-local io_ = {}
+-- The descriptors frames are read from and written to: stdin and stdout,
+-- or the router's socket (m:provide()).
+local io_ = { rfd = 0, wfd = 1 }
 if ffi then
   for _, decl in ipairs({
     "long read(int, void *, unsigned long);",
@@ -513,7 +530,7 @@ if ffi then
   --- Up to 1 MiB of whatever stdin has; nil at its end.
   function io_.read()
     while true do
-      local n = tonumber(C.read(0, rbuf, 1048576))
+      local n = tonumber(C.read(io_.rfd, rbuf, 1048576))
       if n > 0 then
         return ffi.string(rbuf, n)
       elseif n == 0 then
@@ -523,22 +540,24 @@ if ffi then
       end
     end
   end
+  --- Writes all of `s`; false when the router is gone.
   function io_.write(s)
     local at, n = 0, #s
     while at < n do
-      local w = tonumber(C.write(1, ffi.cast("const char *", s) + at, n - at))
+      local w = tonumber(C.write(io_.wfd, ffi.cast("const char *", s) + at, n - at))
       if w < 0 then
         if ffi.errno() ~= 4 then
-          os.exit(0) -- the router is gone
+          return false
         end
       else
         at = at + w
       end
     end
+    return true
   end
   --- Whether stdin has bytes within `ms` (-1: wait for them).
   function io_.readable(ms)
-    pfd[0].fd, pfd[0].events = 0, 1
+    pfd[0].fd, pfd[0].events = io_.rfd, 1
     return C.poll(pfd, 1, ms) ~= 0
   end
   function io_.now()
@@ -559,7 +578,7 @@ else
   end
   function io_.write(s)
     stdout:write(s)
-    stdout:flush()
+    return stdout:flush() ~= nil
   end
   --- Without poll, reading is only safe when nothing else is runnable.
   function io_.readable(ms)
@@ -630,7 +649,9 @@ end
 
 function Module:flush()
   if #self.out > 0 then
-    io_.write(table.concat(self.out))
+    if not io_.write(table.concat(self.out)) then
+      self.gone = true -- the router is gone
+    end
     self.out, self.out_bytes = {}, 0
   end
 end
@@ -783,8 +804,7 @@ function Module:handle(id, kind, payload)
     self:send(K.PONG, 0, payload:sub(1, 8))
   else
     io.stderr:write(("protocol error: unexpected frame kind %d\n"):format(kind))
-    self:flush()
-    os.exit(1)
+    self.broken = true
   end
 end
 
@@ -855,7 +875,25 @@ function Module:run()
     os.exit(2)
   end
   self:send(K.HELLO, 0, "NPL1")
-  while true do
+  self:serve()
+  os.exit(self.broken and 1 or 0)
+end
+
+--- Reads what the router sent into the input buffer; false at its end.
+function Module:take_input()
+  local chunk = io_.read()
+  if not chunk then
+    return false
+  end
+  self.chunks[#self.chunks + 1] = chunk
+  self.have = self.have + #chunk
+  return true
+end
+
+--- Runs calls and reads frames until the router's end closes (or it
+--- breaks the protocol).
+function Module:serve()
+  while not (self.gone or self.broken) do
     while #self.ready > 0 do
       local ready = self.ready
       self.ready = {}
@@ -869,14 +907,11 @@ function Module:run()
       wait = 0
     end
     if io_.readable(wait) then
-      local chunk = io_.read()
-      if not chunk then
+      if not self:take_input() then
         self:flush()
-        os.exit(0)
+        return
       end
-      self.chunks[#self.chunks + 1] = chunk
-      self.have = self.have + #chunk
-      while true do
+      while not self.broken do
         local id, kind, payload = self:take_frame()
         if not id then
           break
@@ -885,6 +920,181 @@ function Module:run()
       end
     end
   end
+  self:flush()
+end
+
+-- External modules ------------------------------------------------------------
+
+--- `$NORGOPOLIS_SOCKET`, else `$XDG_RUNTIME_DIR/norgopolis/norgopolis.sock`,
+--- else `/tmp/norgopolis-$UID/norgopolis.sock` (every client's rule).
+local function socket_path(uid)
+  local explicit = os.getenv("NORGOPOLIS_SOCKET")
+  if explicit and explicit ~= "" then
+    return explicit
+  end
+  local runtime = os.getenv("XDG_RUNTIME_DIR")
+  local dir = (runtime and runtime ~= "") and (runtime .. "/norgopolis")
+    or ("/tmp/norgopolis-" .. uid)
+  return dir .. "/norgopolis.sock"
+end
+
+--- Refuses a socket directory that is a symlink, someone else's or open to
+--- others (where `vim.uv` or luv can tell); the peer check follows anyway.
+local function check_dir(path, uid)
+  local ok, uv = pcall(function()
+    return (vim and vim.uv) or require("luv")
+  end)
+  if not ok or not uv then
+    return true
+  end
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local st = uv.fs_lstat(dir)
+  if not st then
+    return nil,
+      ("cannot connect to the norgopolis router at %s: %s does not exist"):format(path, dir)
+  end
+  if st.type == "link" then
+    return nil, ("refusing %s: it is a symbolic link"):format(dir)
+  end
+  if st.uid ~= uid then
+    return nil, ("refusing %s: it belongs to uid %d, not to you (uid %d)"):format(dir, st.uid, uid)
+  end
+  if st.mode % 64 ~= 0 then -- any group or other bit
+    return nil, ("refusing %s: it is open to others; chmod 700 %s"):format(dir, dir)
+  end
+  return true
+end
+
+--- Connects to the router's socket if it is ours (directory private to us,
+--- listener of our uid); the descriptor, or nil and why.
+local function connect_router()
+  if not ffi or ffi.os ~= "Linux" then
+    return nil,
+      "m:provide() needs LuaJIT's ffi on Linux (LuaJIT or nvim -l) to open the router's socket"
+  end
+  for _, decl in ipairs({
+    "int socket(int, int, int);",
+    "int connect(int, const void *, unsigned int);",
+    "int getsockopt(int, int, int, void *, unsigned int *);",
+    "unsigned int geteuid(void);",
+    "int close(int);",
+    "struct np_sockaddr_un { unsigned short family; char path[108]; };",
+    "struct np_ucred { int pid; unsigned int uid; unsigned int gid; };",
+  }) do
+    pcall(ffi.cdef, decl)
+  end
+  local C = ffi.C
+  local uid = tonumber(C.geteuid())
+  local path = socket_path(uid)
+  local ok, why = check_dir(path, uid)
+  if not ok then
+    return nil, why
+  end
+  if #path >= 108 then
+    return nil, ("the socket path %s is too long for a Unix socket"):format(path)
+  end
+  local fd = C.socket(1, 1, 0) -- AF_UNIX, SOCK_STREAM
+  if fd < 0 then
+    return nil, "cannot create a socket (errno " .. ffi.errno() .. ")"
+  end
+  local addr = ffi.new("struct np_sockaddr_un")
+  addr.family = 1
+  ffi.copy(addr.path, path)
+  if C.connect(fd, addr, ffi.sizeof(addr)) ~= 0 then
+    local errno = ffi.errno()
+    C.close(fd)
+    return nil,
+      ("cannot connect to the norgopolis router at %s (errno %d): is it running?"):format(
+        path,
+        errno
+      )
+  end
+  local cred = ffi.new("struct np_ucred")
+  local len = ffi.new("unsigned int[1]", ffi.sizeof(cred))
+  if C.getsockopt(fd, 1, 17, cred, len) ~= 0 or cred.uid ~= uid then -- SOL_SOCKET, SO_PEERCRED
+    C.close(fd)
+    return nil,
+      ("refusing the norgopolis server at %s: it does not run as you (uid %d)"):format(path, uid)
+  end
+  return fd
+end
+
+local function name_field(s)
+  return char(#s % 256, math.floor(#s / 256)) .. s
+end
+
+--- Reads the router's hello and its answer to PROVIDE: true, or nil, the
+--- message and the error code's name.
+function Module:provided(name)
+  for _, expected in ipairs({ K.HELLO, K.END }) do
+    local id, kind, payload = self:take_frame()
+    while not id do
+      if not self:take_input() then
+        return nil, "the router closed the connection during the handshake"
+      end
+      id, kind, payload = self:take_frame()
+    end
+    if kind == K.ERROR and #payload >= 4 then
+      local code = rd_le32(payload, 1)
+      local code_name = "Unknown"
+      for n, c in pairs(M.codes) do
+        if c == code then
+          code_name = n
+        end
+      end
+      return nil,
+        ("the router refused to register module '%s': %s: %s"):format(
+          name,
+          code_name,
+          payload:sub(5)
+        ),
+        code_name
+    end
+    if kind ~= expected then
+      return nil, ("the router answered PROVIDE with frame kind %d"):format(kind)
+    end
+  end
+  return true
+end
+
+--- Registers with the running router as the external module `name`
+--- (default: this module's name) and serves its calls over the router's
+--- socket until the connection ends. Returns nil and why it ended (and,
+--- when the router refused the name, the error code's name, such as
+--- `"AlreadyExists"`).
+---@param name? string
+---@return nil, string, string?
+function Module:provide(name)
+  name = name or self.name
+  local fd, why = connect_router()
+  if not fd then
+    return nil, why
+  end
+  io_.rfd, io_.wfd = fd, fd
+  local functions = {}
+  for f in pairs(self.functions) do
+    functions[#functions + 1] = f
+  end
+  table.sort(functions)
+  local payload = { name_field(name), char(#functions % 256, math.floor(#functions / 256)) }
+  for _, f in ipairs(functions) do
+    payload[#payload + 1] = name_field(f)
+  end
+  self:send(K.HELLO, 0, "NPL1")
+  self:send(K.PROVIDE, 1, table.concat(payload))
+  self:flush()
+  local ok, err, code = self:provided(name)
+  if ok then
+    self.name = name
+    self:serve()
+    err = self.broken and "the router broke the lean protocol"
+      or ("the router closed the connection of module '%s' (unloaded, or the server exited)"):format(
+        name
+      )
+  end
+  ffi.C.close(fd)
+  io_.rfd, io_.wfd = 0, 1
+  return nil, err, code
 end
 
 -- Configuration ---------------------------------------------------------------

@@ -20,6 +20,10 @@ file, standard library only, Python 3.8+.
 
     m.run()
 
+A program that is already running can serve the same functions as an
+external module instead: `m.provide("name")` registers with the running
+router over its socket and serves calls until the connection ends.
+
 Each call runs in a thread of its own; pings are answered by the reader
 thread meanwhile. A streaming call stops at its next item when cancelled, and
 waits (itself only) while the caller's credit is used up. MessagePack maps
@@ -30,6 +34,8 @@ array list (tuples are sent as arrays), map dict, ext Ext.
 import json
 import os
 import signal
+import socket
+import stat
 import struct
 import sys
 import threading
@@ -39,7 +45,7 @@ __all__ = ["Module", "Error", "Ext", "CODES", "module_config"]
 MAGIC = b"NPL1"
 INITIAL_CREDIT = 64
 MAX_CREDIT = 1 << 20
-HELLO, CALL, ITEM, END, ERROR, CANCEL, PING, PONG, CREDIT = range(9)
+HELLO, CALL, ITEM, END, ERROR, CANCEL, PING, PONG, CREDIT, ROUTE, PROVIDE = range(11)
 
 #: Error codes by name (docs/protocol.md, section 6).
 CODES = {
@@ -267,6 +273,68 @@ def _ext(data, at, n):
     return Ext(kind, body), at
 
 
+# --- the router's socket (external modules) -----------------------------
+
+
+def _socket_path():
+    """$NORGOPOLIS_SOCKET, else $XDG_RUNTIME_DIR/norgopolis/norgopolis.sock,
+    else /tmp/norgopolis-$UID/norgopolis.sock (the rule every client follows)."""
+    explicit = os.environ.get("NORGOPOLIS_SOCKET")
+    if explicit:
+        return explicit
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = os.path.join(runtime, "norgopolis") if runtime else "/tmp/norgopolis-%d" % os.geteuid()
+    return os.path.join(base, "norgopolis.sock")
+
+
+def _connect_trusted(path):
+    """Connects to the router at `path` if its directory is private to us
+    and the process listening runs as our uid; raises PermissionError
+    naming what is wrong otherwise (nothing is sent)."""
+    folder = os.path.dirname(path) or "/"
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode):
+        raise PermissionError("refusing %s: it is a symbolic link" % folder)
+    if info.st_uid != os.geteuid():
+        raise PermissionError(
+            "refusing %s: it belongs to uid %d, not to you (uid %d)" % (folder, info.st_uid, os.geteuid())
+        )
+    if info.st_mode & 0o077:
+        raise PermissionError(
+            "refusing %s: it is open to others (mode %o); chmod 700 %s"
+            % (folder, stat.S_IMODE(info.st_mode), folder)
+        )
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        if hasattr(socket, "SO_PEERCRED"):
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _, uid, _ = struct.unpack("3i", creds)
+            if uid != os.geteuid():
+                raise PermissionError(
+                    "refusing the norgopolis server at %s: it runs as uid %d, not as you (uid %d)"
+                    % (path, uid, os.geteuid())
+                )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _name(text):
+    """A u16-length-prefixed UTF-8 name."""
+    b = text.encode("utf-8")
+    return struct.pack("<H", len(b)) + b
+
+
+def _shut(conn):
+    """Ends both directions of `conn` (its reader then sees the end)."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 # --- the module ---------------------------------------------------------
 
 
@@ -317,6 +385,8 @@ class Module:
         self._write_lock = threading.Lock()
         self._out = sys.stdout.buffer
         self._in = sys.stdin.buffer
+        # What a failed write means: the router is gone.
+        self._gone = lambda: os._exit(0)
 
     def function(self, name):
         """Decorator registering `fn(args)` as function `name`: a return
@@ -347,6 +417,57 @@ class Module:
             self._finish_all()
         os._exit(0)
 
+    def provide(self, name=None):
+        """Registers with the running router as the external module `name`
+        (default: this module's name) and serves its calls over the
+        router's socket until the connection ends (unloaded, or the server
+        exited), then raises ConnectionError saying so. A refusal raises
+        Error with the router's code (AlreadyExists: the name is taken).
+        The socket is $NORGOPOLIS_SOCKET, else the runtime dir's; it is
+        used only when its directory is private to us and the server runs
+        as our user."""
+        name = name or self.name
+        conn = _connect_trusted(_socket_path())
+        try:
+            self._in = conn.makefile("rb")
+            self._out = conn.makefile("wb")
+            self._gone = lambda: _shut(conn)
+            functions = sorted(self._functions)
+            payload = _name(name) + struct.pack("<H", len(functions))
+            payload += b"".join(_name(f) for f in functions)
+            self._send(HELLO, 0, MAGIC)
+            self._send(PROVIDE, 1, payload)
+            self._provided(name)
+            self.name = name
+            try:
+                self._read_loop()
+            finally:
+                self._finish_all()
+        finally:
+            _shut(conn)
+            conn.close()
+        raise ConnectionError(
+            "the router closed the connection of module '%s' (unloaded, or the server exited)" % name
+        )
+
+    def _provided(self, name):
+        """Reads the router's hello and its answer to PROVIDE."""
+        for expected in (HELLO, END):
+            header = self._read_exact(9)
+            if header is None:
+                raise ConnectionError("the router closed the connection during the handshake")
+            length, _, kind = struct.unpack("<IIB", header)
+            payload = self._read_exact(max(length - 5, 0)) or b""
+            if kind == ERROR and len(payload) >= 4:
+                (code,) = struct.unpack("<i", payload[:4])
+                raise Error(
+                    code if 1 <= code <= 16 else CODES["Unknown"],
+                    "the router refused to register module '%s': %s"
+                    % (name, payload[4:].decode("utf-8", "replace")),
+                )
+            if kind != expected:
+                raise ConnectionError("the router answered PROVIDE with frame kind %d" % kind)
+
     # Frames ----------------------------------------------------------------
 
     def _send(self, kind, call_id, payload=b""):
@@ -356,7 +477,7 @@ class Module:
                 self._out.write(frame)
                 self._out.flush()
             except (BrokenPipeError, ValueError, OSError):
-                os._exit(0)  # the router is gone
+                self._gone()
 
     def _read_exact(self, n):
         chunks = []

@@ -34,6 +34,7 @@ pub fn module_status_json(m: &ModuleStatus) -> Value {
         "path": m.path,
         "calls_queued": m.calls_queued,
         "failure": m.failure,
+        "kind": m.kind,
     })
 }
 
@@ -95,7 +96,12 @@ pub fn status_text(s: &StatusReply) -> String {
             vec![
                 m.name.clone(),
                 m.pid.to_string(),
-                m.state.clone(),
+                // An external module's process is not the server's.
+                if m.kind.is_empty() {
+                    m.state.clone()
+                } else {
+                    format!("{} ({})", m.state, m.kind)
+                },
                 duration(m.uptime_ms),
                 m.calls_served.to_string(),
                 m.calls_in_flight.to_string(),

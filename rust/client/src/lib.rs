@@ -30,6 +30,7 @@ mod lean;
 mod lean_writer;
 mod locate;
 mod options;
+pub mod provide;
 mod readiness;
 mod session;
 mod spawn;
@@ -48,3 +49,4 @@ pub use options::{ConnectOptions, Transport, TRANSPORT_ENV};
 pub use session::SessionEvent;
 /// The gRPC status code type used in [`ClientError::Call`].
 pub use tonic::Code;
+pub use trust::open_socket;

@@ -37,6 +37,25 @@ pub(crate) async fn open_trusted(socket: &Path) -> Result<UnixStream, ConnectFai
     Ok(stream)
 }
 
+/// Opens a connection to the server at `options`' socket (`socket()`,
+/// else `$NORGOPOLIS_SOCKET`, else the runtime dir's), checked as every
+/// connection of this crate is, without starting a server or writing
+/// anything: for peers that speak the lean transport themselves (an
+/// external module's provider). Returns the socket path with it.
+pub async fn open_socket(
+    options: &crate::ConnectOptions,
+) -> Result<(std::path::PathBuf, UnixStream), ClientError> {
+    let socket = match &options.socket {
+        Some(s) => s.clone(),
+        None => norgopolis_common::Places::from_env()?.socket,
+    };
+    match open_trusted(&socket).await {
+        Ok(stream) => Ok((socket, stream)),
+        Err(ConnectFailure::NoServer(source)) => Err(ClientError::Connect { socket, source }),
+        Err(ConnectFailure::Fatal(e)) => Err(e),
+    }
+}
+
 /// A missing directory only means no server has run there yet; any other
 /// flaw is the caller's to fix, and is fatal.
 fn check_socket_dir(socket: &Path) -> Result<(), ConnectFailure> {

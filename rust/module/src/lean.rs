@@ -18,7 +18,7 @@ use std::{
 
 use norgopolis_proto::{
     lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
-    lean_callee::{error_frame, CallTable},
+    lean_callee::{error_frame, within_deadline, CallTable},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -42,12 +42,42 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
     S: Future<Output = ()>,
 {
+    // The router bounds what it sends by its own max_message_size.
+    let frames = FrameReader::new(reader, u32::MAX as usize);
+    serve_frames(registry, frames, writer, shutdown, Greet::Yes).await
+}
+
+/// Whether serving starts with the module's hello.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Greet {
+    /// A spawned module: the router waits for the hello first.
+    Yes,
+    /// A provider: the greetings were exchanged before `PROVIDE`.
+    No,
+}
+
+/// [`serve_lean`] over frames already being read (a provider's connection,
+/// read past the router's answer to `PROVIDE`).
+pub(crate) async fn serve_frames<R, W, S>(
+    registry: Arc<Registry>,
+    frames: FrameReader<R>,
+    writer: W,
+    shutdown: S,
+    greet: Greet,
+) -> Result<(), ServeError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    S: Future<Output = ()>,
+{
     let (out, rx) = mpsc::unbounded_channel();
-    // The greeting goes first: the router checks it before anything else.
-    let _ = out.send(Outgoing::Frame(Frame::Hello));
+    if greet == Greet::Yes {
+        // The greeting goes first: the router checks it before anything else.
+        let _ = out.send(Outgoing::Frame(Frame::Hello));
+    }
     let mut writer = tokio::spawn(lean::write_frames(rx, writer));
     let calls = CallTable::default();
-    let served = read_calls(&registry, reader, &out, &calls);
+    let served = read_calls(&registry, frames, &out, &calls);
     let result = tokio::select! {
         result = served => result,
         written = &mut writer => match written {
@@ -71,12 +101,10 @@ where
 /// closes.
 async fn read_calls<R: AsyncRead + Unpin>(
     registry: &Arc<Registry>,
-    reader: R,
+    mut frames: FrameReader<R>,
     out: &mpsc::UnboundedSender<Outgoing>,
     calls: &CallTable,
 ) -> Result<(), ServeError> {
-    // The router bounds what it sends by its own max_message_size.
-    let mut frames = FrameReader::new(reader, u32::MAX as usize);
     loop {
         let frame = match frames.next().await {
             Ok(Some(Incoming::Frame(frame))) => frame,
@@ -176,18 +204,7 @@ fn start(
             Outgoing::Frame(Frame::End { id })
         };
         tokio::spawn(async move {
-            // The router cancels at the deadline too; this stops the
-            // handler even if that CANCEL is late.
-            let last = match deadline {
-                Some(left) => tokio::time::timeout(left, pump).await.unwrap_or_else(|_| {
-                    error_frame(
-                        id,
-                        Code::DeadlineExceeded,
-                        format!("function '{name}' ran past the caller's deadline"),
-                    )
-                }),
-                None => pump.await,
-            };
+            let last = within_deadline(id, &name, deadline, pump).await;
             registered.finished(id);
             let _ = out.send(last);
         })

@@ -84,6 +84,7 @@ mod lean;
 mod logging;
 mod module;
 mod pacing;
+mod provide;
 mod router;
 mod serve;
 mod service;
@@ -96,6 +97,7 @@ pub use emitter::Emitter;
 pub use error::{Code, Error};
 pub use logging::init_logging;
 pub use module::Module;
+pub use provide::{provide_options, ProvideError};
 pub use router::{publish, router, router_options, Client, ClientError};
 pub use serve::ServeError;
 

@@ -210,7 +210,7 @@ impl Module {
     }
 
     /// The functions as served, whichever the transport.
-    fn into_registry(self) -> Arc<Registry> {
+    pub(crate) fn into_registry(self) -> Arc<Registry> {
         Arc::new(Registry {
             name: self.name,
             functions: self.functions,

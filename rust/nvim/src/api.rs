@@ -24,6 +24,8 @@
 //! | `detach()` | id → whether a session was attached |
 //! | `session()` | current session table or nil |
 //! | `cancel(id)`, `in_flight()` | bool, count |
+//! | `provide(name, {fn names})` | id → values `{type="registered"}`, `{type="call", call, fn, args}`, `{type="cancel", call}`; `done` when it ends (`cancel(id)` stops it) |
+//! | `provide_reply(id, call, "item", {v})`, `(…, "end")`, `(…, "error", code, message)` | whether the call still runs (`nil, message` for an unsendable item) |
 //! | `_ticker(n, ms)`, `_panic(msg)` | self-tests of the bridge and of panic handling |
 //! | `places()`, `check_dir(path)`, `read_toml(path)` | paths table; `true` or `nil, message`; table or `nil, message` |
 //! | `close()` | stops everything (VimLeavePre) |
@@ -39,6 +41,7 @@ use crate::{
     bridge::{self, ErrorInfo},
     conn::{self, error_info, Connection, Settings},
     convert::{self, exact_get, Codec},
+    provide::{self, Providers, Reply},
     replies,
     requests::{Reporter, Requests},
 };
@@ -51,6 +54,7 @@ struct Ctx {
     codec: Rc<Codec>,
     requests: Requests,
     conn: Arc<Connection>,
+    providers: Providers,
 }
 
 impl Ctx {
@@ -83,6 +87,7 @@ pub fn build(lua: &Lua) -> mlua::Result<Table> {
         codec,
         requests,
         conn: Connection::new(outbox),
+        providers: Providers::default(),
     });
 
     let m = lua.create_table()?;
@@ -91,7 +96,91 @@ pub fn build(lua: &Lua) -> mlua::Result<Table> {
     add_requests(lua, &m, &ctx)?;
     add_control(lua, &m, &ctx)?;
     add_places(lua, &m)?;
+    add_provide(lua, &m, &ctx)?;
     Ok(m)
+}
+
+fn add_provide(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
+    let c = ctx.clone();
+    m.set(
+        "provide",
+        lua.create_function(move |lua, (name, functions): (String, Vec<String>)| {
+            let conn = c.conn.clone();
+            let providers = c.providers.clone();
+            let calls = Arc::new(provide::Calls::default());
+            let served = calls.clone();
+            let own_id = Arc::new(std::sync::OnceLock::new());
+            let ended = own_id.clone();
+            let spawned = c.requests.spawn(|reporter| async move {
+                // Attached first (starting a server if needed): this
+                // Neovim's session keeps the server alive while it serves.
+                let result = match conn.client().await {
+                    Ok(client) => {
+                        let options = norgopolis_client::ConnectOptions::new("nvim")
+                            .spawn(false)
+                            .socket(client.socket());
+                        provide::serve(options, name, functions, served, &reporter).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Some(id) = ended.get() {
+                    providers.remove(*id);
+                }
+                reporter.finish(result);
+            });
+            if let Ok(id) = spawned {
+                c.providers.add(id, calls);
+                let _ = own_id.set(id);
+            }
+            id_or_error(lua, spawned)
+        })?,
+    )?;
+
+    let c = ctx.clone();
+    m.set(
+        "provide_reply",
+        lua.create_function(
+            move |lua, (id, call, kind, arg, message): (u64, u32, String, Value, Option<String>)| {
+                let reply = match kind.as_str() {
+                    "item" => {
+                        let Value::Table(boxed) = arg else {
+                            return (Value::Nil, "an item is passed boxed: { value }")
+                                .into_lua_multi(lua);
+                        };
+                        match c.codec.encode_bytes(&exact_get(&boxed, Value::Integer(1))?, "result")
+                        {
+                            Ok(bytes) => Reply::Item(bytes),
+                            Err(e) => {
+                                return (Value::Nil, format!("cannot send a result: {e}"))
+                                    .into_lua_multi(lua)
+                            }
+                        }
+                    }
+                    "end" => Reply::End,
+                    "error" => {
+                        let name = match &arg {
+                            Value::String(s) => s.to_string_lossy().to_string(),
+                            _ => String::new(),
+                        };
+                        let message = message.unwrap_or_default();
+                        match provide::code_from_name(&name) {
+                            Some(code) => Reply::Error { code, message },
+                            None => Reply::Error {
+                                code: norgopolis_client::Code::Internal,
+                                message: format!("{message} (error code {name:?} is not one)"),
+                            },
+                        }
+                    }
+                    other => {
+                        return (Value::Nil, format!("unknown reply kind {other:?}"))
+                            .into_lua_multi(lua)
+                    }
+                };
+                (c.providers.reply(id, call, reply), Value::Nil).into_lua_multi(lua)
+            },
+        )?,
+    )?;
+    Ok(())
 }
 
 fn add_codec(lua: &Lua, m: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {

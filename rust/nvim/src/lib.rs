@@ -13,6 +13,7 @@ mod bridge;
 mod conn;
 mod convert;
 mod panics;
+mod provide;
 mod replies;
 mod requests;
 

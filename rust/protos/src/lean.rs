@@ -74,6 +74,7 @@ mod kind {
     pub const PONG: u8 = 7;
     pub const CREDIT: u8 = 8;
     pub const ROUTE: u8 = 9;
+    pub const PROVIDE: u8 = 10;
 }
 
 /// One frame of the lean transport.
@@ -149,6 +150,17 @@ pub enum Frame {
         /// Milliseconds the caller still waits, if it set a deadline.
         deadline_ms: Option<u64>,
     },
+    /// Register this connection as module `module` (client → router); the
+    /// router answers `End` (registered: from then on the router calls
+    /// the client as a module) or `Error` (refused).
+    Provide {
+        /// Chosen by the client; the answer carries it.
+        id: u32,
+        /// The module name to serve under.
+        module: String,
+        /// The functions it serves, if it says (for `list` and completion).
+        functions: Vec<String>,
+    },
 }
 
 impl Frame {
@@ -166,6 +178,7 @@ impl Frame {
             Frame::Pong { .. } => "PONG",
             Frame::Credit { .. } => "CREDIT",
             Frame::Route { .. } => "ROUTE",
+            Frame::Provide { .. } => "PROVIDE",
         }
     }
 }
@@ -267,6 +280,11 @@ fn encode_unchecked(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> 
             args,
             *deadline_ms,
         )?,
+        Frame::Provide {
+            id,
+            module,
+            functions,
+        } => put_provide(out, *id, module, functions)?,
         Frame::Item { id, data } => {
             put_header(out, *id, kind::ITEM, data.len())?;
             out.extend_from_slice(data);
@@ -324,6 +342,36 @@ fn put_call(
         out.extend_from_slice(name.as_bytes());
     }
     out.extend_from_slice(args);
+    Ok(())
+}
+
+/// A `PROVIDE` frame: module name, `u16` count, that many function names.
+fn put_provide(
+    out: &mut Vec<u8>,
+    id: u32,
+    module: &str,
+    functions: &[String],
+) -> Result<(), FrameError> {
+    let count = u16::try_from(functions.len())
+        .map_err(|_| malformed("PROVIDE", "more than 65535 functions"))?;
+    let names = || std::iter::once(module).chain(functions.iter().map(String::as_str));
+    let mut len = 2;
+    for name in names() {
+        u16::try_from(name.len())
+            .map_err(|_| malformed("PROVIDE", "a name longer than 65535 bytes"))?;
+        len += 2 + name.len();
+    }
+    put_header(out, id, kind::PROVIDE, len)?;
+    let put_name = |out: &mut Vec<u8>, name: &str| {
+        // Checked above.
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    };
+    put_name(out, module);
+    out.extend_from_slice(&count.to_le_bytes());
+    for name in functions {
+        put_name(out, name);
+    }
     Ok(())
 }
 
@@ -407,6 +455,23 @@ pub fn decode(id: u32, kind: u8, mut payload: Vec<u8>) -> Result<Frame, FrameErr
                 function,
                 args: payload,
                 deadline_ms,
+            }
+        }
+        kind::PROVIDE => {
+            let mut at = 0;
+            let module = take_name("PROVIDE", &payload, &mut at)?;
+            let count = payload
+                .get(at..at + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .ok_or_else(|| malformed("PROVIDE", "no function count"))?;
+            at += 2;
+            let functions = (0..count)
+                .map(|_| take_name("PROVIDE", &payload, &mut at))
+                .collect::<Result<_, _>>()?;
+            Frame::Provide {
+                id,
+                module,
+                functions,
             }
         }
         kind::ITEM => Frame::Item { id, data: payload },
@@ -635,6 +700,16 @@ mod tests {
             args: vec![0xa2, b'h', b'i'],
             deadline_ms: Some(250),
         });
+        round_trip(Frame::Provide {
+            id: 1,
+            module: "notes".into(),
+            functions: vec!["query".into(), "ü".into()],
+        });
+        round_trip(Frame::Provide {
+            id: 2,
+            module: "bare".into(),
+            functions: vec![],
+        });
         round_trip(Frame::Route {
             id: 9,
             module: String::new(),
@@ -669,6 +744,10 @@ mod tests {
             vec![0, 1, 0, b'm', 3, 0, b'f'],
         ] {
             assert!(decode(1, kind::ROUTE, payload).is_err());
+        }
+        // A module name, then no count, or a count with a name missing.
+        for payload in [vec![1, 0, b'm'], vec![1, 0, b'm', 1, 0]] {
+            assert!(decode(1, kind::PROVIDE, payload).is_err());
         }
         assert!(decode(1, kind::ERROR, vec![1, 2]).is_err());
         assert!(decode(0, kind::PING, vec![1; 7]).is_err());

@@ -5,7 +5,9 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use tokio::{sync::Semaphore, task::AbortHandle};
@@ -86,6 +88,28 @@ pub fn error_frame(id: u32, code: Code, message: impl Into<String>) -> Outgoing 
         code: code as i32,
         message: message.into(),
     })
+}
+
+/// Runs call `id`'s `work` (which returns its last frame), ending it with
+/// `DeadlineExceeded` when `deadline`, the time its caller still waits,
+/// passes first. The caller cancels at its deadline too; this stops the
+/// work even if that `CANCEL` is late.
+pub async fn within_deadline(
+    id: u32,
+    function: &str,
+    deadline: Option<Duration>,
+    work: impl Future<Output = Outgoing>,
+) -> Outgoing {
+    match deadline {
+        Some(left) => tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
+            error_frame(
+                id,
+                Code::DeadlineExceeded,
+                format!("function '{function}' ran past the caller's deadline"),
+            )
+        }),
+        None => work.await,
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //!
 //! | topic             | payload |
 //! |-------------------|---------|
-//! | `module.loaded`   | `{name, pid, path, cause, restarts}`; cause is `call`, `load`, `autostart`, `dependency` or `restart` |
+//! | `module.loaded`   | `{name, pid, path, cause, restarts}`; cause is `call`, `load`, `autostart`, `dependency`, `restart` or `provide` (an external module registered itself) |
 //! | `module.exited`   | `{name, pid, status, requested, cause}`: a clean exit, or any exit the server asked for; `cause` is `idle` (idle_unload), `stop` (unload, shutdown) or `exit` (it ended by itself) |
 //! | `module.crashed`  | `{name, pid, status, reason, restarts, restart_in_ms}`: an unrequested unclean exit; `reason` says why the server killed it ("" if it died by itself); `restart_in_ms` is nil unless the restart policy will start it again |
 //! | `module.failed`   | `{name, error}`: an autostart or restart that could not start the module, or a restart series that gave up |

@@ -25,6 +25,7 @@ use tonic::{Code, Status};
 
 use crate::{
     lifetime::ExitReason,
+    modules::external::{self, Offer},
     route::{oversized_arguments, unless_panicked, Router},
     serve::Conn,
 };
@@ -55,14 +56,14 @@ pub async fn serve<IO>(
     let ended = loop {
         let incoming = tokio::select! {
             incoming = frames.next() => incoming,
-            _ = shutdown.wait_for(Option::is_some) => break "the server is exiting".to_string(),
+            _ = shutdown.wait_for(Option::is_some) => break Ending::Closed("the server is exiting".to_string()),
             written = &mut writer => {
                 writer_done = true;
-                break match written {
+                break Ending::Closed(match written {
                 Ok(Ok(())) => "its writer stopped".to_string(),
                 Ok(Err(e)) => format!("writing to it failed: {e}"),
                 Err(e) => format!("writer task: {e}"),
-                };
+                });
             }
         };
         // Reap finished calls as we go (not in the select above: a frame
@@ -79,15 +80,19 @@ pub async fn serve<IO>(
                 ));
                 continue;
             }
-            Ok(None) => break "it closed the connection".to_string(),
-            Err(FrameError::Io(e)) => break format!("reading failed: {e}"),
-            Err(FrameError::Truncated) => break "it closed the connection mid-frame".to_string(),
-            Err(e) => break format!("it broke the lean protocol: {e}"),
+            Ok(None) => break Ending::Closed("it closed the connection".to_string()),
+            Err(FrameError::Io(e)) => break Ending::Closed(format!("reading failed: {e}")),
+            Err(FrameError::Truncated) => {
+                break Ending::Closed("it closed the connection mid-frame".to_string())
+            }
+            Err(e) => break Ending::Closed(format!("it broke the lean protocol: {e}")),
         };
         match frame {
             // Its results could not be told from the running call's.
             Frame::Route { id, .. } if calls.is_running(id) => {
-                break format!("it reused call id {id} while that call was running");
+                break Ending::Closed(format!(
+                    "it reused call id {id} while that call was running"
+                ));
             }
             Frame::Route {
                 id,
@@ -112,12 +117,46 @@ pub async fn serve<IO>(
             Frame::Ping { nonce } => {
                 let _ = out.send(Outgoing::Frame(Frame::Pong { nonce }));
             }
+            // Its calls' results would share the connection with its
+            // module's frames.
+            Frame::Provide { .. } if !tasks.is_empty() => {
+                break Ending::Closed("it sent PROVIDE while its calls ran".to_string());
+            }
+            Frame::Provide {
+                id,
+                module,
+                functions,
+            } => {
+                break Ending::Provide {
+                    id,
+                    module,
+                    functions,
+                }
+            }
             other => {
-                break format!(
+                break Ending::Closed(format!(
                     "it sent a {} frame, which clients do not send",
                     other.kind_name()
-                );
+                ));
             }
+        }
+    };
+    let ended = match ended {
+        Ending::Closed(why) => why,
+        Ending::Provide {
+            id: call,
+            module,
+            functions,
+        } => {
+            let offer = Offer {
+                name: module,
+                functions,
+                pid: conn.peer_pid,
+                frames,
+                out,
+                writer,
+            };
+            return provide(offer, call, &conn, &router, shutdown).await;
         }
     };
     tracing::debug!(conn = id, "lean client connection ends: {ended}");
@@ -137,6 +176,53 @@ pub async fn serve<IO>(
     // everything still queued for it.
     writer.abort();
     crate::memory::trim_soon();
+}
+
+/// Why the loop over a client's frames ended.
+enum Ending {
+    /// The connection is over, for this reason.
+    Closed(String),
+    /// The client asked to serve as a module.
+    Provide {
+        id: u32,
+        module: String,
+        functions: Vec<String>,
+    },
+}
+
+/// Serves a client that sent `PROVIDE` (answered with call `id`): the
+/// connection becomes an external module's until it ends, the module is
+/// unloaded, or the server exits (its module stop closes the connection).
+/// A refusal is answered with an `ERROR`, and the connection closes.
+async fn provide<R>(
+    offer: Offer<R>,
+    id: u32,
+    conn: &Conn,
+    router: &Router,
+    mut shutdown: watch::Receiver<Option<ExitReason>>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    // Serving is use enough: not closed as idle.
+    conn.mark_started();
+    let out = offer.out.clone();
+    let name = offer.name.clone();
+    match external::register(&router.host, offer, Outgoing::Frame(Frame::End { id })).await {
+        Ok(module) => {
+            tokio::select! {
+                _ = module.wait_exit() => {}
+                _ = shutdown.wait_for(Option::is_some) => {}
+            }
+        }
+        Err(status) => {
+            tracing::debug!(conn = conn.id, module = %name, "refused a provider: {}", status.message());
+            let (flushed, done) = tokio::sync::oneshot::channel();
+            let _ = out.send(status_frame(id, &status));
+            let _ = out.send(Outgoing::Flushed(flushed));
+            // Told before the connection closes (bounded: it may not read).
+            let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+        }
+    }
 }
 
 /// A `ROUTE` frame's call.

@@ -98,6 +98,12 @@ impl Conn {
             .get_or_init(|| self.peer_pid.is_some_and(is_module))
     }
 
+    /// Notes that the connection is in use though it starts no call (an
+    /// external module's): it is no longer closed as idle.
+    pub fn mark_started(&self) {
+        self.setup.mark_started();
+    }
+
     /// Counts a call unless `limit` calls are already running here.
     pub fn begin_call(&self, limit: u32) -> Option<ConnCall> {
         // Lean connections start calls only through here.

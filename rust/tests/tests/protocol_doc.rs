@@ -134,6 +134,16 @@ fn frame_from(example: &Example) -> Frame {
             id: id(),
             items: num("items") as u32,
         },
+        "PROVIDE" => Frame::Provide {
+            id: id(),
+            module: get("module"),
+            // Comma-separated; empty for none.
+            functions: get("functions")
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        },
         other => panic!("line {line}: unknown frame kind {other}"),
     }
 }
@@ -171,6 +181,7 @@ fn every_byte_example_in_the_protocol_document_matches_the_codec() {
     // Every frame kind is shown at least once.
     for kind in [
         "HELLO", "CALL", "ITEM", "END", "ERROR", "CANCEL", "PING", "PONG", "CREDIT", "ROUTE",
+        "PROVIDE",
     ] {
         assert!(kinds.contains(&kind), "no byte example of {kind}");
     }

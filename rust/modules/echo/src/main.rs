@@ -21,6 +21,11 @@
 //! Arguments that do not fit answer `InvalidArgument`; an unknown function
 //! answers `NotFound` listing these names. Like every SDK module it exits
 //! with code 0 when stdin closes or on SIGTERM.
+//!
+//! `echo --provide NAME` serves the same functions as the external module
+//! `NAME` (`Module::provide`, on `$NORGOPOLIS_SOCKET` or the default
+//! socket) instead; it prints why it stopped to stderr and exits with code
+//! 2 when the router refused the name, 1 otherwise.
 
 use std::{io::Write, process::ExitCode, time::Duration};
 
@@ -36,11 +41,19 @@ const DEFAULT_CRASH_EXIT: i32 = 3;
 // One connection, nothing computed: the runtime the SDK docs recommend.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    module().run().await
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, name] = args.as_slice() {
+        if flag == "--provide" {
+            let ended = module(name).provide().await;
+            eprintln!("echo: {ended}");
+            return ExitCode::from(if ended.refused().is_some() { 2 } else { 1 });
+        }
+    }
+    module("echo").run().await
 }
 
-fn module() -> Module {
-    Module::new("echo")
+fn module(name: &str) -> Module {
+    Module::new(name)
         .function("echo", |v: Value| async move { Ok(v) })
         .stream("count", count)
         .describe_args("count", "n or {n, delay_ms?, crash_after?, fail_after?}")

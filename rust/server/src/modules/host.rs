@@ -41,6 +41,8 @@ pub enum Cause {
     Dependency,
     /// The `on-failure` restart policy.
     Restart,
+    /// A running process registered itself (an external module).
+    Provide,
 }
 
 impl Cause {
@@ -51,6 +53,7 @@ impl Cause {
             Cause::Autostart => "autostart",
             Cause::Dependency => "dependency",
             Cause::Restart => "restart",
+            Cause::Provide => "provide",
         }
     }
 }
@@ -287,6 +290,33 @@ impl ModuleHost {
         );
     }
 
+    /// Registers an external module as `name` (see `external`): refused
+    /// with `AlreadyExists` while a module of that name runs (spawned or
+    /// provided). `connect` builds its instance under the name's load
+    /// lock, so a load or provider racing for the name waits and then
+    /// finds it taken.
+    pub async fn provide(
+        &self,
+        name: &str,
+        connect: impl FnOnce(&InstanceOptions) -> Arc<Instance>,
+    ) -> Result<Arc<Instance>, Status> {
+        norgopolis_common::validate_module_name(name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let slot = self.shared.slot(name);
+        let _loading = slot.loading.lock().await;
+        if self.shared.stopping() {
+            return Err(shutting_down());
+        }
+        if let Some(running) = slot.alive() {
+            return Err(super::external::taken(&running));
+        }
+        let inst = connect(&self.shared.options);
+        slot.set(Some(inst.clone()));
+        *slot.record() = Record::default();
+        self.shared.announce_loaded(&slot, &inst, Cause::Provide);
+        Ok(inst)
+    }
+
     /// Stops `name` if it runs; returns whether it did. Forgets its restart
     /// count and any failure.
     pub async fn unload(&self, name: &str) -> bool {
@@ -342,9 +372,19 @@ impl ModuleHost {
             .collect();
         // Modules loaded by path are not in the dirs; list them too.
         for inst in instances {
-            if inst.is_alive() && !infos.iter().any(|i| i.name == inst.name) {
-                infos.push(info(&inst.located, true));
+            if !inst.is_alive() {
+                continue;
             }
+            let mut listed = info(&inst.located, true);
+            if let Some(provided) = &inst.provided {
+                // A provider shadows a module of its name on disk.
+                infos.retain(|i| i.name != inst.name);
+                listed.functions = provided.functions.clone();
+                listed.function_docs = vec![String::new(); listed.functions.len()];
+            } else if infos.iter().any(|i| i.name == inst.name) {
+                continue;
+            }
+            infos.push(listed);
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         infos
@@ -573,7 +613,7 @@ impl Shared {
         }
         let inst = Instance::start(located, &self.spawner, &self.socket, &self.options).await?;
         slot.set(Some(inst.clone()));
-        let restarts = {
+        {
             let mut record = slot.record();
             record.failure = None;
             record.restarting = false;
@@ -582,15 +622,21 @@ impl Shared {
             } else {
                 record.streak = 0;
             }
-            record.restarts
-        };
+        }
+        self.announce_loaded(&slot, &inst, cause);
+        Ok((inst, false))
+    }
+
+    /// Watches a freshly started instance for its exit and announces it.
+    fn announce_loaded(self: &Arc<Self>, slot: &Arc<Slot>, inst: &Arc<Instance>, cause: Cause) {
+        let restarts = slot.record().restarts;
         tokio::spawn(watch(
             Arc::downgrade(self),
             slot.clone(),
             inst.clone(),
             Instant::now(),
         ));
-        self.unload_when_idle(&slot, &inst);
+        self.unload_when_idle(slot, inst);
         tracing::info!(module = %inst.name, pid = inst.pid, cause = cause.as_str(), restarts, "module loaded");
         self.events.announce(
             topic::MODULE_LOADED,
@@ -602,12 +648,15 @@ impl Shared {
                 ("restarts", restarts.into()),
             ],
         );
-        Ok((inst, false))
     }
 
     /// Watches `inst` for idleness when its manifest (or the server's
     /// default) asks for idle unload.
     fn unload_when_idle(self: &Arc<Self>, slot: &Arc<Slot>, inst: &Arc<Instance>) {
+        // An external module's process is not ours to stop.
+        if inst.is_external() {
+            return;
+        }
         let declared = inst.located.manifest.as_ref().and_then(|m| m.idle_unload);
         // Zero is "off", also overriding the server's default.
         let Some(after) = declared
@@ -669,7 +718,14 @@ impl Shared {
         lived: Duration,
     ) {
         let requested = inst.stop_requested();
-        let failed = !requested && restart::is_failure(&status);
+        let failed = !requested
+            && if inst.is_external() {
+                // A provider has no exit status: it failed only when the
+                // server judged so (protocol broken, pings unanswered).
+                !inst.status().failure.is_empty()
+            } else {
+                restart::is_failure(&status)
+            };
         slot.record().last_exit = status.clone();
         if !failed {
             self.events.announce(

@@ -104,6 +104,82 @@ pub struct Instance {
     stop: Mutex<Option<oneshot::Sender<()>>>,
     /// Tells whether the module closed its stdout.
     close: CloseSignal,
+    /// Set for an external module: what it said of itself.
+    pub provided: Option<Provided>,
+}
+
+/// What an external module said of itself when it registered.
+#[derive(Debug, Clone, Default)]
+pub struct Provided {
+    /// The functions it serves, if it said (empty otherwise).
+    pub functions: Vec<String>,
+}
+
+/// The channels between an instance and its supervisor, and its slots.
+struct Parts {
+    slots: Arc<Semaphore>,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    failure: watch::Receiver<Option<String>>,
+    stop: oneshot::Sender<()>,
+    max_concurrent_calls: u32,
+}
+
+/// The supervisor's ends of [`Parts`].
+struct SupervisorEnds {
+    stop: oneshot::Receiver<()>,
+    exit: watch::Sender<Option<ExitInfo>>,
+    failure: watch::Sender<Option<String>>,
+}
+
+impl Parts {
+    fn new(options: &InstanceOptions) -> (Parts, SupervisorEnds) {
+        let (exit_tx, exit) = watch::channel(None);
+        let (failure_tx, failure) = watch::channel(None);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let parts = Parts {
+            slots: Arc::new(Semaphore::new(options.max_concurrent_calls as usize)),
+            exit,
+            failure,
+            stop: stop_tx,
+            max_concurrent_calls: options.max_concurrent_calls,
+        };
+        let ends = SupervisorEnds {
+            stop: stop_rx,
+            exit: exit_tx,
+            failure: failure_tx,
+        };
+        (parts, ends)
+    }
+
+    fn assemble(
+        self,
+        name: String,
+        located: Located,
+        pid: u32,
+        client: ModuleConn,
+        close: CloseSignal,
+        provided: Option<Provided>,
+    ) -> Arc<Instance> {
+        Arc::new(Instance {
+            name,
+            located,
+            pid,
+            activity: Arc::default(),
+            started: Instant::now(),
+            client,
+            calls_served: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            slots: self.slots,
+            paused: Arc::new(Semaphore::new(self.max_concurrent_calls as usize)),
+            max_concurrent_calls: self.max_concurrent_calls,
+            exit: self.exit,
+            failure: self.failure,
+            stop: Mutex::new(Some(self.stop)),
+            close,
+            provided,
+        })
+    }
 }
 
 /// A call holding one of the module's slots; dropping it ends the call.
@@ -269,43 +345,66 @@ impl Instance {
             }
         };
 
-        let slots = Arc::new(Semaphore::new(options.max_concurrent_calls as usize));
-        let (exit_tx, exit) = watch::channel(None);
-        let (failure_tx, failure) = watch::channel(None);
-        let (stop_tx, stop_rx) = oneshot::channel();
+        let (parts, ends) = Parts::new(options);
         tokio::spawn(supervise(Supervised {
             name: name.clone(),
             pid,
             child,
             conn: conn_task,
-            stop: stop_rx,
+            stop: ends.stop,
             close: close.clone(),
-            exit: exit_tx,
-            failure: failure_tx,
-            slots: slots.clone(),
+            exit: ends.exit,
+            failure: ends.failure,
+            slots: parts.slots.clone(),
             grace: options.grace,
             ping_timeout: options.ping.timeout,
             failures: options.failures.clone(),
         }));
         tracing::info!(module = %name, pid, path = %located.exec.display(), "module started");
-        Ok(Arc::new(Instance {
+        Ok(parts.assemble(name, located, pid, client, close, None))
+    }
+
+    /// An external module: a running process that registered itself as
+    /// `name` over the socket (see `external`), served over `client`. It
+    /// is never spawned, signalled or restarted: stopping it closes its
+    /// connection, and it is gone when the connection ends.
+    pub(super) fn external(
+        name: String,
+        pid: u32,
+        functions: Vec<String>,
+        client: ModuleConn,
+        conn: ConnTask,
+        close: CloseSignal,
+        options: &InstanceOptions,
+    ) -> Arc<Self> {
+        let (parts, ends) = Parts::new(options);
+        tokio::spawn(super::external::supervise(super::external::Watched {
+            name: name.clone(),
+            pid,
+            conn,
+            stop: ends.stop,
+            close: close.clone(),
+            exit: ends.exit,
+            failure: ends.failure,
+            slots: parts.slots.clone(),
+            ping_timeout: options.ping.timeout,
+            failures: options.failures.clone(),
+        }));
+        let located = super::external::located(&name, pid);
+        parts.assemble(
             name,
             located,
             pid,
-            activity: Arc::default(),
-            started: Instant::now(),
             client,
-            calls_served: AtomicU64::new(0),
-            in_flight: AtomicU32::new(0),
-            queued: AtomicU32::new(0),
-            slots,
-            paused: Arc::new(Semaphore::new(options.max_concurrent_calls as usize)),
-            max_concurrent_calls: options.max_concurrent_calls,
-            exit,
-            failure,
-            stop: Mutex::new(Some(stop_tx)),
             close,
-        }))
+            Some(Provided { functions }),
+        )
+    }
+
+    /// Whether this is an external module (registered over the socket, not
+    /// spawned by us): idle unloading and restarts leave it alone.
+    pub fn is_external(&self) -> bool {
+        self.provided.is_some()
     }
 
     /// Whether the process is running, healthy and not being stopped.
@@ -513,6 +612,11 @@ impl Instance {
             last_exit: exit.unwrap_or_default(),
             path: self.located.origin.display().to_string(),
             failure: failure.unwrap_or_default(),
+            kind: if self.is_external() {
+                super::external::KIND.into()
+            } else {
+                String::new()
+            },
         }
     }
 }

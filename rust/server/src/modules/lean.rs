@@ -11,10 +11,11 @@
 use std::time::Duration;
 
 use norgopolis_proto::{
-    lean::{self, Frame, FrameError, FrameReader, Incoming},
+    lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
     lean_caller::{CallStream, Caller, KeepAlive},
 };
 use tokio::{
+    io::AsyncRead,
     process::{ChildStdin, ChildStdout},
     sync::mpsc,
     task::JoinHandle,
@@ -94,17 +95,68 @@ pub async fn connect(
     }
 
     let (out, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(lean::write_frames(rx, stdin));
+    Ok(drive(
+        name,
+        reader,
+        out,
+        writer,
+        close,
+        ping,
+        max_message_size,
+        &PIPES,
+    ))
+}
+
+/// What the module's two ends are called in reasons a connection ended.
+pub struct Ends {
+    /// The end we read from.
+    pub reads: &'static str,
+    /// The end we write to.
+    pub writes: &'static str,
+}
+
+/// A spawned module's ends: its stdout and stdin.
+const PIPES: Ends = Ends {
+    reads: "its stdout",
+    writes: "its stdin",
+};
+
+/// Drives a module connection whose greeting is done: `reader` yields the
+/// module's frames, `out` queues ours for the `writer` task. Raising
+/// `close` ends the connection from our side (the writer is stopped,
+/// which closes our end). The returned task (polled by the supervisor)
+/// tells how the connection ended.
+#[allow(clippy::too_many_arguments)]
+pub fn drive<R>(
+    name: &str,
+    reader: FrameReader<R>,
+    out: mpsc::UnboundedSender<Outgoing>,
+    writer: JoinHandle<Result<(), FrameError>>,
+    close: CloseSignal,
+    ping: Ping,
+    max_message_size: usize,
+    ends: &'static Ends,
+) -> (LeanClient, ConnTask)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
     let caller = Caller::new(out, "the module");
     let writer = {
         let close = close.clone();
         tokio::spawn(async move {
+            // The writer holds our end: it goes with this task, however
+            // the connection ends.
+            let mut writer = AbortOnDrop(writer);
             tokio::select! {
-                written = lean::write_frames(rx, stdin) => match written {
-                    Ok(()) => ConnEnd::Asked,
-                    Err(FrameError::Io(e)) => ConnEnd::Closed(format!("writing its stdin failed: {e}")),
-                    Err(e) => ConnEnd::Garbled(format!("cannot encode a frame: {e}")),
+                written = &mut writer.0 => match written {
+                    Ok(Ok(())) => ConnEnd::Asked,
+                    Ok(Err(FrameError::Io(e))) => ConnEnd::Closed(format!("writing {} failed: {e}", ends.writes)),
+                    Ok(Err(e)) => ConnEnd::Garbled(format!("cannot encode a frame: {e}")),
+                    Err(e) => ConnEnd::Closed(format!("writer task: {e}")),
                 },
-                // Dropping stdin here is how the module is asked to stop.
+                // Stopping the writer drops our end: how the module is
+                // asked to stop.
                 () = close.raised() => ConnEnd::Asked,
             }
         })
@@ -116,6 +168,7 @@ pub async fn connect(
         close.clone(),
         ping,
         max_message_size,
+        ends,
     ));
     let tasks = Tasks { reader, writer };
     let conn = caller.clone();
@@ -132,7 +185,16 @@ pub async fn connect(
             end
         }
     });
-    Ok((LeanClient { caller }, task))
+    (LeanClient { caller }, task)
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The connection's tasks, stopped when the connection is dropped.
@@ -148,13 +210,14 @@ impl Drop for Tasks {
     }
 }
 
-async fn read_and_ping(
+async fn read_and_ping<R: AsyncRead + Unpin>(
     name: String,
-    reader: FrameReader<ChildStdout>,
+    reader: FrameReader<R>,
     caller: Caller,
     close: CloseSignal,
     ping: Ping,
     limit: usize,
+    ends: &'static Ends,
 ) -> ConnEnd {
     let keep_alive = KeepAlive {
         interval: ping.interval,
@@ -162,7 +225,7 @@ async fn read_and_ping(
         when_idle: true,
     };
     let end = tokio::select! {
-        end = read(&name, reader, &caller, limit) => end,
+        end = read(&name, reader, &caller, limit, ends) => end,
         // A ping unanswered: the module hangs.
         () = caller.keep_alive(keep_alive) => ConnEnd::Unanswered,
         () = close.raised() => ConnEnd::Asked,
@@ -172,11 +235,12 @@ async fn read_and_ping(
 }
 
 /// Routes the module's frames to their calls until the stream ends.
-async fn read(
+async fn read<R: AsyncRead + Unpin>(
     name: &str,
-    mut reader: FrameReader<ChildStdout>,
+    mut reader: FrameReader<R>,
     caller: &Caller,
     limit: usize,
+    ends: &Ends,
 ) -> ConnEnd {
     loop {
         let frame = match reader.next().await {
@@ -190,10 +254,10 @@ async fn read(
                 caller.fail(id, status).await;
                 continue;
             }
-            Ok(None) => return ConnEnd::Closed("it closed its stdout".into()),
+            Ok(None) => return ConnEnd::Closed(format!("it closed {}", ends.reads)),
             Err(FrameError::Io(e)) => return ConnEnd::Closed(e.to_string()),
             Err(FrameError::Truncated) => {
-                return ConnEnd::Closed("its stdout ended in the middle of a frame".into())
+                return ConnEnd::Closed(format!("{} ended in the middle of a frame", ends.reads))
             }
             Err(e) => return ConnEnd::Garbled(e.to_string()),
         };

@@ -3,6 +3,7 @@
 mod autostart;
 mod conn;
 mod deps;
+pub mod external;
 mod failures;
 pub mod guardian;
 mod host;
