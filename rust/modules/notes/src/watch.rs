@@ -1,0 +1,93 @@
+//! Following the workspaces on disk: filesystem events are gathered until
+//! the disk has been quiet for a moment (so a burst of writes becomes one
+//! update), applied to the index, and announced; the cache is written a
+//! little later, once per quiet spell.
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    sync::{mpsc, Arc},
+    time::{Duration, Instant},
+};
+
+use notify::{RecursiveMode, Watcher};
+
+use crate::notes::{Change, Notes};
+
+/// Quiet time that ends a burst of events.
+const QUIET: Duration = Duration::from_millis(15);
+/// Longest a burst is held back, so a steady stream of writes still shows.
+const MAX_HOLD: Duration = Duration::from_millis(100);
+/// How long after the last change the cache is written.
+const SAVE_AFTER: Duration = Duration::from_secs(2);
+
+/// Watches every readable workspace (a broken one is not watched) and
+/// calls `announce` with each batch of changes. Runs until the returned
+/// watcher is dropped.
+pub fn start(
+    notes: Arc<Notes>,
+    announce: impl Fn(Vec<Change>) + Send + 'static,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let (tx, rx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(tx)?;
+    for ws in &notes.config.workspaces {
+        if let Err(e) = watcher.watch(&ws.root, RecursiveMode::Recursive) {
+            tracing::warn!("not watching workspace '{}': {e}", ws.name);
+        }
+    }
+    std::thread::Builder::new()
+        .name("notes-watch".into())
+        .spawn(move || follow(&notes, &rx, &announce))?;
+    Ok(watcher)
+}
+
+fn follow(
+    notes: &Notes,
+    rx: &mpsc::Receiver<notify::Result<notify::Event>>,
+    announce: &dyn Fn(Vec<Change>),
+) {
+    let mut pending: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut burst_start = Instant::now();
+    let mut last_change = Instant::now();
+    loop {
+        let wait = if !pending.is_empty() {
+            QUIET
+        } else if notes.is_dirty() {
+            SAVE_AFTER.saturating_sub(last_change.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Ok(event)) => {
+                if pending.is_empty() {
+                    burst_start = Instant::now();
+                }
+                if event.need_rescan() {
+                    pending.extend(notes.config.workspaces.iter().map(|w| w.root.clone()));
+                }
+                pending.extend(event.paths);
+                if burst_start.elapsed() < MAX_HOLD {
+                    continue;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("watching the workspaces: {e}");
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if pending.is_empty() {
+            if notes.is_dirty() && last_change.elapsed() >= SAVE_AFTER {
+                notes.save_if_dirty();
+            }
+            continue;
+        }
+        let changes = notes.apply_paths(std::mem::take(&mut pending));
+        if !changes.is_empty() {
+            last_change = Instant::now();
+            announce(changes);
+        }
+    }
+    notes.save_if_dirty();
+}
