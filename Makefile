@@ -108,9 +108,9 @@ fuzz: build deps-nvim deps-busted
 build-rust: deps-rust
 	cargo build --workspace $(CARGO_FLAGS)
 
-# Bundled modules as folders with their module.toml (echo: lean transport).
+# Bundled modules as folders with their module.toml (lean transport).
 build-modules: build-rust
-	@for m in echo; do \
+	@for m in echo notes; do \
 	  if [ ! -d $(MODULES_OUT)/$$m ] || [ -L $(MODULES_OUT)/$$m ]; then rm -f $(MODULES_OUT)/$$m; fi; \
 	  mkdir -p $(MODULES_OUT)/$$m; \
 	  ln -sfn $(TARGET)/$$m $(MODULES_OUT)/$$m/$$m; \
