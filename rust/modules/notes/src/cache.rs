@@ -74,7 +74,10 @@ pub fn save(index: &Index, path: &Path) -> Result<(), CacheError> {
 /// Reads the index saved at `path`.
 pub fn load(path: &Path) -> Result<Index, CacheError> {
     let bytes = std::fs::read(path)?;
-    let mut r = Reader { bytes: &bytes, at: 0 };
+    let mut r = Reader {
+        bytes: &bytes,
+        at: 0,
+    };
     if r.take(MAGIC.len())? != MAGIC {
         return Err(bad("not a notes cache"));
     }
@@ -85,8 +88,8 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
         )));
     }
     let docs_len = r.u64()? as usize;
-    let docs: Vec<Option<Doc>> = rmp_serde::from_slice(r.take(docs_len)?)
-        .map_err(|e| bad(format!("documents: {e}")))?;
+    let docs: Vec<Option<Doc>> =
+        rmp_serde::from_slice(r.take(docs_len)?).map_err(|e| bad(format!("documents: {e}")))?;
     let term_count = r.u64()? as usize;
     let mut terms = Vec::with_capacity(term_count.min(bytes.len()));
     for _ in 0..term_count {
@@ -177,7 +180,10 @@ mod tests {
             root: "/n".into(),
         };
         let mut ix = Index::default();
-        for (i, text) in ["* One\n{:two:}\n", "* Two\n- ( ) task\n"].iter().enumerate() {
+        for (i, text) in ["* One\n{:two:}\n", "* Two\n- ( ) task\n"]
+            .iter()
+            .enumerate()
+        {
             let path = PathBuf::from(format!("/n/{i}.norg"));
             let (doc, terms) = build_doc(&ws, std::slice::from_ref(&ws), &path, (1, 2), text);
             ix.upsert(doc, terms);

@@ -212,7 +212,10 @@ impl Index {
         let mut out: HashMap<u32, (u8, u32)> = HashMap::new();
         let range = self
             .terms
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(t, _)| t.starts_with(prefix))
             .take(MAX_PREFIX_TERMS);
         for (_, postings) in range {
@@ -263,7 +266,12 @@ mod tests {
         let mut ix = Index::default();
         add(&mut ix, "/b", "w", &[("rust notes", weight::BODY, 5)]);
         add(&mut ix, "/a", "w", &[("rust notes", weight::TITLE, 1)]);
-        add(&mut ix, "/c", "w", &[("rust", weight::HEADING, 2), ("notes", 1, 3)]);
+        add(
+            &mut ix,
+            "/c",
+            "w",
+            &[("rust", weight::HEADING, 2), ("notes", 1, 3)],
+        );
         add(&mut ix, "/d", "w", &[("rust only", weight::TITLE, 1)]);
         let hits = ix.search("Rust notes", 10, None);
         assert_eq!(paths(&ix, &hits), ["/a", "/c", "/b"]);

@@ -46,7 +46,9 @@ async fn main() -> ExitCode {
 
 /// Publishes `notes.changed` for every change, in order. Without a router
 /// (a module run by hand) there is no one to tell.
-async fn publish_changes(mut batches: mpsc::UnboundedReceiver<Vec<norgopolis_notes::notes::Change>>) {
+async fn publish_changes(
+    mut batches: mpsc::UnboundedReceiver<Vec<norgopolis_notes::notes::Change>>,
+) {
     let routed = norgopolis_sdk::env::socket_path().is_some();
     while let Some(changes) = batches.recv().await {
         if !routed {

@@ -232,9 +232,14 @@ pub struct Document {
 enum Block {
     Normal,
     /// A verbatim ranged tag; `meta` for `@document.meta`.
-    Verbatim { meta: bool },
+    Verbatim {
+        meta: bool,
+    },
     /// `|example`/`|comment` (`|`) or a macro tag (`=`), possibly nested.
-    Skipped { sigil: char, depth: u32 },
+    Skipped {
+        sigil: char,
+        depth: u32,
+    },
 }
 
 /// Parses `text`.

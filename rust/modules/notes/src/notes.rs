@@ -198,7 +198,8 @@ impl Notes {
         };
         let docs = parse_all(ws, &self.config.workspaces, &stale);
         let parsed = docs.len();
-        let on_disk: std::collections::HashSet<&Path> = files.iter().map(PathBuf::as_path).collect();
+        let on_disk: std::collections::HashSet<&Path> =
+            files.iter().map(PathBuf::as_path).collect();
         let mut index = self.index_mut();
         let gone: Vec<PathBuf> = index
             .docs()
@@ -243,8 +244,12 @@ impl Notes {
                     .iter()
                     .find(|w| w.name == name)
                     .ok_or_else(|| {
-                        let names: Vec<&str> =
-                            self.config.workspaces.iter().map(|w| w.name.as_str()).collect();
+                        let names: Vec<&str> = self
+                            .config
+                            .workspaces
+                            .iter()
+                            .map(|w| w.name.as_str())
+                            .collect();
                         Error::not_found(format!(
                             "no workspace '{name}' (configured: {})",
                             names.join(", ")
@@ -271,13 +276,18 @@ impl Notes {
             let Some(ws) = self.workspace_of(&path) else {
                 continue;
             };
+            if scan::is_hidden(&ws.root, &path) {
+                continue;
+            }
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => {
                     for file in scan::walk(&path).unwrap_or_default() {
-                        changes.extend(self.refresh_file(ws, &file));
+                        changes.extend(self.refresh_file(ws, &file, false));
                     }
                 }
-                Ok(_) if scan::is_norg(&path) => changes.extend(self.refresh_file(ws, &path)),
+                // The event says the file changed: a write within the
+                // same mtime tick and of the same size must not be missed.
+                Ok(_) if scan::is_norg(&path) => changes.extend(self.refresh_file(ws, &path, true)),
                 Ok(_) => {}
                 Err(_) => {
                     let mut index = self.index_mut();
@@ -296,9 +306,9 @@ impl Notes {
         changes
     }
 
-    /// Re-reads one file if its stamp changed.
-    fn refresh_file(&self, ws: &Workspace, path: &Path) -> Option<Change> {
-        if unchanged(&self.index(), path) {
+    /// Re-reads one file (with `force`, or if its stamp changed).
+    fn refresh_file(&self, ws: &Workspace, path: &Path, force: bool) -> Option<Change> {
+        if !force && unchanged(&self.index(), path) {
             return None;
         }
         match scan::read_doc(ws, &self.config.workspaces, path) {

@@ -30,6 +30,15 @@ pub fn is_norg(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "norg")
 }
 
+/// Whether `path` lies in a hidden folder (or is hidden) below `root`:
+/// such files are not part of the workspace.
+pub fn is_hidden(root: &Path, path: &Path) -> bool {
+    path.strip_prefix(root).is_ok_and(|rel| {
+        rel.components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    })
+}
+
 /// Reads and parses `path`, a file of `workspace`.
 pub fn read_doc(
     workspace: &Workspace,

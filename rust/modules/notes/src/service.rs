@@ -165,7 +165,7 @@ async fn search(notes: &Notes, a: SearchArgs, out: &Emitter) -> Result<(), Error
     }
     notes.scope(a.workspace.as_deref())?;
     let limit = a.limit.unwrap_or(DEFAULT_LIMIT);
-    let results: Vec<Value> = {
+    let results: Vec<Encoded> = {
         let index = notes.index();
         let hits = index.search(&query, limit, a.workspace.as_deref());
         hits.iter()
@@ -219,7 +219,8 @@ struct PathArgs {
 /// The `path` argument as an absolute, normalised path (symlinks resolved
 /// when it exists), or `InvalidArgument`.
 fn path_arg(function: &str, path: Option<&str>) -> Result<PathBuf, Error> {
-    let raw = path.ok_or_else(|| Error::invalid_argument(format!("{function}: path is required")))?;
+    let raw =
+        path.ok_or_else(|| Error::invalid_argument(format!("{function}: path is required")))?;
     let p = expand_home(raw);
     if !p.is_absolute() {
         return Err(Error::invalid_argument(format!(
@@ -247,7 +248,7 @@ struct LinkResult<'a> {
 }
 
 /// Every link of `doc` (those for which `keep` holds), as results.
-fn link_results(doc: &Doc, keep: impl Fn(Option<&Path>) -> bool) -> Vec<Value> {
+fn link_results(doc: &Doc, keep: impl Fn(Option<&Path>) -> bool) -> Vec<Encoded> {
     doc.parsed
         .links
         .iter()
@@ -272,7 +273,7 @@ fn link_results(doc: &Doc, keep: impl Fn(Option<&Path>) -> bool) -> Vec<Value> {
 async fn backlinks(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Error> {
     let target = path_arg("backlinks", a.path.as_deref())?;
     notes.scope(None)?;
-    let results: Vec<Value> = {
+    let results: Vec<Encoded> = {
         let index = notes.index();
         by_path(index.docs())
             .into_iter()
@@ -293,7 +294,11 @@ async fn links(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Error> {
 }
 
 /// The indexed document at `path`, or an error saying why there is none.
-fn indexed<'i>(notes: &Notes, index: &'i crate::index::Index, path: &Path) -> Result<&'i Doc, Error> {
+fn indexed<'i>(
+    notes: &Notes,
+    index: &'i crate::index::Index,
+    path: &Path,
+) -> Result<&'i Doc, Error> {
     if let Some(doc) = index.get(path) {
         return Ok(doc);
     }
@@ -322,7 +327,7 @@ struct HeadingResult<'a> {
     text: &'a str,
 }
 
-fn heading_results(doc: &Doc) -> impl Iterator<Item = Value> + '_ {
+fn heading_results(doc: &Doc) -> impl Iterator<Item = Encoded> + '_ {
     let path = doc.path.display().to_string();
     doc.parsed.headings.iter().filter_map(move |h| {
         to_value(&HeadingResult {
@@ -336,7 +341,7 @@ fn heading_results(doc: &Doc) -> impl Iterator<Item = Value> + '_ {
 }
 
 async fn headings(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Error> {
-    let results: Vec<Value> = match a.path.as_deref() {
+    let results: Vec<Encoded> = match a.path.as_deref() {
         Some(p) => {
             let path = path_arg("headings", Some(p))?;
             let index = notes.index();
@@ -382,7 +387,7 @@ async fn tasks(notes: &Notes, a: TaskArgs, out: &Emitter) -> Result<(), Error> {
         })?),
     };
     notes.scope(a.workspace.as_deref())?;
-    let results: Vec<Value> = {
+    let results: Vec<Encoded> = {
         let index = notes.index();
         by_path(in_workspace(&index, a.workspace.as_deref()))
             .into_iter()
@@ -439,7 +444,7 @@ struct FileResult<'a> {
 
 async fn files(notes: &Notes, a: Scope, out: &Emitter) -> Result<(), Error> {
     notes.scope(a.workspace.as_deref())?;
-    let results: Vec<Value> = {
+    let results: Vec<Encoded> = {
         let index = notes.index();
         by_path(in_workspace(&index, a.workspace.as_deref()))
             .into_iter()
@@ -476,7 +481,7 @@ struct Stats {
     broken: std::collections::HashMap<String, String>,
 }
 
-fn stats(notes: &Notes) -> Result<Value, Error> {
+fn stats(notes: &Notes) -> Result<Stats, Error> {
     let timing = notes.timing();
     let index = notes.index();
     let sum = |f: fn(&Doc) -> usize| index.docs().map(f).sum::<usize>();
@@ -498,7 +503,7 @@ fn stats(notes: &Notes) -> Result<Value, Error> {
         parsed: timing.parsed,
         broken: notes.broken(),
     };
-    to_value(&stats).ok_or_else(|| Error::internal("cannot encode stats"))
+    Ok(stats)
 }
 
 fn reindex(notes: &Notes, a: Scope) -> Result<Vec<SyncReport>, Error> {
@@ -515,13 +520,18 @@ fn reindex(notes: &Notes, a: Scope) -> Result<Vec<SyncReport>, Error> {
     Ok(reports)
 }
 
-fn to_value<T: Serialize>(v: &T) -> Option<Value> {
-    norgopolis_sdk::rmpv::ext::to_value(v).ok()
+/// One result, encoded while the index is locked (structs as maps), so the
+/// lock is not held while the caller reads.
+fn to_value<T: Serialize>(v: &T) -> Option<Encoded> {
+    rmp_serde::to_vec_named(v).ok().map(Encoded)
 }
 
-async fn send_all(out: &Emitter, results: Vec<Value>) -> Result<(), Error> {
-    for r in &results {
-        out.send(r).await?;
+/// A result already encoded as MessagePack.
+struct Encoded(Vec<u8>);
+
+async fn send_all(out: &Emitter, results: Vec<Encoded>) -> Result<(), Error> {
+    for r in results {
+        out.send_encoded(r.0).await?;
     }
     Ok(())
 }

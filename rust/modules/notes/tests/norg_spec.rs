@@ -188,7 +188,12 @@ fn links_of_every_kind() {
         [
             (1, File, Some("path/to/other-file"), None),
             (2, Line, Some("path/to/file"), Some("123")),
-            (3, Generic, Some("path/to/file"), Some("Location within that file")),
+            (
+                3,
+                Generic,
+                Some("path/to/file"),
+                Some("Location within that file")
+            ),
             (4, Heading, Some("path/to/file"), Some("Level 2 heading")),
             (5, Line, None, Some("2")),
             (6, Url, None, None),
