@@ -22,16 +22,12 @@ async fn main() -> ExitCode {
     tokio::spawn(publish_changes(events_rx));
 
     // Watch first, then index, so no change falls between the two.
-    let watcher = watch::start(notes.clone(), move |changes| {
+    let watching = watch::start(notes.clone(), move |changes| {
         let _ = events_tx.send(changes);
     });
-    let watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!("cannot watch the workspaces, changes need reindex: {e}");
-            None
-        }
-    };
+    if let Err(e) = watching {
+        tracing::warn!("cannot watch the workspaces, changes need reindex: {e}");
+    }
     let indexing = notes.clone();
     tokio::task::spawn_blocking(move || {
         indexing.initial_index();
@@ -39,7 +35,7 @@ async fn main() -> ExitCode {
     });
 
     let code = service::module(notes.clone(), ready_rx).run().await;
-    drop(watcher);
+    notes.stop_following();
     let _ = tokio::task::spawn_blocking(move || notes.save_if_dirty()).await;
     code
 }

@@ -72,6 +72,8 @@ pub struct Notes {
     broken: Mutex<HashMap<String, String>>,
     timing: Mutex<Timing>,
     dirty: AtomicBool,
+    /// Following the workspaces on disk, once started.
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 impl Notes {
@@ -83,6 +85,29 @@ impl Notes {
             broken: Mutex::new(HashMap::new()),
             timing: Mutex::new(Timing::default()),
             dirty: AtomicBool::new(false),
+            watcher: Mutex::new(None),
+        }
+    }
+
+    /// Keeps `watcher` and points it at every workspace that can be read.
+    pub fn follow_with(&self, watcher: notify::RecommendedWatcher) {
+        *lock(&self.watcher) = Some(watcher);
+        for ws in &self.config.workspaces {
+            self.watch(ws);
+        }
+    }
+
+    /// Stops following the disk (the watcher thread then saves and ends).
+    pub fn stop_following(&self) {
+        lock(&self.watcher).take();
+    }
+
+    fn watch(&self, ws: &Workspace) {
+        use notify::Watcher;
+        if let Some(w) = lock(&self.watcher).as_mut() {
+            if let Err(e) = w.watch(&ws.root, notify::RecursiveMode::Recursive) {
+                tracing::warn!("not watching workspace '{}' yet: {e}", ws.name);
+            }
         }
     }
 
@@ -263,6 +288,7 @@ impl Notes {
             if was_broken {
                 self.sync_workspace(ws, false)
                     .map_err(Error::failed_precondition)?;
+                self.watch(ws);
             }
         }
         Ok(chosen)

@@ -10,8 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use notify::{RecursiveMode, Watcher};
-
 use crate::notes::{Change, Notes};
 
 /// Quiet time that ends a burst of events.
@@ -21,24 +19,19 @@ const MAX_HOLD: Duration = Duration::from_millis(100);
 /// How long after the last change the cache is written.
 const SAVE_AFTER: Duration = Duration::from_secs(2);
 
-/// Watches every readable workspace (a broken one is not watched) and
-/// calls `announce` with each batch of changes. Runs until the returned
-/// watcher is dropped.
+/// Watches every readable workspace (one that cannot be read yet is
+/// watched once a call finds it readable) and calls `announce` with each
+/// batch of changes, until [`Notes::stop_following`].
 pub fn start(
     notes: Arc<Notes>,
     announce: impl Fn(Vec<Change>) + Send + 'static,
-) -> notify::Result<notify::RecommendedWatcher> {
+) -> notify::Result<()> {
     let (tx, rx) = mpsc::channel();
-    let mut watcher = notify::recommended_watcher(tx)?;
-    for ws in &notes.config.workspaces {
-        if let Err(e) = watcher.watch(&ws.root, RecursiveMode::Recursive) {
-            tracing::warn!("not watching workspace '{}': {e}", ws.name);
-        }
-    }
+    notes.follow_with(notify::recommended_watcher(tx)?);
     std::thread::Builder::new()
         .name("notes-watch".into())
         .spawn(move || follow(&notes, &rx, &announce))?;
-    Ok(watcher)
+    Ok(())
 }
 
 fn follow(
