@@ -188,6 +188,8 @@ bench: deps-nvim dist
 	cargo build --release -p norgopolis-nvim
 	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) \
 	  --out $(ROOT)/target/bench/results.json $(BENCH_ARGS)
+	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) --only-notes \
+	  --out $(ROOT)/target/bench/results.json $(BENCH_ARGS)
 	NVIM=$(NVIM) bash scripts/bench-install.sh
 
 clean:

@@ -12,25 +12,9 @@ use norgopolis_tests::*;
 use rmpv::Value;
 use support::*;
 
-/// Writes module folder `notes` (the real binary, started through a script
-/// that hands it `config` the way the server hands a `[modules.notes]`
-/// table) into the sandbox's modules dir.
+/// Adds the notes module to `sb`, configured with `config`.
 fn notes_module(sb: &Sandbox, config: &serde_json::Value) {
-    let folder = sb.modules.join("notes");
-    std::fs::create_dir_all(&folder).expect("module folder");
-    std::fs::write(
-        folder.join("module.toml"),
-        "exec = \"run.sh\"\ntransport = \"lean\"\nrestart = \"on-failure\"\n",
-    )
-    .expect("module.toml");
-    let json = config.to_string().replace('\'', "'\\''");
-    write_script(
-        &folder.join("run.sh"),
-        &format!(
-            "export NORGOPOLIS_MODULE_CONFIG='{json}'\nexec '{}' \"$@\"\n",
-            bin("notes").display()
-        ),
-    );
+    sb.add_notes_module(&config.to_string());
 }
 
 /// A sandbox with workspace `ws` (`b.norg` and `a.norg` linking to it) and

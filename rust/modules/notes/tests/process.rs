@@ -38,7 +38,15 @@ struct Notes {
 
 impl Notes {
     async fn start(config: &serde_json::Value) -> Notes {
+        Self::start_as(config, None).await
+    }
+
+    /// Starts the module, as user `uid` when given.
+    async fn start_as(config: &serde_json::Value, uid: Option<u32>) -> Notes {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_notes"));
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -575,5 +583,48 @@ async fn missing_or_unusable_workspaces_fail_the_call_not_the_module() {
         .await;
     assert_eq!(code, Code::FailedPrecondition);
     assert!(msg.contains("NORGOPOLIS_MODULE_CONFIG"), "{msg}");
+    assert_eq!(notes.stop().await, Some(0));
+}
+
+/// The unprivileged user the machine's tests run other users as.
+const NOBODY: u32 = 65534;
+
+#[tokio::test]
+async fn an_unreadable_workspace_fails_its_calls_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let place = Place::new();
+    let open = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    // Everything readable by `nobody` but one workspace (root's, 0700).
+    open(place.dir.path(), 0o755);
+    let locked = place.dir.path().join("locked");
+    std::fs::create_dir(&locked).expect("mkdir");
+    std::fs::write(locked.join("secret.norg"), "* Secret\n").expect("write");
+    open(&locked, 0o700);
+    let cache = place.dir.path().join("cache");
+    std::fs::create_dir(&cache).expect("mkdir");
+    open(&cache, 0o777);
+    let config = serde_json::json!({
+        "workspaces": { "garden": place.dir.path().join("garden"), "locked": locked },
+        "cache_dir": cache,
+    });
+    let mut notes = Notes::start_as(&config, Some(NOBODY)).await;
+    let (code, msg) = notes
+        .err("files", serde_json::json!({ "workspace": "locked" }))
+        .await;
+    assert_eq!(code, Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains(&*locked.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("Permission denied") || msg.contains("permission"),
+        "{msg}"
+    );
+    assert_eq!(
+        notes
+            .ok("files", serde_json::json!({ "workspace": "garden" }))
+            .await
+            .len(),
+        3
+    );
     assert_eq!(notes.stop().await, Some(0));
 }
