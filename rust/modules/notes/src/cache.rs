@@ -217,7 +217,7 @@ mod tests {
         let mut other = good.clone();
         other[8] = 99;
         std::fs::write(&path, &other).expect("write");
-        let e = load(&path).err().expect("old version refused").to_string();
+        let e = load(&path).expect_err("old version refused").to_string();
         assert!(e.contains("format version 99"), "{e}");
         std::fs::write(&path, b"garbage").expect("write");
         assert!(load(&path).is_err());

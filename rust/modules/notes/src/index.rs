@@ -73,7 +73,7 @@ impl Index {
     pub fn upsert(&mut self, doc: Doc, terms: text::Terms) -> bool {
         let replaced = self.remove(&doc.path);
         let id = self.docs.len() as u32;
-        for (term, weight, line) in terms.into_iter() {
+        for (term, weight, line) in terms.into_entries() {
             self.terms.entry(term).or_default().push(Posting {
                 doc: id,
                 line,
@@ -172,7 +172,7 @@ impl Index {
         let mut order: Vec<usize> = (0..matches.len()).collect();
         order.sort_by_key(|&i| matches[i].len());
         let mut hits = Vec::new();
-        'docs: for (&id, _) in &matches[order[0]] {
+        'docs: for &id in matches[order[0]].keys() {
             let Some(doc) = self.doc(id) else { continue };
             if workspace.is_some_and(|w| w != doc.workspace) {
                 continue;

@@ -396,7 +396,7 @@ async fn tasks(notes: &Notes, a: TaskArgs, out: &Emitter) -> Result<(), Error> {
                 d.parsed
                     .tasks
                     .iter()
-                    .filter(move |t| state.is_none_or(|s| s == t.state))
+                    .filter(move |t| state.map_or(true, |s| s == t.state))
                     .filter_map(move |t| {
                         to_value(&TaskResult {
                             workspace: &d.workspace,
@@ -425,7 +425,7 @@ fn in_workspace<'i>(
 ) -> impl Iterator<Item = &'i Doc> {
     index
         .docs()
-        .filter(move |d| workspace.is_none_or(|w| w == d.workspace))
+        .filter(move |d| workspace.map_or(true, |w| w == d.workspace))
 }
 
 #[derive(Serialize)]

@@ -37,7 +37,7 @@ impl Terms {
     }
 
     /// The terms with their weight and line.
-    pub fn into_iter(self) -> impl Iterator<Item = (String, u8, u32)> {
+    pub fn into_entries(self) -> impl Iterator<Item = (String, u8, u32)> {
         self.map.into_iter().map(|(t, (w, l))| (t, w, l))
     }
 

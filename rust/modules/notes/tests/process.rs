@@ -326,7 +326,7 @@ async fn every_function_on_the_fixture_workspace() {
             serde_json::json!({ "query": "deep water", "limit": 5 }),
         )
         .await;
-    assert_eq!(paths(&hits), [tomato.clone()]);
+    assert_eq!(paths(&hits), [tomato.as_str()]);
     assert!(notes
         .ok("search", serde_json::json!({ "query": "deep basil" }))
         .await
@@ -337,7 +337,7 @@ async fn every_function_on_the_fixture_workspace() {
             serde_json::json!({ "query": "harvest flowering" }),
         )
         .await;
-    assert_eq!(paths(&hits), [basil.clone()]);
+    assert_eq!(paths(&hits), [basil.as_str()]);
     assert_eq!(s(&hits[0], "heading"), "Basil");
     let (code, _) = notes
         .err("search", serde_json::json!({ "query": " ,, " }))
