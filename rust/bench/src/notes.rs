@@ -350,37 +350,12 @@ fn lua_search(
     calls: usize,
 ) -> anyhow::Result<Latency> {
     let args = [reps.to_string(), calls.to_string(), queries.join(";")];
-    let out = setup
-        .command(place, "notes.lua", &args)
-        .output()
-        .context("running nvim")?;
-    if !out.status.success() {
-        bail!(
-            "nvim notes bench failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or_else(|| anyhow!("no result from nvim: {text}"))?;
-    let parsed: LuaSearch = serde_json::from_str(line).context("nvim result")?;
-    let reps: Vec<Rep> = parsed
+    let parsed: LuaSearch = crate::nvim::run_json(setup, place, "notes.lua", &args)?;
+    let reps = parsed
         .reps
         .iter()
-        .map(|r| {
-            let mut samples: Vec<Duration> = r
-                .samples_ns
-                .iter()
-                .map(|&ns| Duration::from_nanos(ns as u64))
-                .collect();
-            Rep::from_samples(&mut samples, Duration::from_nanos(r.wall_ns as u64))
-        })
-        .collect();
-    Ok(Latency::from_reps(&reps, calls))
+        .map(|r| (r.wall_ns, r.samples_ns.as_slice()));
+    Ok(crate::nvim::latency_of(reps, calls))
 }
 
 /// The figures as a markdown table, each against its target.

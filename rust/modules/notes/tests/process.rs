@@ -92,6 +92,12 @@ impl Notes {
         (status.code(), status.message().to_owned())
     }
 
+    /// The files of workspace `ws`.
+    async fn files_of(&mut self, ws: &str) -> Vec<Value> {
+        self.ok("files", serde_json::json!({ "workspace": ws }))
+            .await
+    }
+
     /// Calls until `done` holds for the results (the watcher applies
     /// changes a little after they happen), failing after [`WAIT`].
     async fn until(
@@ -548,13 +554,7 @@ async fn missing_or_unusable_workspaces_fail_the_call_not_the_module() {
         "{msg}"
     );
     // … while the readable one serves, and an unknown name is named.
-    assert_eq!(
-        notes
-            .ok("files", serde_json::json!({ "workspace": "garden" }))
-            .await
-            .len(),
-        3
-    );
+    assert_eq!(notes.files_of("garden").await.len(), 3);
     let (code, msg) = notes
         .err("files", serde_json::json!({ "workspace": "nope" }))
         .await;
@@ -564,9 +564,7 @@ async fn missing_or_unusable_workspaces_fail_the_call_not_the_module() {
     // Creating the missing folder fixes its calls.
     std::fs::create_dir(&missing).expect("mkdir");
     std::fs::write(missing.join("late.norg"), "* Late\n").expect("write");
-    let files = notes
-        .ok("files", serde_json::json!({ "workspace": "gone" }))
-        .await;
+    let files = notes.files_of("gone").await;
     assert_eq!(files.len(), 1);
     assert_eq!(notes.stop().await, Some(0));
 
@@ -619,12 +617,6 @@ async fn an_unreadable_workspace_fails_its_calls_naming_it() {
         msg.contains("Permission denied") || msg.contains("permission"),
         "{msg}"
     );
-    assert_eq!(
-        notes
-            .ok("files", serde_json::json!({ "workspace": "garden" }))
-            .await
-            .len(),
-        3
-    );
+    assert_eq!(notes.files_of("garden").await.len(), 3);
     assert_eq!(notes.stop().await, Some(0));
 }
