@@ -1,7 +1,7 @@
 //! Following the workspaces on disk: filesystem events are gathered until
 //! the disk has been quiet for a moment (so a burst of writes becomes one
-//! update), applied to the index, and announced; the cache is written a
-//! little later, once per quiet spell.
+//! update), applied to the index, and announced; the cache is written
+//! once the disk has been quiet for a minute, and on exit.
 
 use std::{
     collections::BTreeSet,
@@ -16,8 +16,10 @@ use crate::notes::{Change, Notes};
 const QUIET: Duration = Duration::from_millis(15);
 /// Longest a burst is held back, so a steady stream of writes still shows.
 const MAX_HOLD: Duration = Duration::from_millis(100);
-/// How long after the last change the cache is written.
-const SAVE_AFTER: Duration = Duration::from_secs(2);
+/// How long after the last change the cache is written: writing it costs
+/// about as much as reading every file once more, and a restart re-reads
+/// files changed since anyway (by mtime and size), so not after each edit.
+const SAVE_AFTER: Duration = Duration::from_secs(60);
 
 /// Watches every readable workspace (one that cannot be read yet is
 /// watched once a call finds it readable) and calls `announce` with each
@@ -50,7 +52,10 @@ fn follow(
         } else {
             Duration::from_secs(3600)
         };
-        match rx.recv_timeout(wait) {
+        let quiet = match rx.recv_timeout(wait) {
+            // Reading a file (ours included: indexing, snippets) is no
+            // change; re-reading on it would feed itself.
+            Ok(Ok(event)) if matches!(event.kind, notify::EventKind::Access(_)) => false,
             Ok(Ok(event)) => {
                 if pending.is_empty() {
                     burst_start = Instant::now();
@@ -59,28 +64,23 @@ fn follow(
                     pending.extend(notes.config.workspaces.iter().map(|w| w.root.clone()));
                 }
                 pending.extend(event.paths);
-                if burst_start.elapsed() < MAX_HOLD {
-                    continue;
-                }
+                false
             }
             Ok(Err(e)) => {
                 tracing::warn!("watching the workspaces: {e}");
-                continue;
+                false
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if pending.is_empty() {
-            if notes.is_dirty() && last_change.elapsed() >= SAVE_AFTER {
-                notes.save_if_dirty();
+        };
+        if !pending.is_empty() && (quiet || burst_start.elapsed() >= MAX_HOLD) {
+            let changes = notes.apply_paths(std::mem::take(&mut pending));
+            if !changes.is_empty() {
+                last_change = Instant::now();
+                announce(changes);
             }
-            continue;
-        }
-        let changes = notes.apply_paths(std::mem::take(&mut pending));
-        if !changes.is_empty() {
-            last_change = Instant::now();
-            announce(changes);
+        } else if pending.is_empty() && notes.is_dirty() && last_change.elapsed() >= SAVE_AFTER {
+            notes.save_if_dirty();
         }
     }
-    notes.save_if_dirty();
 }
