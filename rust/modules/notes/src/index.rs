@@ -165,51 +165,56 @@ impl Index {
         let Some((last, rest)) = terms.split_last() else {
             return Vec::new();
         };
-        let mut matches: Vec<HashMap<u32, (u8, u32)>> =
-            rest.iter().map(|t| self.exact(t)).collect();
+        let mut matches: Vec<Vec<(u8, u32)>> = rest.iter().map(|t| self.exact(t)).collect();
         matches.push(self.prefixed(last));
-        // Walk the rarest term's documents; look the others up.
-        let mut order: Vec<usize> = (0..matches.len()).collect();
-        order.sort_by_key(|&i| matches[i].len());
         let mut hits = Vec::new();
-        'docs: for &id in matches[order[0]].keys() {
-            let Some(doc) = self.doc(id) else { continue };
-            if workspace.is_some_and(|w| w != doc.workspace) {
-                continue;
-            }
+        'docs: for id in 0..self.docs.len() {
             let (mut score, mut best) = (0u32, (0u8, 0u32));
             for m in &matches {
-                let Some(&(weight, line)) = m.get(&id) else {
+                let (weight, line) = m[id];
+                if weight == 0 {
                     continue 'docs;
-                };
+                }
                 score += u32::from(weight);
                 if weight > best.0 {
                     best = (weight, line);
                 }
             }
+            let Some(doc) = self.doc(id as u32) else {
+                continue;
+            };
+            if workspace.is_some_and(|w| w != doc.workspace) {
+                continue;
+            }
             hits.push(Hit {
-                doc: id,
+                doc: id as u32,
                 score,
                 line: best.1,
             });
         }
         let path = |h: &Hit| self.doc(h.doc).map(|d| d.path.as_path());
-        hits.sort_unstable_by(|a, b| b.score.cmp(&a.score).then_with(|| path(a).cmp(&path(b))));
+        let order = |a: &Hit, b: &Hit| b.score.cmp(&a.score).then_with(|| path(a).cmp(&path(b)));
+        if hits.len() > limit && limit > 0 {
+            hits.select_nth_unstable_by(limit - 1, order);
+        }
         hits.truncate(limit);
+        hits.sort_unstable_by(order);
         hits
     }
 
-    fn exact(&self, term: &str) -> HashMap<u32, (u8, u32)> {
-        self.terms
-            .get(term)
-            .map(|ps| ps.iter().map(|p| (p.doc, (p.weight, p.line))).collect())
-            .unwrap_or_default()
+    /// For each document id, the term's (weight, line), weight 0 if absent.
+    fn exact(&self, term: &str) -> Vec<(u8, u32)> {
+        let mut out = vec![(0, 0); self.docs.len()];
+        for p in self.terms.get(term).into_iter().flatten() {
+            out[p.doc as usize] = (p.weight, p.line);
+        }
+        out
     }
 
-    /// Documents with a term starting with `prefix`, each with its strongest
-    /// such occurrence.
-    fn prefixed(&self, prefix: &str) -> HashMap<u32, (u8, u32)> {
-        let mut out: HashMap<u32, (u8, u32)> = HashMap::new();
+    /// Like [`Index::exact`] for every term starting with `prefix`, each
+    /// document with its strongest such occurrence.
+    fn prefixed(&self, prefix: &str) -> Vec<(u8, u32)> {
+        let mut out = vec![(0, 0); self.docs.len()];
         let range = self
             .terms
             .range::<str, _>((
@@ -220,7 +225,7 @@ impl Index {
             .take(MAX_PREFIX_TERMS);
         for (_, postings) in range {
             for p in postings {
-                let slot = out.entry(p.doc).or_insert((p.weight, p.line));
+                let slot = &mut out[p.doc as usize];
                 if p.weight > slot.0 {
                     *slot = (p.weight, p.line);
                 }
@@ -229,7 +234,6 @@ impl Index {
         out
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -221,23 +221,34 @@ impl Notes {
                 .cloned()
                 .collect()
         };
-        let docs = parse_all(ws, &self.config.workspaces, &stale);
-        let parsed = docs.len();
         let on_disk: std::collections::HashSet<&Path> =
             files.iter().map(PathBuf::as_path).collect();
-        let mut index = self.index_mut();
-        let gone: Vec<PathBuf> = index
+        let gone: Vec<PathBuf> = self
+            .index()
             .docs()
             .filter(|d| d.workspace == ws.name && !on_disk.contains(d.path.as_path()))
             .map(|d| d.path.clone())
             .collect();
-        for p in &gone {
-            index.remove(p);
+        {
+            let mut index = self.index_mut();
+            for p in &gone {
+                index.remove(p);
+            }
         }
-        for (doc, terms) in docs {
-            index.upsert(doc, terms);
+        // In batches, so that parsed documents and their words never pile
+        // up beyond one batch before they are in the index.
+        let mut parsed = 0;
+        for batch in stale.chunks(PARSE_BATCH) {
+            let docs = parse_all(ws, &self.config.workspaces, batch);
+            parsed += docs.len();
+            let mut index = self.index_mut();
+            for (doc, terms) in docs {
+                index.upsert(doc, terms);
+            }
         }
-        drop(index);
+        if parsed > PARSE_BATCH {
+            release_free_memory();
+        }
         if parsed + gone.len() > 0 {
             self.dirty.store(true, Ordering::Relaxed);
         }
@@ -430,6 +441,21 @@ fn parse_all(ws: &Workspace, all: &[Workspace], paths: &[PathBuf]) -> Vec<(Doc, 
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     })
+}
+
+/// Files parsed before their documents go into the index.
+const PARSE_BATCH: usize = 256;
+
+/// Hands freed heap pages back to the system: parsing many files leaves
+/// the allocator's per-thread heaps large, and that would count as the
+/// module's memory for good.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system; it
+    // takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn ms_since(t: Instant) -> f64 {
