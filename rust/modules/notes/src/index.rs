@@ -33,15 +33,47 @@ pub struct Doc {
     pub resolved: Vec<Option<PathBuf>>,
 }
 
-/// A term's occurrence in one document.
+/// A term's occurrence in one document: 8 bytes, since there are millions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Posting {
     /// Document id.
     pub doc: u32,
-    /// Line of the strongest occurrence.
-    pub line: u32,
-    /// Its weight (see [`crate::norg::weight`]).
-    pub weight: u8,
+    /// Line of the strongest occurrence (high 28 bits) and its weight (low
+    /// 4 bits, see [`crate::norg::weight`]).
+    packed: u32,
+}
+
+impl Posting {
+    /// Lines past this one are recorded as this one.
+    const MAX_LINE: u32 = (1 << 28) - 1;
+
+    /// An occurrence on `line` with `weight` (at most 15).
+    pub fn new(doc: u32, line: u32, weight: u8) -> Posting {
+        Posting {
+            doc,
+            packed: (line.min(Self::MAX_LINE) << 4) | u32::from(weight & 0xf),
+        }
+    }
+
+    /// Rebuilds a posting from its stored form.
+    pub fn from_parts(doc: u32, packed: u32) -> Posting {
+        Posting { doc, packed }
+    }
+
+    /// The stored form of line and weight.
+    pub fn packed(&self) -> u32 {
+        self.packed
+    }
+
+    /// 1-based line.
+    pub fn line(&self) -> u32 {
+        self.packed >> 4
+    }
+
+    /// Weight.
+    pub fn weight(&self) -> u8 {
+        (self.packed & 0xf) as u8
+    }
 }
 
 /// A search result before it is dressed for the caller.
@@ -74,11 +106,10 @@ impl Index {
         let replaced = self.remove(&doc.path);
         let id = self.docs.len() as u32;
         for (term, weight, line) in terms.into_entries() {
-            self.terms.entry(term).or_default().push(Posting {
-                doc: id,
-                line,
-                weight,
-            });
+            self.terms
+                .entry(term)
+                .or_default()
+                .push(Posting::new(id, line, weight));
         }
         self.by_path.insert(doc.path.clone(), id);
         self.docs.push(Some(doc));
@@ -206,7 +237,7 @@ impl Index {
     fn exact(&self, term: &str) -> Vec<(u8, u32)> {
         let mut out = vec![(0, 0); self.docs.len()];
         for p in self.terms.get(term).into_iter().flatten() {
-            out[p.doc as usize] = (p.weight, p.line);
+            out[p.doc as usize] = (p.weight(), p.line());
         }
         out
     }
@@ -226,8 +257,8 @@ impl Index {
         for (_, postings) in range {
             for p in postings {
                 let slot = &mut out[p.doc as usize];
-                if p.weight > slot.0 {
-                    *slot = (p.weight, p.line);
+                if p.weight() > slot.0 {
+                    *slot = (p.weight(), p.line());
                 }
             }
         }
