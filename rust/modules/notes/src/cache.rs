@@ -18,7 +18,7 @@ use crate::index::{Doc, Index, Posting};
 /// First bytes of the file.
 const MAGIC: &[u8; 8] = b"NPNOTES\0";
 /// Bumped whenever the layout or what is stored changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Last bytes of a complete file.
 const TRAILER: &[u8; 4] = b"END\0";
 

@@ -12,7 +12,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{norg::Parsed, text};
+use crate::{
+    norg::{Parsed, StoredLink},
+    text,
+};
 
 /// One indexed file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,10 +30,12 @@ pub struct Doc {
     pub size: u64,
     /// The metadata title, else the first heading, else the file name.
     pub title: String,
-    /// What the parser found.
+    /// What the parser found (its `links` moved to `links`).
     pub parsed: Parsed,
-    /// For each of `parsed.links`, the Norg file it points into, if any.
-    pub resolved: Vec<Option<PathBuf>>,
+    /// The links, compact.
+    pub links: Vec<StoredLink>,
+    /// For each of `links`, the Norg file it points into, if any.
+    pub resolved: Vec<Option<Box<Path>>>,
 }
 
 /// A term's occurrence in one document: 8 bytes, since there are millions.
@@ -278,6 +283,7 @@ mod tests {
             size: 0,
             title: path.into(),
             parsed: Parsed::default(),
+            links: Vec::new(),
             resolved: Vec::new(),
         }
     }

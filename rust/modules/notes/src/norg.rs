@@ -205,6 +205,38 @@ pub struct Link {
     pub description: Option<String>,
 }
 
+/// A link as the index keeps it: what is needed to rebuild the [`Link`]
+/// (most of a large workspace's memory is its links, so the parts derived
+/// from the target are not stored twice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLink {
+    /// 1-based line of the opening `{`.
+    pub line: u32,
+    /// What is between the braces, whitespace collapsed.
+    pub target: Box<str>,
+    /// `[description]` after the link.
+    pub description: Option<Box<str>>,
+}
+
+impl StoredLink {
+    /// The compact form of `link`.
+    pub fn from_link(link: &Link) -> StoredLink {
+        StoredLink {
+            line: link.line,
+            target: link.target.as_str().into(),
+            description: link.description.as_deref().map(Into::into),
+        }
+    }
+
+    /// The whole link again (its target was valid when stored).
+    pub fn expand(&self) -> Option<Link> {
+        let mut link = classify(&self.target)?;
+        link.line = self.line;
+        link.description = self.description.as_deref().map(str::to_owned);
+        Some(link)
+    }
+}
+
 /// What one document yields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Parsed {
@@ -613,7 +645,7 @@ impl Continuation<'_> {
 
 /// What a link's location (whitespace collapsed) points at; `None` when it
 /// is not a valid location.
-fn classify(target: &str) -> Option<Link> {
+pub fn classify(target: &str) -> Option<Link> {
     let mut link = Link {
         line: 0,
         target: target.to_owned(),

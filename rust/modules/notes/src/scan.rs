@@ -59,7 +59,10 @@ pub fn build_doc(
     (mtime_ns, size): (u64, u64),
     text: &str,
 ) -> (Doc, text::Terms) {
-    let norg::Document { parsed, mut terms } = norg::parse(text);
+    let norg::Document {
+        mut parsed,
+        mut terms,
+    } = norg::parse(text);
     let (title, title_line) = match (&parsed.meta.title, parsed.headings.first()) {
         (Some(t), _) => (t.clone(), None),
         (None, Some(h)) => (h.text.clone(), Some(h.line)),
@@ -68,11 +71,15 @@ pub fn build_doc(
     if let Some(line) = title_line {
         terms.add_text(&title, weight::TITLE, line);
     }
-    let resolved = parsed
-        .links
+    let full_links = std::mem::take(&mut parsed.links);
+    let resolved = full_links
         .iter()
-        .map(|l| resolve::link_file(l, path, workspace, all))
+        .map(|l| resolve::link_file(l, path, workspace, all).map(PathBuf::into_boxed_path))
         .collect();
+    // Exact sizes: a large workspace keeps hundreds of thousands of these.
+    parsed.headings.shrink_to_fit();
+    parsed.tasks.shrink_to_fit();
+    let links = full_links.iter().map(norg::StoredLink::from_link).collect();
     let doc = Doc {
         workspace: workspace.name.clone(),
         path: path.to_path_buf(),
@@ -80,6 +87,7 @@ pub fn build_doc(
         size,
         title,
         parsed,
+        links,
         resolved,
     };
     (doc, terms)

@@ -249,22 +249,22 @@ struct LinkResult<'a> {
 
 /// Every link of `doc` (those for which `keep` holds), as results.
 fn link_results(doc: &Doc, keep: impl Fn(Option<&Path>) -> bool) -> Vec<Encoded> {
-    doc.parsed
-        .links
+    doc.links
         .iter()
         .zip(&doc.resolved)
         .filter(|(_, file)| keep(file.as_deref()))
-        .filter_map(|(l, file)| {
+        .filter_map(|(stored, file)| {
+            let l = stored.expand()?;
             to_value(&LinkResult {
                 workspace: &doc.workspace,
                 path: doc.path.display().to_string(),
                 line: l.line,
-                target: &l.target,
+                target: &stored.target,
                 kind: l.kind.name(),
                 file: file.as_ref().map(|f| f.display().to_string()),
                 name: l.name.as_deref(),
                 level: l.level,
-                description: l.description.as_deref(),
+                description: stored.description.as_deref(),
             })
         })
         .collect()
@@ -494,7 +494,7 @@ fn stats(notes: &Notes) -> Result<Stats, Error> {
             .collect(),
         files: index.len(),
         headings: sum(|d| d.parsed.headings.len()),
-        links: sum(|d| d.parsed.links.len()),
+        links: sum(|d| d.links.len()),
         tasks: sum(|d| d.parsed.tasks.len()),
         terms: index.term_count(),
         index_ms: timing.index_ms,
