@@ -184,6 +184,14 @@ impl Index {
         }
     }
 
+    /// Gives back the room postings lists grew into (after a large index).
+    pub fn shrink_to_fit(&mut self) {
+        for postings in self.terms.values_mut() {
+            postings.shrink_to_fit();
+        }
+        self.docs.shrink_to_fit();
+    }
+
     /// Drops every posting of a removed document, and terms left empty.
     pub fn compact(&mut self) {
         let docs = &self.docs;

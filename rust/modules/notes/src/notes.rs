@@ -247,6 +247,7 @@ impl Notes {
             }
         }
         if parsed > PARSE_BATCH {
+            self.index_mut().shrink_to_fit();
             release_free_memory();
         }
         if parsed + gone.len() > 0 {
