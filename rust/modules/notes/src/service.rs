@@ -42,39 +42,28 @@ impl Ctx {
     }
 }
 
+/// Registers streaming function `$name`, served by `$handler(notes, args,
+/// out)` once the first index is done.
+macro_rules! streamed {
+    ($module:expr, $ctx:expr, $name:literal, $handler:ident) => {{
+        let c = $ctx.clone();
+        $module.stream($name, move |v: Value, out: Emitter| {
+            let c = c.clone();
+            async move { $handler(c.notes().await?, args(v, $name)?, &out).await }
+        })
+    }};
+}
+
 /// The module with every function, answering once `ready` turns true.
 pub fn module(notes: Arc<Notes>, ready: watch::Receiver<bool>) -> Module {
     let ctx = Ctx { notes, ready };
-    let c = ctx.clone();
-    let m = Module::new("notes").stream("search", move |v: Value, out: Emitter| {
-        let c = c.clone();
-        async move { search(c.notes().await?, args(v, "search")?, &out).await }
-    });
-    let c = ctx.clone();
-    let m = m.stream("backlinks", move |v: Value, out: Emitter| {
-        let c = c.clone();
-        async move { backlinks(c.notes().await?, args(v, "backlinks")?, &out).await }
-    });
-    let c = ctx.clone();
-    let m = m.stream("links", move |v: Value, out: Emitter| {
-        let c = c.clone();
-        async move { links(c.notes().await?, args(v, "links")?, &out).await }
-    });
-    let c = ctx.clone();
-    let m = m.stream("headings", move |v: Value, out: Emitter| {
-        let c = c.clone();
-        async move { headings(c.notes().await?, args(v, "headings")?, &out).await }
-    });
-    let c = ctx.clone();
-    let m = m.stream("tasks", move |v: Value, out: Emitter| {
-        let c = c.clone();
-        async move { tasks(c.notes().await?, args(v, "tasks")?, &out).await }
-    });
-    let c = ctx.clone();
-    let m = m.stream("files", move |v: Value, out: Emitter| {
-        let c = c.clone();
-        async move { files(c.notes().await?, args(v, "files")?, &out).await }
-    });
+    let m = Module::new("notes");
+    let m = streamed!(m, ctx, "search", search);
+    let m = streamed!(m, ctx, "backlinks", backlinks);
+    let m = streamed!(m, ctx, "links", links);
+    let m = streamed!(m, ctx, "headings", headings);
+    let m = streamed!(m, ctx, "tasks", tasks);
+    let m = streamed!(m, ctx, "files", files);
     let c = ctx.clone();
     let m = m.function("stats", move |v: Value| {
         let c = c.clone();

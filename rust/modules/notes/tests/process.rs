@@ -364,6 +364,17 @@ async fn every_function_on_the_fixture_workspace() {
     assert_eq!(n(st, "links"), 13 + 1 + 1);
     assert_eq!(s(st, "cache"), "absent");
 
+    // reindex: every file read again, per workspace.
+    let re = notes.ok("reindex", serde_json::json!({})).await;
+    assert_eq!(re.len(), 1);
+    assert_eq!(s(&re[0], "workspace"), "garden");
+    assert_eq!(s(&re[0], "path"), g.display().to_string());
+    assert_eq!((n(&re[0], "files"), n(&re[0], "parsed")), (3, 3));
+    let (code, _) = notes
+        .err("reindex", serde_json::json!({ "workspace": "nope" }))
+        .await;
+    assert_eq!(code, Code::NotFound);
+
     // bad paths
     let (code, msg) = notes
         .err("links", serde_json::json!({ "path": "rel.norg" }))
