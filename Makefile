@@ -108,9 +108,9 @@ fuzz: build deps-nvim deps-busted
 build-rust: deps-rust
 	cargo build --workspace $(CARGO_FLAGS)
 
-# Bundled modules as folders with their module.toml (echo: lean transport).
+# Bundled modules as folders with their module.toml (lean transport).
 build-modules: build-rust
-	@for m in echo; do \
+	@for m in echo notes; do \
 	  if [ ! -d $(MODULES_OUT)/$$m ] || [ -L $(MODULES_OUT)/$$m ]; then rm -f $(MODULES_OUT)/$$m; fi; \
 	  mkdir -p $(MODULES_OUT)/$$m; \
 	  ln -sfn $(TARGET)/$$m $(MODULES_OUT)/$$m/$$m; \
@@ -187,6 +187,8 @@ bench: deps-nvim dist
 	cargo build --release --workspace --exclude norgopolis-nvim
 	cargo build --release -p norgopolis-nvim
 	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) \
+	  --out $(ROOT)/target/bench/results.json $(BENCH_ARGS)
+	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) --only-notes \
 	  --out $(ROOT)/target/bench/results.json $(BENCH_ARGS)
 	NVIM=$(NVIM) bash scripts/bench-install.sh
 

@@ -24,8 +24,8 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 PROFILE=${NORGOPOLIS_PROFILE:-dist}
 TARGET_DIR=${CARGO_TARGET_DIR:-$SRC/target}
 case $PROFILE in debug | dev) PROFILE=dev PROFILE_DIR=$TARGET_DIR/debug ;; *) PROFILE_DIR=$TARGET_DIR/$PROFILE ;; esac
-CRATES="-p norgopolis-nvim -p norgopolis-server -p norgopolis-cli -p norgopolis-echo"
-BUNDLED_MODULES="echo"
+CRATES="-p norgopolis-nvim -p norgopolis-server -p norgopolis-cli -p norgopolis-echo -p norgopolis-notes"
+BUNDLED_MODULES="echo notes"
 
 die() {
   echo "native.sh: $*" >&2

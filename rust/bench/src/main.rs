@@ -15,6 +15,7 @@ mod drive;
 mod floor;
 mod lean;
 mod memory;
+mod notes;
 mod nvim;
 mod payload;
 mod place;
@@ -63,6 +64,13 @@ struct Args {
     /// their rows; writes no JSON).
     #[arg(long)]
     only_sdks: bool,
+    /// Measure only the notes module on a generated workspace (prints its
+    /// rows; writes target/bench/notes.json beside --out).
+    #[arg(long)]
+    only_notes: bool,
+    /// Notes in the generated workspace of --only-notes.
+    #[arg(long, default_value_t = 10_000)]
+    notes: usize,
     #[command(subcommand)]
     command: Option<Internal>,
 }
@@ -75,6 +83,14 @@ enum Internal {
     /// The module side of the lean transport model (started by the bench).
     #[command(hide = true)]
     LeanPeer,
+    /// Writes the notes bench's workspace (about 5 KB per note) into DIR.
+    GenerateNotes {
+        /// Folder to write into (created).
+        dir: PathBuf,
+        /// How many notes.
+        #[arg(long, default_value_t = 10_000)]
+        notes: usize,
+    },
     /// Load for a profiler: sequential echo calls to a running server.
     Drive {
         /// The server's socket.
@@ -154,6 +170,11 @@ fn main() -> anyhow::Result<()> {
     match &args.command {
         Some(Internal::Peer { socket }) => return floor::peer(socket),
         Some(Internal::LeanPeer) => return lean::peer(),
+        Some(Internal::GenerateNotes { dir, notes }) => {
+            let g = notes::generate(dir, *notes)?;
+            println!("{} notes, {} bytes in {}", g.notes, g.bytes, dir.display());
+            return Ok(());
+        }
         Some(Internal::Drive {
             socket,
             calls,
@@ -176,6 +197,24 @@ fn main() -> anyhow::Result<()> {
     // On a worker, not in `block_on`: the calls then run where the runtime
     // wakes them, as in the Neovim plugin (and not with an extra thread
     // hand-off per call, as in a `main` that awaits calls directly).
+    if args.only_notes {
+        let size = Sizing::new(args.quick);
+        let nvim = nvim_setup(&args)?;
+        let (count, reps, calls) = (args.notes, size.stream_reps, size.lua_small.calls / 4);
+        let results = runtime.block_on(async move {
+            tokio::spawn(async move { notes::measure(nvim.as_ref(), count, reps, calls).await })
+                .await?
+        })?;
+        print!("{}", notes::markdown(&results));
+        let out = args.out.with_file_name("notes.json");
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("results written to {}", out.display());
+        return Ok(());
+    }
     if args.only_sdks {
         let rows = runtime.block_on(async { tokio::spawn(only_sdks(args.quick)).await? })?;
         print!("{}", sdks::markdown(&rows));

@@ -115,13 +115,37 @@ pub fn warm(
         .map(|n| n.to_string())
         .into();
     args.push(module.to_string());
+    let warm: LuaWarm = run_json(setup, place, "warm.lua", &args)?;
+    Ok(Warm {
+        b64: latency_of(samples(&warm.small), small.calls),
+        kib64: latency_of(samples(&warm.large), large_calls),
+        cost: PerCall {
+            process: "nvim".into(),
+            cpu_us: median(warm.small.iter().map(|r| r.cpu_us_per_call)),
+            switches: median(warm.small.iter().map(|r| r.switches_per_call)),
+        },
+    })
+}
+
+fn samples(reps: &[LuaRep]) -> impl Iterator<Item = (f64, &[f64])> {
+    reps.iter().map(|r| (r.wall_ns, r.samples_ns.as_slice()))
+}
+
+/// Runs `script` in headless Neovim in `place` and parses the last line it
+/// prints that starts with `{` (its JSON report).
+pub fn run_json<T: serde::de::DeserializeOwned>(
+    setup: &NvimSetup,
+    place: &Place,
+    script: &str,
+    args: &[String],
+) -> anyhow::Result<T> {
     let out = setup
-        .command(place, "warm.lua", &args)
+        .command(place, script, args)
         .output()
         .context("running nvim")?;
     if !out.status.success() {
         bail!(
-            "nvim warm bench failed ({}): {}",
+            "nvim {script} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -132,28 +156,18 @@ pub fn warm(
         .rev()
         .find(|l| l.starts_with('{'))
         .ok_or_else(|| anyhow!("no result from nvim: {text}"))?;
-    let warm: LuaWarm = serde_json::from_str(line).context("nvim result")?;
-    Ok(Warm {
-        b64: latency(&warm.small, small.calls),
-        kib64: latency(&warm.large, large_calls),
-        cost: PerCall {
-            process: "nvim".into(),
-            cpu_us: median(warm.small.iter().map(|r| r.cpu_us_per_call)),
-            switches: median(warm.small.iter().map(|r| r.switches_per_call)),
-        },
-    })
+    serde_json::from_str(line).with_context(|| format!("nvim {script} result"))
 }
 
-fn latency(reps: &[LuaRep], calls: usize) -> Latency {
+/// Latency over repetitions given as (wall time, per-call samples), in ns.
+pub fn latency_of<'a>(reps: impl Iterator<Item = (f64, &'a [f64])>, calls: usize) -> Latency {
     let reps: Vec<Rep> = reps
-        .iter()
-        .map(|r| {
-            let mut samples: Vec<Duration> = r
-                .samples_ns
+        .map(|(wall_ns, samples_ns)| {
+            let mut samples: Vec<Duration> = samples_ns
                 .iter()
                 .map(|&ns| Duration::from_nanos(ns as u64))
                 .collect();
-            Rep::from_samples(&mut samples, Duration::from_nanos(r.wall_ns as u64))
+            Rep::from_samples(&mut samples, Duration::from_nanos(wall_ns as u64))
         })
         .collect();
     Latency::from_reps(&reps, calls)

@@ -562,4 +562,31 @@ impl Sandbox {
         )
         .expect("write module.toml");
     }
+
+    /// Adds module folder `notes`: the bundled notes module on the lean
+    /// transport with `restart = "on-failure"`, started through a script
+    /// that hands it `config_json` in `NORGOPOLIS_MODULE_CONFIG`, as the
+    /// server hands a module its `[modules.notes]` table.
+    pub fn add_notes_module(&self, config_json: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let folder = self.modules.join("notes");
+        std::fs::create_dir_all(&folder).expect("module folder");
+        std::fs::write(
+            folder.join("module.toml"),
+            "exec = \"run.sh\"\ntransport = \"lean\"\nrestart = \"on-failure\"\n",
+        )
+        .expect("write module.toml");
+        let quoted = config_json.replace('\'', "'\\''");
+        let script = folder.join("run.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nexport NORGOPOLIS_MODULE_CONFIG='{quoted}'\nexec '{}' \"$@\"\n",
+                bin("notes").display()
+            ),
+        )
+        .expect("write run.sh");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod run.sh");
+    }
 }

@@ -1,0 +1,468 @@
+//! The module's state: the configured workspaces, the index over them, and
+//! keeping it in step with the disk (first index, cache, reindex, changed
+//! paths).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, RwLock, RwLockReadGuard,
+    },
+    time::Instant,
+};
+
+use norgopolis_sdk::Error;
+use serde::Serialize;
+
+use crate::{
+    cache,
+    config::{Config, Workspace},
+    index::{Doc, Index},
+    scan, text,
+};
+
+/// What happened to a file, as published in `notes.changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Its workspace.
+    pub workspace: String,
+    /// Absolute path.
+    pub path: String,
+    /// `created`, `modified` or `deleted`.
+    pub kind: &'static str,
+}
+
+/// What a (re)index of one workspace did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// The workspace.
+    pub workspace: String,
+    /// Its root.
+    pub path: String,
+    /// `.norg` files found.
+    pub files: usize,
+    /// Files read and parsed (the others were unchanged).
+    pub parsed: usize,
+    /// Documents dropped because their file is gone.
+    pub removed: usize,
+    /// Time taken.
+    pub ms: f64,
+}
+
+/// Figures for `stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timing {
+    /// Milliseconds the first index took (cache load included).
+    pub index_ms: f64,
+    /// `loaded`, `rebuilt` (unusable file) or `absent`.
+    pub cache: String,
+    /// Why the cache was rebuilt, when it was.
+    pub cache_error: Option<String>,
+    /// Files parsed by the first index.
+    pub parsed: usize,
+}
+
+/// The module's state, shared by every call and the watcher.
+pub struct Notes {
+    /// The configuration.
+    pub config: Config,
+    index: RwLock<Index>,
+    /// Workspaces whose root could not be read, with the reason.
+    broken: Mutex<HashMap<String, String>>,
+    timing: Mutex<Timing>,
+    dirty: AtomicBool,
+    /// Following the workspaces on disk, once started.
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+impl Notes {
+    /// State for `config`, with an empty index.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            index: RwLock::new(Index::default()),
+            broken: Mutex::new(HashMap::new()),
+            timing: Mutex::new(Timing::default()),
+            dirty: AtomicBool::new(false),
+            watcher: Mutex::new(None),
+        }
+    }
+
+    /// Keeps `watcher` and points it at every workspace that can be read.
+    pub fn follow_with(&self, watcher: notify::RecommendedWatcher) {
+        *lock(&self.watcher) = Some(watcher);
+        for ws in &self.config.workspaces {
+            self.watch(ws);
+        }
+    }
+
+    /// Stops following the disk (the watcher thread then saves and ends).
+    pub fn stop_following(&self) {
+        lock(&self.watcher).take();
+    }
+
+    fn watch(&self, ws: &Workspace) {
+        use notify::Watcher;
+        if let Some(w) = lock(&self.watcher).as_mut() {
+            if let Err(e) = w.watch(&ws.root, notify::RecursiveMode::Recursive) {
+                tracing::warn!("not watching workspace '{}' yet: {e}", ws.name);
+            }
+        }
+    }
+
+    /// Read access to the index.
+    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The figures of the first index.
+    pub fn timing(&self) -> Timing {
+        lock(&self.timing).clone()
+    }
+
+    /// Workspaces that could not be read, with the reason.
+    pub fn broken(&self) -> HashMap<String, String> {
+        lock(&self.broken).clone()
+    }
+
+    fn cache_file(&self) -> PathBuf {
+        cache::file(&self.config.cache_dir)
+    }
+
+    /// Loads the cache (if usable), brings every workspace up to date with
+    /// the disk, and saves the cache when anything changed.
+    pub fn initial_index(&self) {
+        let started = Instant::now();
+        let (cache, cache_error) = match cache::load(&self.cache_file()) {
+            Ok(index) => {
+                *self.index_mut() = index;
+                ("loaded", None)
+            }
+            Err(cache::CacheError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                ("absent", None)
+            }
+            Err(e) => {
+                tracing::warn!("rebuilding the notes index: {e}");
+                ("rebuilt", Some(e.to_string()))
+            }
+        };
+        self.drop_unconfigured();
+        let mut parsed = 0;
+        for ws in &self.config.workspaces {
+            if let Ok(report) = self.sync_workspace(ws, false) {
+                parsed += report.parsed;
+            }
+        }
+        *lock(&self.timing) = Timing {
+            index_ms: ms_since(started),
+            cache: cache.to_owned(),
+            cache_error,
+            parsed,
+        };
+        if cache != "loaded" || parsed > 0 || self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+            self.save_if_dirty();
+        }
+    }
+
+    /// Drops cached documents of workspaces no longer configured (or moved).
+    fn drop_unconfigured(&self) {
+        let stale: Vec<PathBuf> = self
+            .index()
+            .docs()
+            .filter(|d| {
+                !self
+                    .config
+                    .workspaces
+                    .iter()
+                    .any(|w| w.name == d.workspace && d.path.starts_with(&w.root))
+            })
+            .map(|d| d.path.clone())
+            .collect();
+        if !stale.is_empty() {
+            let mut index = self.index_mut();
+            for p in &stale {
+                index.remove(p);
+            }
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Brings one workspace in step with its files: new and changed ones
+    /// (all of them with `force`) are parsed, vanished ones dropped. An
+    /// unreadable root marks the workspace broken and is the error.
+    pub fn sync_workspace(&self, ws: &Workspace, force: bool) -> Result<SyncReport, String> {
+        let started = Instant::now();
+        let files = match scan::walk(&ws.root) {
+            Ok(f) => {
+                lock(&self.broken).remove(&ws.name);
+                f
+            }
+            Err(e) => {
+                let why = format!(
+                    "workspace '{}' ({}) cannot be read: {e}",
+                    ws.name,
+                    ws.root.display()
+                );
+                lock(&self.broken).insert(ws.name.clone(), why.clone());
+                return Err(why);
+            }
+        };
+        let stale: Vec<PathBuf> = {
+            let index = self.index();
+            files
+                .iter()
+                .filter(|p| force || !unchanged(&index, p))
+                .cloned()
+                .collect()
+        };
+        let on_disk: std::collections::HashSet<&Path> =
+            files.iter().map(PathBuf::as_path).collect();
+        let gone: Vec<PathBuf> = self
+            .index()
+            .docs()
+            .filter(|d| d.workspace == ws.name && !on_disk.contains(d.path.as_path()))
+            .map(|d| d.path.clone())
+            .collect();
+        {
+            let mut index = self.index_mut();
+            for p in &gone {
+                index.remove(p);
+            }
+        }
+        // In batches, so that parsed documents and their words never pile
+        // up beyond one batch before they are in the index.
+        let mut parsed = 0;
+        for batch in stale.chunks(PARSE_BATCH) {
+            let docs = parse_all(ws, &self.config.workspaces, batch);
+            parsed += docs.len();
+            let mut index = self.index_mut();
+            for (doc, terms) in docs {
+                index.upsert(doc, terms);
+            }
+        }
+        if parsed > PARSE_BATCH {
+            self.index_mut().shrink_to_fit();
+            release_free_memory();
+        }
+        if parsed + gone.len() > 0 {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        Ok(SyncReport {
+            workspace: ws.name.clone(),
+            path: ws.root.display().to_string(),
+            files: files.len(),
+            parsed,
+            removed: gone.len(),
+            ms: ms_since(started),
+        })
+    }
+
+    /// The workspaces a call is about (`None`: all of them), checked to be
+    /// readable; a broken one is tried again first, so fixing the disk
+    /// fixes the calls.
+    pub fn scope(&self, workspace: Option<&str>) -> Result<Vec<&Workspace>, Error> {
+        if self.config.workspaces.is_empty() {
+            return Err(Error::failed_precondition(
+                "no workspaces configured: set workspaces = { name = \"path\" } under [modules.notes] in config.toml",
+            ));
+        }
+        let chosen: Vec<&Workspace> = match workspace {
+            None => self.config.workspaces.iter().collect(),
+            Some(name) => {
+                let ws = self
+                    .config
+                    .workspaces
+                    .iter()
+                    .find(|w| w.name == name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = self
+                            .config
+                            .workspaces
+                            .iter()
+                            .map(|w| w.name.as_str())
+                            .collect();
+                        Error::not_found(format!(
+                            "no workspace '{name}' (configured: {})",
+                            names.join(", ")
+                        ))
+                    })?;
+                vec![ws]
+            }
+        };
+        for ws in &chosen {
+            let was_broken = lock(&self.broken).contains_key(&ws.name);
+            if was_broken {
+                self.sync_workspace(ws, false)
+                    .map_err(Error::failed_precondition)?;
+                self.watch(ws);
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Brings the given changed paths (files or folders, existing or not)
+    /// into the index; returns what changed.
+    pub fn apply_paths(&self, paths: impl IntoIterator<Item = PathBuf>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for path in paths {
+            let Some(ws) = self.workspace_of(&path) else {
+                continue;
+            };
+            if scan::is_hidden(&ws.root, &path) {
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => {
+                    for file in scan::walk(&path).unwrap_or_default() {
+                        changes.extend(self.refresh_file(ws, &file, false));
+                    }
+                }
+                // The event says the file changed: a write within the
+                // same mtime tick and of the same size must not be missed.
+                Ok(_) if scan::is_norg(&path) => changes.extend(self.refresh_file(ws, &path, true)),
+                Ok(_) => {}
+                Err(_) => {
+                    let mut index = self.index_mut();
+                    if index.remove(&path) {
+                        changes.push(change(&ws.name, &path, "deleted"));
+                    }
+                    for (w, p) in index.remove_under(&path) {
+                        changes.push(change(&w, &p, "deleted"));
+                    }
+                }
+            }
+        }
+        if !changes.is_empty() {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        changes
+    }
+
+    /// Re-reads one file (with `force`, or if its stamp changed).
+    fn refresh_file(&self, ws: &Workspace, path: &Path, force: bool) -> Option<Change> {
+        if !force && unchanged(&self.index(), path) {
+            return None;
+        }
+        match scan::read_doc(ws, &self.config.workspaces, path) {
+            Ok((doc, terms)) => {
+                let replaced = self.index_mut().upsert(doc, terms);
+                let kind = if replaced { "modified" } else { "created" };
+                Some(change(&ws.name, path, kind))
+            }
+            Err(e) => {
+                tracing::debug!("cannot read {}: {e}", path.display());
+                self.index_mut()
+                    .remove(path)
+                    .then(|| change(&ws.name, path, "deleted"))
+            }
+        }
+    }
+
+    /// The configured workspace whose root holds `path`.
+    pub fn workspace_of(&self, path: &Path) -> Option<&Workspace> {
+        self.config
+            .workspaces
+            .iter()
+            .filter(|w| path.starts_with(&w.root))
+            .max_by_key(|w| w.root.components().count())
+    }
+
+    /// Writes the cache if anything changed since the last write.
+    pub fn save_if_dirty(&self) {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let started = Instant::now();
+        let result = {
+            let mut index = self.index_mut();
+            index.compact();
+            drop(index);
+            cache::save(&self.index(), &self.cache_file())
+        };
+        match result {
+            Ok(()) => tracing::debug!("notes cache saved in {:.1} ms", ms_since(started)),
+            Err(e) => tracing::warn!(
+                "cannot save the notes cache {}: {e}",
+                self.cache_file().display()
+            ),
+        }
+    }
+
+    /// Whether there are changes the cache does not have yet.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed)
+    }
+}
+
+fn change(workspace: &str, path: &Path, kind: &'static str) -> Change {
+    Change {
+        workspace: workspace.to_owned(),
+        path: path.display().to_string(),
+        kind,
+    }
+}
+
+/// Whether the indexed copy of `path` has the file's current stamp.
+fn unchanged(index: &Index, path: &Path) -> bool {
+    let Some(doc) = index.get(path) else {
+        return false;
+    };
+    std::fs::metadata(path).is_ok_and(|m| scan::stamp(&m) == (doc.mtime_ns, doc.size))
+}
+
+/// Reads and parses `paths` on every core; unreadable files are skipped.
+fn parse_all(ws: &Workspace, all: &[Workspace], paths: &[PathBuf]) -> Vec<(Doc, text::Terms)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = paths.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter_map(|p| match scan::read_doc(ws, all, p) {
+                            Ok(d) => Some(d),
+                            Err(e) => {
+                                tracing::warn!("skipping {}: {e}", p.display());
+                                None
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Files parsed before their documents go into the index.
+const PARSE_BATCH: usize = 256;
+
+/// Hands freed heap pages back to the system: parsing many files leaves
+/// the allocator's per-thread heaps large, and that would count as the
+/// module's memory for good.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system; it
+    // takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
