@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Environment variable holding the module's config table as JSON.
-pub const CONFIG_ENV: &str = "NORGOPOLIS_MODULE_CONFIG";
+pub use norgopolis_sdk::MODULE_CONFIG_ENV as CONFIG_ENV;
 
 /// A bad configuration, named precisely.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +17,9 @@ pub enum ConfigError {
     /// A workspace name that could not be used in `$name/` links.
     #[error("workspace name {0:?} must be non-empty and contain no '/'")]
     BadName(String),
+    /// The variable itself is unusable (not UTF-8, not a JSON object).
+    #[error("{0}")]
+    Env(String),
     /// Neither `cache_dir` nor a home directory.
     #[error("no cache directory: set cache_dir, XDG_CACHE_HOME or HOME")]
     NoCacheDir,
@@ -49,13 +52,12 @@ struct Raw {
 }
 
 impl Config {
-    /// Reads [`CONFIG_ENV`] (absent or empty: no workspaces).
-    ///
-    /// The one place that reads the variable, so that it can switch to the
-    /// SDK's accessor for module config later.
+    /// Reads [`CONFIG_ENV`] through the SDK (absent or empty: no
+    /// workspaces).
     pub fn from_env() -> Result<Config, ConfigError> {
-        let json = std::env::var(CONFIG_ENV).unwrap_or_default();
-        Self::from_json(&json)
+        let value = norgopolis_sdk::module_config_value()
+            .map_err(|e| ConfigError::Env(e.message().to_string()))?;
+        Self::from_raw(serde_json::from_value(value)?)
     }
 
     /// Parses the JSON table.
@@ -68,6 +70,11 @@ impl Config {
         } else {
             serde_json::from_str(json)?
         };
+        Self::from_raw(raw)
+    }
+
+    /// Checks and expands the decoded table.
+    fn from_raw(raw: Raw) -> Result<Config, ConfigError> {
         let mut workspaces = Vec::new();
         for (name, path) in raw.workspaces {
             if name.is_empty() || name.contains('/') {
