@@ -54,6 +54,7 @@ sh scripts/native.sh stage target/rock
       ["norgopolis.install"] = "lua/norgopolis/install.lua",
       ["norgopolis.notes"] = "lua/norgopolis/notes.lua",
       ["norgopolis.paths"] = "lua/norgopolis/paths.lua",
+      ["norgopolis.provide"] = "lua/norgopolis/provide.lua",
       ["norgopolis.ui"] = "lua/norgopolis/ui.lua",
       ["norgopolis.version"] = "lua/norgopolis/version.lua",
     },
