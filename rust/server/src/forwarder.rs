@@ -140,16 +140,31 @@ const RESULTS_AHEAD: usize = 16;
 /// A result of the call, or its error.
 type Item = Result<MessagePack, Status>;
 
+/// How long the response waits for the call's first result before its
+/// headers go out without it: long enough for a module that answers at
+/// once, short enough that a caller soon learns its call was accepted.
+const FIRST_RESULT_WAIT: Duration = Duration::from_millis(2);
+
+/// A call's next result, with the call unless it has ended.
+type Next = (Option<RoutedCall>, Option<Result<Vec<u8>, Status>>);
+
 /// The call's results as the caller's response stream.
 ///
-/// The response is answered only once the first result (or the error)
-/// is there, and a call that is over by then (most are: one result) is
-/// answered from memory, with no task or channel: hyper then sends the
-/// headers, the result and the trailers in one write, so the caller
-/// wakes once per call instead of once per frame. Longer calls are handed
-/// to [`pump`], which keeps their flow control.
+/// The response waits (briefly) for the first result, and a call that is
+/// over by then (most are: one result) is answered from memory, with no
+/// task or channel: hyper then sends the headers, the result and the
+/// trailers in one write, so the caller wakes once per call instead of
+/// once per frame. Other calls are handed to [`pump`], which keeps their
+/// flow control.
 async fn results(call: RoutedCall) -> ResultStream {
-    let first = unless_panicked(next_owned(call), |status| (None, Some(Err(status)))).await;
+    let mut next = Box::pin(unless_panicked(next_owned(call), |status| {
+        (None, Some(Err(status)))
+    }));
+    let first = match tokio::time::timeout(FIRST_RESULT_WAIT, next.as_mut()).await {
+        Ok(first) => first,
+        // A slow module: answer now, results follow as they come.
+        Err(_) => return handed_over(None, next),
+    };
     let (call, first) = match first {
         (Some(call), Some(Ok(item))) => (call, MessagePack { data: item }),
         // Ended: no results, or an error.
@@ -162,22 +177,27 @@ async fn results(call: RoutedCall) -> ResultStream {
     let mut rest = Box::pin(unless_panicked(next_owned(call), |status| {
         (None, Some(Err(status)))
     }));
-    let peeked = match futures::poll!(rest.as_mut()) {
-        Poll::Ready((_, None)) => return Box::pin(futures::stream::iter([Ok(first)])),
-        Poll::Ready(next) => Some(next),
-        Poll::Pending => None,
-    };
+    match futures::poll!(rest.as_mut()) {
+        Poll::Ready((_, None)) => Box::pin(futures::stream::iter([Ok(first)])),
+        Poll::Ready(next) => handed_over(Some(first), Box::pin(futures::future::ready(next))),
+        Poll::Pending => handed_over(Some(first), rest),
+    }
+}
+
+/// `first` (if taken already), then the call's other results through
+/// [`pump`]; `next` resolves to the call's next result.
+fn handed_over(
+    first: Option<MessagePack>,
+    next: Pin<Box<dyn Future<Output = Next> + Send>>,
+) -> ResultStream {
     let (tx, rx) = mpsc::channel(RESULTS_AHEAD);
     let failed = tx.clone();
     tokio::spawn(unless_panicked(
         async move {
-            let next = match peeked {
-                Some(next) => next,
-                None => tokio::select! {
-                    next = rest => next,
-                    // The caller went away: dropping the call cancels it.
-                    _ = tx.closed() => return,
-                },
+            let next = tokio::select! {
+                next = next => next,
+                // The caller went away: dropping the call cancels it.
+                _ = tx.closed() => return,
             };
             match next {
                 (Some(call), Some(next)) => pump(call, Some(next), tx).await,
@@ -191,11 +211,11 @@ async fn results(call: RoutedCall) -> ResultStream {
             let _ = failed.try_send(Err(status));
         },
     ));
-    Box::pin(futures::stream::iter([Ok(first)]).chain(ReceiverStream::new(rx)))
+    Box::pin(futures::stream::iter(first.map(Ok)).chain(ReceiverStream::new(rx)))
 }
 
 /// The call's next result, with the call itself unless it has ended.
-async fn next_owned(mut call: RoutedCall) -> (Option<RoutedCall>, Option<Result<Vec<u8>, Status>>) {
+async fn next_owned(mut call: RoutedCall) -> Next {
     match call.next().await {
         Some(Ok(item)) => (Some(call), Some(Ok(item))),
         last => (None, last),
