@@ -169,7 +169,11 @@ async fn results(call: RoutedCall) -> ResultStream {
         (Some(call), Some(Ok(item))) => (call, MessagePack { data: item }),
         // Ended: no results, or an error.
         (_, last) => {
-            let last = last.map(|r| r.map(|data| MessagePack { data }));
+            let last: Option<Item> = match last {
+                Some(Ok(data)) => Some(Ok(MessagePack { data })),
+                Some(Err(status)) => Some(Err(status)),
+                None => None,
+            };
             return Box::pin(futures::stream::iter(last));
         }
     };

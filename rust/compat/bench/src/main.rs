@@ -35,7 +35,9 @@ async fn main() {
 
 async fn run(argv: &[String]) -> anyhow::Result<serde_json::Value> {
     let number = |i: usize| -> anyhow::Result<u64> {
-        let text = argv.get(i).context("missing argument (see --help in the source)")?;
+        let text = argv
+            .get(i)
+            .context("missing argument (see --help in the source)")?;
         text.parse()
             .with_context(|| format!("argument {} ({text:?}) is not a number", i + 1))
     };
