@@ -21,12 +21,16 @@ LUAROCKS  := /usr/bin/luarocks
 PROTOC    := /usr/bin/protoc
 STYLUA    := $(DEPS)/stylua/bin/stylua
 COMPAT_TARGET := $(ROOT)/target/compat
+# The public norgopolis-server 0.1.4, installed from the registry for the
+# bench's side-by-side rows (never part of the workspace).
+PUBLIC_ROOT   := $(ROOT)/target/public-norgopolis
+PUBLIC_SERVER := $(PUBLIC_ROOT)/bin/norgopolis-server
 
 export PATH := $(TARGET):$(PATH)
 
 .PHONY: plugin dist lint-macos deps deps-rust deps-nvim deps-busted build build-rust build-modules build-nvim \
         demo test test-rust test-shipped test-nvim lint fmt nvim bench clean \
-        deps-protoc deps-luajit deps-stylua build-compat soak fuzz
+        deps-protoc deps-luajit deps-stylua build-compat build-public bench-public soak fuzz
 
 ## deps: install every tool the build and tests need (skips what is there)
 deps: deps-rust deps-nvim deps-busted deps-protoc deps-luajit
@@ -87,6 +91,14 @@ build: build-rust build-modules build-nvim
 ## file, own target dir (target/compat)
 build-compat: deps-rust deps-protoc
 	CARGO_TARGET_DIR=$(COMPAT_TARGET) cargo build --manifest-path rust/compat/Cargo.toml $(CARGO_FLAGS)
+
+## build-public: the public norgopolis-server 0.1.4 from the registry, as
+## its authors build it (their lock file, their release profile), into
+## target/public-norgopolis; what `make bench` compares ours with
+build-public: $(PUBLIC_SERVER)
+$(PUBLIC_SERVER): | deps-rust deps-protoc
+	cargo install --root $(PUBLIC_ROOT) --target-dir $(PUBLIC_ROOT)/build \
+	  norgopolis-server --version 0.1.4 --locked
 
 ## soak: 8 clients x 25,000 mixed calls against a release server, then
 ## stopped and killed CLI callers; prints
@@ -183,7 +195,8 @@ nvim: build deps-nvim
 ## then the installer's time from a local server and the artifact sizes.
 ## The release native library is loaded from target/release, so
 ## lua/norgopolis/native.so (the debug build the specs use) stays as it is.
-bench: deps-nvim dist
+bench: deps-nvim dist build-public
+	$(MAKE) build-compat PROFILE=release
 	cargo build --release --workspace --exclude norgopolis-nvim
 	cargo build --release -p norgopolis-nvim
 	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) \
@@ -191,6 +204,13 @@ bench: deps-nvim dist
 	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --nvim $(NVIM) --only-notes \
 	  --out $(ROOT)/target/bench/results.json $(BENCH_ARGS)
 	NVIM=$(NVIM) bash scripts/bench-install.sh
+
+## bench-public: only the side-by-side rows (public client and module through
+## the public server 0.1.4 and through ours), three interleaved repetitions
+bench-public: build-public
+	$(MAKE) build-compat PROFILE=release
+	cargo build --release -p norgopolis-server -p norgopolis-echo -p norgopolis-bench
+	$(ROOT)/target/release/norgopolis-bench --root $(ROOT) --only-public $(BENCH_ARGS)
 
 clean:
 	cargo clean

@@ -19,8 +19,10 @@ mod notes;
 mod nvim;
 mod payload;
 mod place;
+mod public;
 mod report;
 mod routed;
+mod scaling;
 mod sdks;
 mod series;
 mod stats;
@@ -71,6 +73,15 @@ struct Args {
     /// Notes in the generated workspace of --only-notes.
     #[arg(long, default_value_t = 10_000)]
     notes: usize,
+    /// Measure only the public path side by side: the public client and
+    /// module through the public norgopolis-server 0.1.4 and through ours
+    /// (prints its table; writes no JSON).
+    #[arg(long)]
+    only_public: bool,
+    /// Measure only the scaling table (1 to 256 clients, 1 to 32 modules;
+    /// prints it; writes no JSON).
+    #[arg(long)]
+    only_scaling: bool,
     #[command(subcommand)]
     command: Option<Internal>,
 }
@@ -132,6 +143,8 @@ struct Sizing {
     stream_reps: usize,
     cold_reps: usize,
     growth_calls: usize,
+    public: public::PublicPlan,
+    scaling_calls: usize,
 }
 
 impl Sizing {
@@ -155,6 +168,14 @@ impl Sizing {
             stream_reps: reps,
             cold_reps: reps,
             growth_calls: 100_000 / d,
+            public: public::PublicPlan {
+                reps: 3,
+                small_calls: 2000 / d as u64,
+                large_calls: 300 / d as u64,
+                concurrent_calls: 500 / d as u64,
+                stream_items: STREAM_ITEMS,
+            },
+            scaling_calls: 4096 / d,
         }
     }
 }
@@ -215,6 +236,24 @@ fn main() -> anyhow::Result<()> {
         eprintln!("results written to {}", out.display());
         return Ok(());
     }
+    if args.only_public {
+        let root = args.root.clone().unwrap_or_else(nvim::default_root);
+        let plan = Sizing::new(args.quick).public;
+        let run = runtime.block_on(async {
+            tokio::spawn(
+                async move { public::measure(&public::PublicBins::find(&root)?, plan).await },
+            )
+            .await?
+        })?;
+        print!("{}", run.markdown());
+        return Ok(());
+    }
+    if args.only_scaling {
+        let calls = Sizing::new(args.quick).scaling_calls;
+        let steps = runtime.block_on(async { tokio::spawn(scaling::measure(calls)).await? })?;
+        print!("{}", scaling::markdown(&steps));
+        return Ok(());
+    }
     if args.only_sdks {
         let rows = runtime.block_on(async { tokio::spawn(only_sdks(args.quick)).await? })?;
         print!("{}", sdks::markdown(&rows));
@@ -268,6 +307,8 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     let small = string_of(SMALL_CHARS);
     let large = string_of(LARGE_CHARS);
     let nvim = nvim_setup(args)?;
+    let root = args.root.clone().unwrap_or_else(nvim::default_root);
+    let public = public::measure(&public::PublicBins::find(&root)?, size.public).await?;
 
     let place = Place::new()?;
     step("raw socket ping-pong (the floor)");
@@ -460,6 +501,9 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         None => (None, None),
     };
 
+    step("scaling: 1 to 256 clients, 1 to 32 modules");
+    let scaling = scaling::measure(size.scaling_calls).await?;
+
     machine.load_end = report::load_average();
     Ok(Results {
         machine,
@@ -498,6 +542,8 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
         loaded,
         growth,
         sdks: sdk_rows,
+        public,
+        scaling,
     })
 }
 

@@ -47,9 +47,14 @@ impl Place {
     /// Starts a foreground server logging to this place's log (the bench's
     /// own output stays readable) and waits until it is listening.
     pub fn start_server(&self) -> anyhow::Result<ServerProc> {
-        let mut cmd = self
-            .sandbox
-            .server_command(&["--linger", "600s", "--idle-timeout", "600s"]);
+        self.start_server_with(&[])
+    }
+
+    /// [`Place::start_server`] with `extra` arguments.
+    pub fn start_server_with(&self, extra: &[&str]) -> anyhow::Result<ServerProc> {
+        let mut args = vec!["--linger", "600s", "--idle-timeout", "600s"];
+        args.extend_from_slice(extra);
+        let mut cmd = self.sandbox.server_command(&args);
         let log = File::create(&self.sandbox.log).context("server log")?;
         cmd.stdout(Stdio::null()).stderr(log);
         let (child, line) = spawn_with_ready(cmd)?;

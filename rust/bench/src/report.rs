@@ -130,6 +130,10 @@ pub struct Results {
     pub growth: Growth,
     /// Modules on the Rust, Python and Lua SDKs.
     pub sdks: Vec<crate::sdks::SdkRow>,
+    /// The public client and module through the public server and ours.
+    pub public: crate::public::PublicRun,
+    /// p50, throughput and RSS from 1 to 256 clients, 1 to 32 modules.
+    pub scaling: Vec<crate::scaling::Step>,
 }
 
 /// Row suffixes naming the transports client → server and server → module.
@@ -137,7 +141,7 @@ const GRPC_GRPC: &str = " · gRPC client, gRPC module";
 const LEAN_GRPC: &str = " · lean client, gRPC module";
 const LEAN_LEAN: &str = " · lean client, lean module";
 
-fn us(v: f64) -> String {
+pub(crate) fn us(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.2} ms", v / 1000.0)
     } else {
@@ -158,7 +162,7 @@ pub(crate) fn rate(v: f64) -> String {
     out
 }
 
-fn mib(kib: f64) -> String {
+pub(crate) fn mib(kib: f64) -> String {
     format!("{:.1} MB", kib * 1024.0 / 1e6)
 }
 
@@ -279,12 +283,7 @@ impl Results {
             );
         }
         for (sizes, path, public_b64, public_kib64) in [
-            (
-                &self.rust_grpc,
-                GRPC_GRPC,
-                "p50 ≈ 385 µs · ≈ 2,500 calls/s",
-                "p50 ≈ 1.24 ms",
-            ),
+            (&self.rust_grpc, GRPC_GRPC, "", ""),
             (&self.rust, LEAN_GRPC, "", ""),
             (&self.rust_lean, LEAN_LEAN, "", ""),
         ] {
@@ -330,7 +329,7 @@ impl Results {
             None => row("Lua in Neovim", "skipped".into(), "".into(), ""),
         }
         for (c, path, public) in [
-            (&self.concurrent_grpc, GRPC_GRPC, "≈ 10,500 calls/s"),
+            (&self.concurrent_grpc, GRPC_GRPC, ""),
             (&self.concurrent, LEAN_GRPC, ""),
             (&self.concurrent_lean, LEAN_LEAN, ""),
         ] {
@@ -395,7 +394,7 @@ impl Results {
             "Server RSS idle",
             mib(self.idle_kib as f64),
             format!("≤ 8 MB {}", verdict(self.idle_kib as f64 * 1024.0 <= 8e6)),
-            "≈ 5.3 MB",
+            "",
         );
         let l = &self.loaded;
         let per_module = l.module_kib.iter().sum::<u64>() as f64 / l.module_kib.len().max(1) as f64;
@@ -407,7 +406,7 @@ impl Results {
                 mib(per_module)
             ),
             "—".into(),
-            "≈ 5.2 MB per module",
+            "",
         );
         let g = &self.growth;
         row(
@@ -437,6 +436,31 @@ impl Results {
         out.push_str("|---|---|---|---|\n");
         for r in rows {
             out.push_str(&format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3]));
+        }
+        out.push_str(&self.lua_to_rust());
+        out.push_str(&self.public.markdown());
+        out.push_str(&crate::scaling::markdown(&self.scaling));
+        out
+    }
+
+    /// Lua's 64 B p50 over the Rust client's, same transports, same run.
+    fn lua_to_rust(&self) -> String {
+        let mut out = String::new();
+        for (lua, rust, path) in [
+            (&self.lua, &self.rust, LEAN_GRPC),
+            (&self.lua_lean, &self.rust_lean, LEAN_LEAN),
+        ] {
+            if let Some(lua) = lua {
+                let ratio = lua.b64.p50_us / rust.b64.p50_us;
+                out += &format!(
+                    "
+Lua ÷ Rust client, 64 B p50{path}: {ratio:.2} (goal ≤ 1.5 {})",
+                    verdict(ratio <= 1.5)
+                );
+            }
+        }
+        if !out.is_empty() {
+            out.push('\n');
         }
         out
     }

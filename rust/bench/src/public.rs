@@ -1,0 +1,453 @@
+//! The public path side by side: the client on the public
+//! `norgopolis-client` 0.6 crate (`compat-bench`) calling the module on the
+//! public `norgopolis-module` 2.0.3 crate (`compat-module`), once through
+//! the public `norgopolis-server` 0.1.4 and once through ours
+//! (`--listen-tcp`), in the same run, interleaved repetition by
+//! repetition, so the ratios are not skewed by the load of the moment.
+//!
+//! The public server and the fixtures are built outside the workspace
+//! (`make build-public build-compat`, see [`PublicBins::find`]).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, ensure, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cpu::Usage,
+    place::{rss_kib, Place},
+    report::{mib, rate, us},
+    stats::median,
+};
+
+/// The port the public server always listens on (it has no option for it).
+pub const PUBLIC_PORT: u16 = 62020;
+/// The module's name on both servers.
+const MODULE: &str = "compat";
+/// Characters of the 64 B and 64 KiB echo arguments (see `payload`).
+const SMALL: usize = crate::payload::SMALL_CHARS;
+const LARGE: usize = crate::payload::LARGE_CHARS;
+
+/// The binaries on the public crates.
+pub struct PublicBins {
+    /// `norgopolis-server` 0.1.4 from the registry.
+    pub server: PathBuf,
+    /// The client-side load generator on `norgopolis-client` 0.6.
+    pub bench: PathBuf,
+    /// The module on `norgopolis-module` 2.0.3.
+    pub module: PathBuf,
+}
+
+impl PublicBins {
+    /// Finds them under `<root>/target` (`public-norgopolis/bin` and
+    /// `compat/release`), naming the make target that builds what is missing.
+    pub fn find(root: &Path) -> anyhow::Result<PublicBins> {
+        let target = root.join("target");
+        let bins = PublicBins {
+            server: target.join("public-norgopolis/bin/norgopolis-server"),
+            bench: target.join("compat/release/compat-bench"),
+            module: target.join("compat/release/compat-module"),
+        };
+        for (path, make) in [
+            (&bins.server, "make build-public"),
+            (&bins.bench, "make build-compat PROFILE=release"),
+            (&bins.module, "make build-compat PROFILE=release"),
+        ] {
+            ensure!(
+                path.is_file(),
+                "{} is missing: run `{make}`",
+                path.display()
+            );
+        }
+        Ok(bins)
+    }
+}
+
+/// How much to measure per repetition.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicPlan {
+    /// Repetitions, each measuring both servers.
+    pub reps: usize,
+    /// Timed sequential 64 B calls.
+    pub small_calls: u64,
+    /// Timed sequential 64 KiB calls.
+    pub large_calls: u64,
+    /// Timed calls per client with [`CLIENTS`] clients.
+    pub concurrent_calls: u64,
+    /// Items of the stream.
+    pub stream_items: u64,
+}
+
+/// Clients of the concurrency row.
+pub const CLIENTS: usize = 8;
+
+/// One figure, per repetition, for both servers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SideBySide {
+    /// What was measured.
+    pub what: String,
+    /// Unit of the figures.
+    pub unit: String,
+    /// Whether a lower figure is better (latency) or higher (rate).
+    pub lower_is_better: bool,
+    /// The public server's figure in each repetition.
+    pub public: Vec<f64>,
+    /// Ours, in the same repetitions.
+    pub ours: Vec<f64>,
+    /// The goal for ours ÷ public, if there is one.
+    pub goal: Option<f64>,
+}
+
+impl SideBySide {
+    fn new(what: &str, unit: &str, lower_is_better: bool, goal: Option<f64>) -> Self {
+        SideBySide {
+            what: what.into(),
+            unit: unit.into(),
+            lower_is_better,
+            goal,
+            ..Default::default()
+        }
+    }
+
+    /// Ours ÷ public in each repetition.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.ours
+            .iter()
+            .zip(&self.public)
+            .map(|(o, p)| o / p)
+            .collect()
+    }
+
+    /// One figure in this row's unit.
+    fn figure(&self, v: f64) -> String {
+        match self.unit.as_str() {
+            "µs" => us(v),
+            "ms" => format!("{v:.2} ms"),
+            unit => format!("{} {unit}", rate(v)),
+        }
+    }
+
+    /// Whether the median ratio meets the goal.
+    pub fn met(&self) -> Option<bool> {
+        let r = median(self.ratios());
+        self.goal
+            .map(|g| if self.lower_is_better { r <= g } else { r >= g })
+    }
+}
+
+/// Everything the side-by-side run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicRun {
+    /// One entry per figure.
+    pub rows: Vec<SideBySide>,
+    /// RSS after the run, KiB: public server, ours.
+    pub rss_kib: (u64, u64),
+    /// 1-minute load average before and after.
+    pub load: (f64, f64),
+}
+
+/// What `compat-bench echo` prints.
+#[derive(Debug, Deserialize)]
+struct EchoFigures {
+    p50_us: f64,
+    per_s: f64,
+    /// The client's CPU per call.
+    cpu_us: f64,
+}
+
+/// What `compat-bench stream` prints.
+#[derive(Debug, Deserialize)]
+struct StreamFigures {
+    first_item_ms: f64,
+    items_per_s: f64,
+}
+
+/// The public server, started on [`PUBLIC_PORT`] with a modules folder of
+/// its own; stopped with its module on drop (the public module never exits
+/// by itself, and the public server does not stop it).
+struct PublicServer {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PublicServer {
+    fn start(bins: &PublicBins) -> anyhow::Result<PublicServer> {
+        if std::net::TcpStream::connect(("127.0.0.1", PUBLIC_PORT)).is_ok() {
+            bail!("port {PUBLIC_PORT} is taken (a norgopolis server running?): the public server cannot listen elsewhere");
+        }
+        let dir = tempfile::Builder::new().prefix("np-public-").tempdir()?;
+        // It runs a module by its file name, found in --path.
+        std::os::unix::fs::symlink(&bins.module, dir.path().join(MODULE))?;
+        let mut child = Command::new(&bins.server)
+            .arg("--path")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bins.server.display()))?;
+        let mut ready = String::new();
+        if let Some(out) = child.stdout.take() {
+            use std::io::BufRead;
+            std::io::BufReader::new(out).read_line(&mut ready)?;
+        }
+        let server = PublicServer { child, _dir: dir };
+        ensure!(
+            ready.trim() == "ready",
+            "the public server did not print ready: {ready:?}"
+        );
+        // "ready" comes before it binds: wait for the port.
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", PUBLIC_PORT)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("the public server never listened on {PUBLIC_PORT}")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The module's process (started by the first call).
+    fn module_pid(&self) -> anyhow::Result<u32> {
+        norgopolis_tests::children_of(self.pid())
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow!("the public server has no module process"))
+    }
+}
+
+impl Drop for PublicServer {
+    fn drop(&mut self) {
+        for module in norgopolis_tests::children_of(self.child.id()) {
+            let _ = Command::new("kill")
+                .args(["-9", &module.to_string()])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Our server with the same module and the TCP listener on a free port.
+struct OurServer {
+    place: Place,
+    server: norgopolis_tests::ServerProc,
+    port: u16,
+}
+
+impl OurServer {
+    async fn start(bins: &PublicBins) -> anyhow::Result<OurServer> {
+        let place = Place::new()?;
+        std::os::unix::fs::symlink(&bins.module, place.sandbox.modules.join(MODULE))?;
+        let server = place.start_server_with(&["--listen-tcp", "127.0.0.1:0"])?;
+        let channel = place.sandbox.channel().await?;
+        let address = norgopolis_tests::status(&channel).await.tcp_address;
+        let port = address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .ok_or_else(|| anyhow!("our server reports no TCP address ({address:?})"))?;
+        Ok(OurServer {
+            place,
+            server,
+            port,
+        })
+    }
+
+    /// The module's process, loaded if it is not yet.
+    async fn module_pid(&self) -> anyhow::Result<u32> {
+        let client = self.place.client().await?;
+        let reply = client.load(MODULE, None).await;
+        client.detach().await;
+        reply?
+            .module
+            .map(|m| m.pid)
+            .ok_or_else(|| anyhow!("our server reports no process for {MODULE}"))
+    }
+}
+
+/// Runs `compat-bench` against `port` and parses its JSON line.
+fn drive<T: for<'de> Deserialize<'de>>(
+    bins: &PublicBins,
+    port: u16,
+    args: &[String],
+) -> anyhow::Result<T> {
+    let out = Command::new(&bins.bench)
+        .arg(&args[0])
+        .args(["127.0.0.1", &port.to_string(), MODULE])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .context("running compat-bench")?;
+    ensure!(
+        out.status.success(),
+        "compat-bench {args:?} on port {port} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "compat-bench printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn strings(args: &[&dyn ToString]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// Measures both servers, repetition by repetition, alternating which goes
+/// first.
+pub async fn measure(bins: &PublicBins, plan: PublicPlan) -> anyhow::Result<PublicRun> {
+    let load_start = crate::report::load_average();
+    let public = PublicServer::start(bins)?;
+    let ours = OurServer::start(bins).await?;
+    let ports = [PUBLIC_PORT, ours.port];
+    let pids = [public.pid(), ours.server.pid];
+    let mut small = SideBySide::new("p50, 64 B echo", "µs", true, Some(0.6));
+    let mut large = SideBySide::new("p50, 64 KiB echo", "µs", true, Some(0.6));
+    let mut many = SideBySide::new(
+        &format!("{CLIENTS} concurrent clients, 64 B echo"),
+        "calls/s",
+        false,
+        Some(2.0),
+    );
+    let mut cpu = [
+        SideBySide::new("CPU per 64 B call: client", "µs", true, None),
+        SideBySide::new("CPU per 64 B call: server", "µs", true, None),
+        SideBySide::new("CPU per 64 B call: module", "µs", true, None),
+    ];
+    let mut first = SideBySide::new(
+        &format!("first item of a {}-item stream", plan.stream_items),
+        "ms",
+        true,
+        None,
+    );
+    let mut items = SideBySide::new(
+        &format!("{}-item stream", plan.stream_items),
+        "items/s",
+        false,
+        None,
+    );
+    for rep in 0..plan.reps {
+        crate::step(&format!("public path side by side, repetition {}", rep + 1));
+        let order = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let port = ports[side];
+            let put = |row: &mut SideBySide, v: f64| {
+                if side == 0 {
+                    row.public.push(v)
+                } else {
+                    row.ours.push(v)
+                }
+            };
+            // Warm first (the module starts on the first call), so that the
+            // CPU readings cover calls only.
+            tokio::task::block_in_place(|| {
+                drive::<EchoFigures>(bins, port, &strings(&[&"echo", &SMALL, &0, &300, &1]))
+            })?;
+            let module = if side == 0 {
+                public.module_pid()?
+            } else {
+                ours.module_pid().await?
+            };
+            let processes = [pids[side], module];
+            let before = processes.map(Usage::of);
+            let e: EchoFigures = tokio::task::block_in_place(|| {
+                drive(
+                    bins,
+                    port,
+                    &strings(&[&"echo", &SMALL, &0, &plan.small_calls, &1]),
+                )
+            })?;
+            let after = processes.map(Usage::of);
+            put(&mut small, e.p50_us);
+            put(&mut cpu[0], e.cpu_us);
+            for i in 0..2 {
+                let ns = after[i].cpu_ns.saturating_sub(before[i].cpu_ns);
+                put(&mut cpu[i + 1], ns as f64 / 1e3 / plan.small_calls as f64);
+            }
+            let e: EchoFigures = tokio::task::block_in_place(|| {
+                drive(
+                    bins,
+                    port,
+                    &strings(&[&"echo", &LARGE, &30, &plan.large_calls, &1]),
+                )
+            })?;
+            put(&mut large, e.p50_us);
+            let e: EchoFigures = tokio::task::block_in_place(|| {
+                drive(
+                    bins,
+                    port,
+                    &strings(&[&"echo", &SMALL, &50, &plan.concurrent_calls, &CLIENTS]),
+                )
+            })?;
+            put(&mut many, e.per_s);
+            let s: StreamFigures = tokio::task::block_in_place(|| {
+                drive(bins, port, &strings(&[&"stream", &plan.stream_items, &3]))
+            })?;
+            put(&mut first, s.first_item_ms);
+            put(&mut items, s.items_per_s);
+        }
+    }
+    let rss = (rss_kib(public.pid())?, rss_kib(ours.server.pid)?);
+    ours.place.stop_any_server().await?;
+    drop(ours);
+    drop(public);
+    Ok(PublicRun {
+        rows: [small, large, many, first, items]
+            .into_iter()
+            .chain(cpu)
+            .collect(),
+        rss_kib: rss,
+        load: (load_start, crate::report::load_average()),
+    })
+}
+
+impl PublicRun {
+    /// The side-by-side table with each repetition's ratio.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "\n### Public client and module: public norgopolis-server 0.1.4 vs ours (--listen-tcp), interleaved\n\n\
+             Load average {} at the start, {} at the end. Ratio = ours ÷ public per repetition.\n\n\
+             | Measurement | Public server (median) | Ours (median) | Ratio (median) | Ratios per repetition | Goal |\n\
+             |---|---|---|---|---|---|\n",
+            self.load.0, self.load.1
+        );
+        for row in &self.rows {
+            let ratios = row.ratios();
+            let goal = match (row.goal, row.met()) {
+                (Some(g), Some(met)) => format!(
+                    "{} {g}× {}",
+                    if row.lower_is_better { "≤" } else { "≥" },
+                    if met { "✅" } else { "❌" }
+                ),
+                _ => "—".into(),
+            };
+            out += &format!(
+                "| {} | {} | {} | {:.2} | {} | {goal} |\n",
+                row.what,
+                row.figure(median(row.public.clone())),
+                row.figure(median(row.ours.clone())),
+                median(ratios.clone()),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" · "),
+            );
+        }
+        out += &format!(
+            "\nRSS after the run: public server {}, ours {} (each with the module loaded).\n",
+            mib(self.rss_kib.0 as f64),
+            mib(self.rss_kib.1 as f64)
+        );
+        out
+    }
+}
