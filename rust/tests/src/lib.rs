@@ -43,6 +43,21 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// The repository's root (where README.md, sdk/ and examples/ live).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Neovim the Makefile installs (`.deps/nvim`), else `nvim` from PATH.
+pub fn nvim_binary() -> PathBuf {
+    let bundled = repo_root().join(".deps/nvim/bin/nvim");
+    if bundled.exists() {
+        bundled
+    } else {
+        PathBuf::from("nvim")
+    }
+}
+
 /// Env var naming a folder of shipped binaries (e.g. `target/dist`) that
 /// tests run instead of the debug build's where it holds one of that name;
 /// test-only helpers (np-probe, np-flood, …) still come from [`bin_dir`].

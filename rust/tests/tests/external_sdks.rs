@@ -5,31 +5,14 @@
 mod providers;
 mod support;
 
-use std::{
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{os::unix::fs::PermissionsExt, process::Command};
 
 use futures::StreamExt;
 use norgopolis_client::Client;
-use norgopolis_tests::{Sandbox, ServerProc};
+use norgopolis_tests::{nvim_binary, repo_root, Sandbox, ServerProc};
 use providers::{registered, Provider};
 use rmpv::Value;
 use support::client;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn nvim() -> PathBuf {
-    let bundled = repo().join(".deps/nvim/bin/nvim");
-    if bundled.exists() {
-        bundled
-    } else {
-        PathBuf::from("nvim")
-    }
-}
 
 const PYTHON: &str = r#"
 import os, sys
@@ -73,7 +56,7 @@ os.exit(code and 2 or 1)
 
 /// A provider of `name` written with the SDK in `lang`.
 fn provider(sb: &Sandbox, lang: &str, name: &str) -> Provider {
-    let sdk = repo().join("sdk").join(lang);
+    let sdk = repo_root().join("sdk").join(lang);
     let cmd = match lang {
         "python" => {
             let script = sb.dir.path().join("provider.py");
@@ -85,7 +68,7 @@ fn provider(sb: &Sandbox, lang: &str, name: &str) -> Provider {
         _ => {
             let script = sb.dir.path().join("provider.lua");
             std::fs::write(&script, LUA).unwrap();
-            let mut cmd = Command::new(nvim());
+            let mut cmd = Command::new(nvim_binary());
             cmd.args(["--clean", "-l"]).arg(script);
             cmd
         }
@@ -167,7 +150,7 @@ async fn plain_lua_without_a_socket_library_gets_a_clear_error() {
         eprintln!("skipped: no plain Lua interpreter");
         return;
     };
-    let sdk = repo().join("sdk/lua");
+    let sdk = repo_root().join("sdk/lua");
     let out = Command::new(lua)
         .arg("-e")
         .arg(format!(

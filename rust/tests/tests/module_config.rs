@@ -12,10 +12,6 @@ use norgopolis_tests::*;
 use serde_json::{json, Value};
 use support::{output_text as text, run_cli, script_module, write_config, write_script};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Calls `module.config` through the running server; its one result.
 fn config_of(sb: &Sandbox, module: &str) -> Value {
     let out = run_cli(sb, &["call", module, "config"]);
@@ -34,7 +30,7 @@ fn lean_module(sb: &Sandbox, name: &str, sdk: &str, main: &str, command: &str) {
     let folder = sb.modules.join(name);
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(
-        repo().join(sdk),
+        repo_root().join(sdk),
         folder.join(Path::new(sdk).file_name().unwrap()),
     )
     .unwrap();
@@ -69,7 +65,7 @@ fn add_sdk_modules(sb: &Sandbox) -> [&'static str; 3] {
         lua,
         "luajit",
     );
-    let nvim = repo().join(".deps/nvim/bin/nvim");
+    let nvim = repo_root().join(".deps/nvim/bin/nvim");
     let nvim = if nvim.exists() {
         nvim.display().to_string()
     } else {

@@ -14,21 +14,8 @@ use std::{
 use norgopolis_tests::*;
 use support::write_script;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn example(name: &str) -> PathBuf {
-    repo().join("examples/modules").join(name)
-}
-
-fn nvim() -> PathBuf {
-    let bundled = repo().join(".deps/nvim/bin/nvim");
-    if bundled.exists() {
-        bundled
-    } else {
-        PathBuf::from("nvim")
-    }
+    repo_root().join("examples/modules").join(name)
 }
 
 fn cli(sb: &Sandbox, args: &[&str]) -> Output {
@@ -108,7 +95,7 @@ fn the_checker_passes_the_lua_sdk_under_nvim() {
         &format!(
             "cd '{}' && exec '{}' -l main.lua\n",
             example("lua-echo").display(),
-            nvim().display()
+            nvim_binary().display()
         ),
     );
     assert_all_pass(&sb, &run);
@@ -125,7 +112,7 @@ fn python_module(sb: &Sandbox, name: &str, patch: &str, functions: &str) -> Path
             "import sys\nsys.path.insert(0, '{sdk}')\n\
              import norgopolis_module as n\nfrom norgopolis_module import Module, Error\n\
              {patch}\nm = Module()\n{functions}\nm.run()\n",
-            sdk = repo().join("sdk/python").display(),
+            sdk = repo_root().join("sdk/python").display(),
         ),
     )
     .unwrap();

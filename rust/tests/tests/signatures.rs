@@ -6,20 +6,13 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
 use norgopolis_client::{Client, ClientError, Transport};
 use norgopolis_tests::*;
 use rmpv::Value;
 use support::{client_with, map, write_script};
 use tonic::Code;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// One function per type of the notation (and a few nested shapes), all
 /// served by one Python handler that records the function it ran; `seen`
@@ -58,7 +51,7 @@ fn recorder(sb: &Sandbox) {
              for name in [{names}]:\n    m.function(name)(make(name))\n\
              m.function('seen')(lambda _args: list(seen))\n\
              m.run()\n",
-            sdk = repo().join("sdk/python").display().to_string(),
+            sdk = repo_root().join("sdk/python").display().to_string(),
             names = names.join(", "),
         ),
     )
