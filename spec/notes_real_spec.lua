@@ -137,7 +137,8 @@ end
 return P
 ]]
 
---- The second Neovim: headless, listening on a socket, with the plugin.
+--- The second Neovim (helpers.spawn_nvim), listening on a socket, with
+--- the plugin.
 ---@class RemoteNvim
 ---@field chan integer
 ---@field proc vim.SystemObj
@@ -149,20 +150,16 @@ Remote.__index = Remote
 function Remote.start()
   local addr = helpers.tmp .. "/other-nvim.sock"
   local self = setmetatable({}, Remote)
-  self.proc = vim.system({
-    vim.v.progpath,
-    "--headless",
-    "-u",
-    "NONE",
-    "-i",
-    "NONE",
-    "--cmd",
-    "set rtp^=" .. vim.fn.fnameescape(helpers.root),
-    "--listen",
-    addr,
-  }, { text = true }, function(r)
-    self.exited = r
-  end)
+  -- Serves RPC while it waits: its main loop turns inside vim.wait.
+  self.proc = helpers.spawn_nvim(
+    ("vim.fn.serverstart(%q)\nwhile true do\n  vim.wait(3600000, function() return false end, 50)\nend"):format(
+      addr
+    ),
+    {},
+    function(r)
+      self.exited = r
+    end
+  )
   helpers.wait(LONG, function()
     return vim.uv.fs_stat(addr) ~= nil or self.exited
   end, "the other Neovim's socket")
