@@ -11,9 +11,6 @@ local norgopolis = require("norgopolis")
 local notes = require("norgopolis.notes")
 
 local module_dir = helpers.root .. "/target/modules/notes"
-local notes_link = helpers.modules .. "/notes"
-local parked = helpers.modules .. "/notes.parked"
-local config_file = vim.env.NORGOPOLIS_CONFIG
 
 --- Every call waits at most this long: a failure bound, not a timing.
 local LONG = 20000
@@ -196,7 +193,7 @@ local function spread(xs)
 end
 
 describe("two Neovims on the real notes module", function()
-  local saved_config, other, here_probe
+  local restore, other, here_probe
   local ws, target
 
   setup(function()
@@ -210,15 +207,11 @@ describe("two Neovims on the real notes module", function()
     target = ws .. "/target.norg"
     write(target, { "* Target", "  The page everything links to." })
 
-    saved_config = vim.uv.fs_stat(config_file) and vim.fn.readfile(config_file) or nil
-    vim.fn.writefile({
+    restore = helpers.swap_notes(module_dir, {
       "[modules.notes]",
       ('workspaces = { main = "%s" }'):format(ws),
       ('cache_dir = "%s"'):format(helpers.tmp .. "/real-notes-cache"),
-    }, config_file)
-    -- The run's `notes` folder (echo behind a manifest) is parked meanwhile.
-    assert(vim.uv.fs_rename(notes_link, parked))
-    assert(vim.uv.fs_symlink(module_dir, notes_link))
+    })
     assert.is_nil((helpers.await(norgopolis.unload, "notes")))
     assert.equals(1, #call("files", { workspace = "main" }))
 
@@ -245,12 +238,8 @@ describe("two Neovims on the real notes module", function()
       other:stop()
     end
     pcall(helpers.await, norgopolis.unload, "notes")
-    vim.uv.fs_unlink(notes_link)
-    vim.uv.fs_rename(parked, notes_link)
-    if saved_config then
-      vim.fn.writefile(saved_config, config_file)
-    else
-      vim.uv.fs_unlink(config_file)
+    if restore then
+      restore()
     end
   end)
 
