@@ -141,6 +141,30 @@ function M.alive(pid)
   return vim.uv.kill(pid, 0) == 0
 end
 
+--- Puts module folder `dir` in the place of the run's `notes` (echo behind
+--- a manifest, parked meanwhile) and writes `config_lines` to the run's
+--- config.toml. Returns the function that puts both back.
+---@param dir string
+---@param config_lines string[]
+---@return fun() restore
+function M.swap_notes(dir, config_lines)
+  local config = vim.env.NORGOPOLIS_CONFIG
+  local link, parked = M.modules .. "/notes", M.modules .. "/notes.parked"
+  local saved = vim.uv.fs_stat(config) and vim.fn.readfile(config) or nil
+  vim.fn.writefile(config_lines, config)
+  assert(vim.uv.fs_rename(link, parked))
+  assert(vim.uv.fs_symlink(dir, link))
+  return function()
+    vim.uv.fs_unlink(link)
+    vim.uv.fs_rename(parked, link)
+    if saved then
+      vim.fn.writefile(saved, config)
+    else
+      vim.uv.fs_unlink(config)
+    end
+  end
+end
+
 --- Runs a Lua script in a second headless Neovim with the same environment
 --- (socket, modules, server). Returns the vim.system object.
 ---@param script string Lua source

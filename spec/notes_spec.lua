@@ -8,8 +8,6 @@ local notes = require("norgopolis.notes")
 local norgopolis = require("norgopolis")
 
 local module_dir = vim.env.NORGOPOLIS_NOTES_MODULE or (helpers.root .. "/spec/fixtures/notes")
-local notes_link = helpers.modules .. "/notes"
-local parked = helpers.modules .. "/notes.parked"
 local config_file = vim.env.NORGOPOLIS_CONFIG
 local ws = helpers.tmp .. "/notes-ws"
 local ws2 = helpers.tmp .. "/notes-ws2"
@@ -89,7 +87,7 @@ local function qf_items()
 end
 
 describe("norgopolis.notes", function()
-  local saved_config
+  local restore
   local index, page, many
 
   setup(function()
@@ -120,27 +118,19 @@ describe("norgopolis.notes", function()
     write(many, lines)
     write(ws2 .. "/other.norg", { "* Elsewhere", "  meeting elsewhere" })
 
-    saved_config = vim.uv.fs_stat(config_file) and vim.fn.readfile(config_file) or nil
     local table_lines = { "[modules.notes]", ('workspaces = { main = "%s" }'):format(ws) }
     if stand_in then
       -- Only the stand-in knows this key; the real module refuses unknown ones.
       table_lines[#table_lines + 1] = ('done_marker = "%s"'):format(done_marker)
     end
-    vim.fn.writefile(table_lines, config_file)
-    -- The run's `notes` folder (echo behind a manifest) is parked meanwhile.
-    assert(vim.uv.fs_rename(notes_link, parked))
-    assert(vim.uv.fs_symlink(module_dir, notes_link))
+    restore = helpers.swap_notes(module_dir, table_lines)
     unload_notes()
   end)
 
   teardown(function()
     pcall(unload_notes)
-    vim.uv.fs_unlink(notes_link)
-    vim.uv.fs_rename(parked, notes_link)
-    if saved_config then
-      vim.fn.writefile(saved_config, config_file)
-    else
-      vim.uv.fs_unlink(config_file)
+    if restore then
+      restore()
     end
     norgopolis.setup({})
   end)

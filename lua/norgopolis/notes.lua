@@ -32,7 +32,7 @@ M.task_states =
 ---@field line integer 1-based line the result points at
 ---@field title? string search: the document's title
 ---@field heading? string search: the heading the match is under
----@field snippet? string search: the matching text
+---@field snippet? string search: the matching text; backlinks: the linking line
 ---@field state? string tasks: the task's state (`M.task_states`)
 ---@field text? string tasks: the task's text
 

@@ -195,8 +195,13 @@ fn snippet(path: &Path, line: u32) -> String {
     let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .nth(line.saturating_sub(1) as usize)
-        .map(|l| l.trim().chars().take(SNIPPET_CHARS).collect())
+        .map(trim_snippet)
         .unwrap_or_default()
+}
+
+/// A line as a snippet: trimmed and cut to [`SNIPPET_CHARS`].
+fn trim_snippet(line: &str) -> String {
+    line.trim().chars().take(SNIPPET_CHARS).collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -234,16 +239,33 @@ struct LinkResult<'a> {
     level: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
+    /// `backlinks` only: the linking line's text (as [`snippet`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snippet: Option<String>,
 }
 
-/// Every link of `doc` (those for which `keep` holds), as results.
-fn link_results(doc: &Doc, keep: impl Fn(Option<&Path>) -> bool) -> Vec<Encoded> {
-    doc.links
+/// Every link of `doc` (those for which `keep` holds), as results; with
+/// `snippets`, each carries its line's text, read from the file once for
+/// all of its links (not at all when none is kept).
+fn link_results(doc: &Doc, keep: impl Fn(Option<&Path>) -> bool, snippets: bool) -> Vec<Encoded> {
+    let kept: Vec<_> = doc
+        .links
         .iter()
         .zip(&doc.resolved)
         .filter(|(_, file)| keep(file.as_deref()))
+        .collect();
+    // Unreadable now (deleted since it was indexed): empty snippets.
+    let text = (snippets && !kept.is_empty()).then(|| std::fs::read(&doc.path).unwrap_or_default());
+    let text = text.as_deref().map(String::from_utf8_lossy);
+    let lines: Option<Vec<&str>> = text.as_deref().map(|t| t.lines().collect());
+    kept.into_iter()
         .filter_map(|(stored, file)| {
             let l = stored.expand()?;
+            let snippet = lines.as_ref().map(|lines| {
+                lines
+                    .get(l.line.saturating_sub(1) as usize)
+                    .map_or_else(String::new, |line| trim_snippet(line))
+            });
             to_value(&LinkResult {
                 workspace: &doc.workspace,
                 path: doc.path.display().to_string(),
@@ -254,6 +276,7 @@ fn link_results(doc: &Doc, keep: impl Fn(Option<&Path>) -> bool) -> Vec<Encoded>
                 name: l.name.as_deref(),
                 level: l.level,
                 description: stored.description.as_deref(),
+                snippet,
             })
         })
         .collect()
@@ -266,7 +289,7 @@ async fn backlinks(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Erro
         let index = notes.index();
         by_path(index.docs())
             .into_iter()
-            .flat_map(|d| link_results(d, |f| f == Some(target.as_path())))
+            .flat_map(|d| link_results(d, |f| f == Some(target.as_path()), true))
             .collect()
     };
     send_all(out, results).await
@@ -277,7 +300,7 @@ async fn links(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Error> {
     let results = {
         let index = notes.index();
         let doc = indexed(notes, &index, &path)?;
-        link_results(doc, |_| true)
+        link_results(doc, |_| true, false)
     };
     send_all(out, results).await
 }

@@ -301,12 +301,31 @@ async fn every_function_on_the_fixture_workspace() {
         .await;
     let got: Vec<(&str, u64)> = back.iter().map(|b| (s(b, "path"), n(b, "line"))).collect();
     assert_eq!(got, [(index_s, 13), (index_s, 13)]);
+    for b in &back {
+        assert_eq!(
+            s(b, "snippet"),
+            "See {:plants/tomato:} and {:plants/tomato:* Watering}[watering tomatoes]."
+        );
+    }
     let back = notes
         .ok("backlinks", serde_json::json!({ "path": index }))
         .await;
     let from: Vec<&str> = back.iter().map(|b| s(b, "path")).collect();
     assert_eq!(from.iter().filter(|p| **p == basil).count(), 1);
     assert_eq!(from.iter().filter(|p| **p == tomato).count(), 1);
+    let from_tomato = back
+        .iter()
+        .find(|b| s(b, "path") == tomato)
+        .expect("tomato");
+    assert_eq!(
+        s(from_tomato, "snippet"),
+        "Tomatoes want deep watering. Back to {:../index:}."
+    );
+    // links (the file's own) carry no snippet: only backlinks need one.
+    let own = notes
+        .ok("links", serde_json::json!({ "path": tomato }))
+        .await;
+    assert!(own.iter().all(|l| get(l, "snippet").is_nil()), "{own:?}");
 
     // search: title above heading above body; AND; prefix on the last term.
     let hits = notes
@@ -391,6 +410,34 @@ async fn every_function_on_the_fixture_workspace() {
 }
 
 #[tokio::test]
+async fn backlink_snippets_are_the_linking_line_trimmed_and_capped() {
+    let place = Place::new();
+    let g = place.garden();
+    let tomato = g.join("plants/tomato.norg").display().to_string();
+    // A long line of multi-byte characters, indented, with the link last.
+    let long = format!("\t   {} {{:plants/tomato:}}  ", "é".repeat(300));
+    std::fs::write(g.join("long.norg"), format!("* Long\n{long}\n")).expect("write");
+    let mut notes = Notes::start(&place.config()).await;
+    let back = notes
+        .ok("backlinks", serde_json::json!({ "path": tomato }))
+        .await;
+    let from_long: Vec<&Value> = back
+        .iter()
+        .filter(|b| s(b, "path").ends_with("/long.norg"))
+        .collect();
+    assert_eq!(from_long.len(), 1, "{back:?}");
+    assert_eq!(n(from_long[0], "line"), 2);
+    let snippet = s(from_long[0], "snippet");
+    assert_eq!(
+        snippet,
+        "é".repeat(160),
+        "trimmed, then cut at 160 characters"
+    );
+
+    assert_eq!(notes.stop().await, Some(0));
+}
+
+#[tokio::test]
 async fn edits_renames_deletes_and_a_burst_are_followed() {
     let place = Place::new();
     let g = place.garden();
@@ -409,9 +456,9 @@ async fn edits_renames_deletes_and_a_burst_are_followed() {
             r.len() == 3
         })
         .await;
-    assert!(back
-        .iter()
-        .any(|b| s(b, "path").ends_with("basil.norg") && n(b, "line") == 2));
+    assert!(back.iter().any(|b| s(b, "path").ends_with("basil.norg")
+        && n(b, "line") == 2
+        && s(b, "snippet") == "pairs with {:tomato:}"));
 
     // Create, then rename: the old path is gone, the new one indexed.
     std::fs::write(g.join("new.norg"), "* Fresh zucchini\n").expect("write");
