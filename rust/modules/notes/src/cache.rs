@@ -73,7 +73,9 @@ pub fn save(index: &Index, path: &Path) -> Result<(), CacheError> {
 
 /// Reads the index saved at `path`.
 pub fn load(path: &Path) -> Result<Index, CacheError> {
+    let started = std::time::Instant::now();
     let bytes = std::fs::read(path)?;
+    let read_at = started.elapsed();
     let mut r = Reader {
         bytes: &bytes,
         at: 0,
@@ -103,6 +105,7 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
             .map_err(|_| bad("decoding the documents failed"))?;
         Ok::<_, CacheError>((docs?, terms?))
     })?;
+    let decoded_at = started.elapsed();
     if docs.len() != doc_count {
         return Err(bad("the document count does not match"));
     }
@@ -119,13 +122,20 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
             None => dead += 1,
         }
     }
-    Ok(Index {
+    let index = Index {
         docs,
         by_path,
         // Sorted on disk, so this builds the tree in one pass.
         terms: terms.into_iter().collect::<BTreeMap<_, _>>(),
         dead,
-    })
+    };
+    tracing::debug!(
+        "cache loaded: read {:?}, decoded {:?}, maps {:?}",
+        read_at,
+        decoded_at - read_at,
+        started.elapsed() - decoded_at
+    );
+    Ok(index)
 }
 
 /// The term → postings section, checked against the number of documents.
