@@ -79,7 +79,7 @@ pub fn build_doc(
     let full_links = std::mem::take(&mut parsed.links);
     let resolved = full_links
         .iter()
-        .map(|l| resolve::link_file(l, path, workspace, all).map(PathBuf::into_boxed_path))
+        .map(|l| resolve::link_file(l, path, workspace, all).map(std::sync::Arc::from))
         .collect();
     // Exact sizes: a large workspace keeps hundreds of thousands of these.
     parsed.headings.shrink_to_fit();
