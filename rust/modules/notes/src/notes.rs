@@ -185,7 +185,9 @@ impl Notes {
             cache_error,
             parsed,
         };
-        if cache != "loaded" || parsed > 0 || self.dirty.load(Ordering::Relaxed) {
+        if parsed > PARSE_BATCH {
+            self.save_and_reload();
+        } else if cache != "loaded" || parsed > 0 || self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
             self.save_if_dirty();
         }
@@ -435,6 +437,42 @@ impl Notes {
                 self.cache_file().display()
             ),
         }
+    }
+
+    /// Saves the cache after a large build, then replaces the index with
+    /// the one read back from it. A build leaves the heap fragmented (tens
+    /// of megabytes that `malloc_trim` cannot return: live documents are
+    /// strewn over the pages of every parsing thread); the same index read
+    /// in one go is packed. The write lock is held throughout, so no change
+    /// falls between the save and the reload.
+    fn save_and_reload(&self) {
+        let started = Instant::now();
+        let file = self.cache_file();
+        let mut index = self.index_mut();
+        self.dirty.store(false, Ordering::Relaxed);
+        index.compact();
+        if let Err(e) = cache::save(&index, &file) {
+            tracing::warn!("cannot save the notes cache {}: {e}", file.display());
+            return;
+        }
+        drop(std::mem::take(&mut *index));
+        release_free_memory();
+        match cache::load(&file) {
+            Ok(packed) => *index = packed,
+            Err(e) => {
+                // Not expected (it was just written); the files still are.
+                tracing::warn!("cannot read back the notes cache, indexing again: {e}");
+                drop(index);
+                for ws in &self.config.workspaces {
+                    let _ = self.sync_workspace(ws, false);
+                }
+                self.dirty.store(true, Ordering::Relaxed);
+            }
+        }
+        tracing::debug!(
+            "notes cache saved and read back in {:.1} ms",
+            ms_since(started)
+        );
     }
 
     /// Whether there are changes the cache does not have yet.
