@@ -549,3 +549,50 @@ fn ms_since(t: Instant) -> f64 {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A first build large enough to be saved and read back answers as
+    /// the build did, and keeps taking changes.
+    #[test]
+    fn a_large_first_build_is_read_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("ws");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let count = PARSE_BATCH + 44;
+        for i in 0..count {
+            let text = format!("* Note {i}\n  {{:note0:}} word{i}\n");
+            std::fs::write(root.join(format!("note{i}.norg")), text).expect("write");
+        }
+        let notes = Notes::new(Config {
+            workspaces: vec![Workspace {
+                name: "w".into(),
+                root: root.clone(),
+            }],
+            cache_dir: dir.path().join("cache"),
+        });
+        notes.initial_index();
+        assert_eq!(notes.timing().parsed, count);
+        assert!(!notes.is_dirty());
+        assert!(cache::file(&notes.config.cache_dir).exists());
+        {
+            let index = notes.index();
+            assert_eq!(index.len(), count);
+            let hits = index.search(&format!("word{}", count - 1), 5, None);
+            assert_eq!(hits.len(), 1);
+            let target = root.join("note0.norg");
+            let linking = index
+                .docs()
+                .filter(|d| d.resolved.iter().flatten().any(|f| **f == *target))
+                .count();
+            assert_eq!(linking, count);
+        }
+        let new = root.join("new.norg");
+        std::fs::write(&new, "* New\n  fresh\n").expect("write");
+        let changes = notes.apply_paths([new]);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(notes.index().search("fresh", 5, None).len(), 1);
+    }
+}
