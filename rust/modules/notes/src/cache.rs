@@ -2,15 +2,20 @@
 //!
 //! One file, `index.bin` in the cache dir: a versioned header, the
 //! documents as MessagePack, then the postings in a plain binary layout
-//! (they are most of the bytes, and reading them must be fast). Written to
+//! (they are most of the bytes, and reading them must be fast), then the
+//! files links resolve to: a table of distinct paths, and per document one
+//! table entry (or none) per link, so that a restart shares them again. Written to
 //! a temporary file and renamed over the old one, so a crash leaves either.
 //! Anything unexpected on reading is an error the caller answers by
 //! rebuilding from the files.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    ffi::OsStr,
     io::Write,
+    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use crate::index::{Doc, Index, Posting};
@@ -18,7 +23,7 @@ use crate::index::{Doc, Index, Posting};
 /// First bytes of the file.
 const MAGIC: &[u8; 8] = b"NPNOTES\0";
 /// Bumped whenever the layout or what is stored changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Last bytes of a complete file.
 const TRAILER: &[u8; 4] = b"END\0";
 
@@ -61,6 +66,7 @@ pub fn save(index: &Index, path: &Path) -> Result<(), CacheError> {
             out.extend_from_slice(&p.packed().to_le_bytes());
         }
     }
+    write_resolved(index, &mut out);
     out.extend_from_slice(TRAILER);
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(&out));
@@ -73,7 +79,9 @@ pub fn save(index: &Index, path: &Path) -> Result<(), CacheError> {
 
 /// Reads the index saved at `path`.
 pub fn load(path: &Path) -> Result<Index, CacheError> {
+    let started = std::time::Instant::now();
     let bytes = std::fs::read(path)?;
+    let read_at = started.elapsed();
     let mut r = Reader {
         bytes: &bytes,
         at: 0,
@@ -103,9 +111,12 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
             .map_err(|_| bad("decoding the documents failed"))?;
         Ok::<_, CacheError>((docs?, terms?))
     })?;
+    let decoded_at = started.elapsed();
     if docs.len() != doc_count {
         return Err(bad("the document count does not match"));
     }
+    let mut docs = docs;
+    let files = read_resolved(&mut r, &mut docs)?;
     if r.take(TRAILER.len())? != TRAILER || r.at != bytes.len() {
         return Err(bad("the file does not end where it should"));
     }
@@ -119,13 +130,21 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
             None => dead += 1,
         }
     }
-    Ok(Index {
+    let index = Index {
         docs,
         by_path,
         // Sorted on disk, so this builds the tree in one pass.
         terms: terms.into_iter().collect::<BTreeMap<_, _>>(),
         dead,
-    })
+        files,
+    };
+    tracing::debug!(
+        "cache loaded: read {:?}, decoded {:?}, maps {:?}",
+        read_at,
+        decoded_at - read_at,
+        started.elapsed() - decoded_at
+    );
+    Ok(index)
 }
 
 /// The term → postings section, checked against the number of documents.
@@ -154,6 +173,68 @@ fn read_postings(
         terms.push((term, postings));
     }
     Ok(terms)
+}
+
+/// Entry of a link that resolves to no file.
+const NO_FILE: u32 = u32::MAX;
+
+/// The resolved files: the table, then per live document its links'
+/// entries.
+fn write_resolved(index: &Index, out: &mut Vec<u8>) {
+    let mut table: Vec<&Path> = Vec::with_capacity(index.files.len());
+    let mut ids: HashMap<&Path, u32> = HashMap::with_capacity(index.files.len());
+    let mut entries = Vec::new();
+    for doc in index.docs() {
+        entries.extend_from_slice(&(doc.resolved.len() as u32).to_le_bytes());
+        for file in &doc.resolved {
+            let id = match file.as_deref() {
+                None => NO_FILE,
+                Some(f) => *ids.entry(f).or_insert_with(|| {
+                    table.push(f);
+                    table.len() as u32 - 1
+                }),
+            };
+            entries.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&(table.len() as u64).to_le_bytes());
+    for f in table {
+        let bytes = f.as_os_str().as_bytes();
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out.extend_from_slice(&entries);
+}
+
+/// Reads what [`write_resolved`] wrote into `docs`; returns the table.
+fn read_resolved(
+    r: &mut Reader<'_>,
+    docs: &mut [Option<Doc>],
+) -> Result<std::collections::HashSet<Arc<Path>>, CacheError> {
+    let count = r.u64()? as usize;
+    let mut table: Vec<Arc<Path>> = Vec::with_capacity(count.min(r.bytes.len()));
+    for _ in 0..count {
+        let len = r.u32()? as usize;
+        table.push(Arc::from(Path::new(OsStr::from_bytes(r.take(len)?))));
+    }
+    for doc in docs.iter_mut().flatten() {
+        let n = r.u32()? as usize;
+        if n != doc.links.len() {
+            return Err(bad("a document's resolved links do not match its links"));
+        }
+        let raw = r.take(n.checked_mul(4).ok_or_else(|| bad("link count"))?)?;
+        doc.resolved = raw
+            .chunks_exact(4)
+            .map(|c| match u32::from_le_bytes([c[0], c[1], c[2], c[3]]) {
+                NO_FILE => Ok(None),
+                id => table
+                    .get(id as usize)
+                    .map(|f| Some(f.clone()))
+                    .ok_or_else(|| bad("a link names no file")),
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(table.into_iter().collect())
 }
 
 fn bad(why: impl Into<String>) -> CacheError {
@@ -222,6 +303,37 @@ mod tests {
         assert_eq!(back.docs, ix.docs);
         assert_eq!(back.terms, ix.terms);
         assert_eq!(back.search("two", 5, None), ix.search("two", 5, None));
+    }
+
+    #[test]
+    fn links_to_one_file_share_its_path_before_and_after_a_restart() {
+        let ws = Workspace {
+            name: "n".into(),
+            root: "/n".into(),
+        };
+        let mut ix = Index::default();
+        for i in 0..2 {
+            let path = PathBuf::from(format!("/n/{i}.norg"));
+            let text = "{:shared:} {:shared:* Heading} {https://example.org}\n";
+            let (doc, terms) = build_doc(&ws, std::slice::from_ref(&ws), &path, (1, 2), text);
+            ix.upsert(doc, terms);
+        }
+        let shared = |ix: &Index| {
+            let files: Vec<Arc<Path>> = ix
+                .docs()
+                .flat_map(|d| d.resolved.iter().flatten().cloned())
+                .collect();
+            assert_eq!(files.len(), 4);
+            assert_eq!(&*files[0], Path::new("/n/shared.norg"));
+            files.iter().all(|f| Arc::ptr_eq(f, &files[0]))
+        };
+        assert!(shared(&ix));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = file(dir.path());
+        save(&ix, &path).expect("save");
+        let back = load(&path).expect("load");
+        assert_eq!(back.docs, ix.docs);
+        assert!(shared(&back));
     }
 
     #[test]

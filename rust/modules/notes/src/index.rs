@@ -6,8 +6,9 @@
 //! an update at the cost of adding one document's terms.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,11 @@ pub struct Doc {
     pub parsed: Parsed,
     /// The links, compact.
     pub links: Vec<StoredLink>,
-    /// For each of `links`, the Norg file it points into, if any.
-    pub resolved: Vec<Option<Box<Path>>>,
+    /// For each of `links`, the Norg file it points into, if any. Shared
+    /// with every other link to that file (see [`Index::upsert`]); the
+    /// cache stores them in a table of their own.
+    #[serde(skip)]
+    pub resolved: Vec<Option<Arc<Path>>>,
 }
 
 /// A term's occurrence in one document: 8 bytes, since there are millions.
@@ -103,12 +107,18 @@ pub struct Index {
     pub(crate) by_path: HashMap<PathBuf, u32>,
     pub(crate) terms: BTreeMap<String, Vec<Posting>>,
     pub(crate) dead: usize,
+    /// One copy of each file links resolve to: most links of a workspace
+    /// point into a few files, and the copies were a tenth of its memory.
+    pub(crate) files: HashSet<Arc<Path>>,
 }
 
 impl Index {
     /// Adds or replaces the document at `doc.path`; true if it replaced one.
-    pub fn upsert(&mut self, doc: Doc, terms: text::Terms) -> bool {
+    pub fn upsert(&mut self, mut doc: Doc, terms: text::Terms) -> bool {
         let replaced = self.remove(&doc.path);
+        for file in doc.resolved.iter_mut().flatten() {
+            *file = self.intern(file);
+        }
         let id = self.docs.len() as u32;
         for (term, weight, line) in terms.into_entries() {
             self.terms
@@ -119,6 +129,15 @@ impl Index {
         self.by_path.insert(doc.path.clone(), id);
         self.docs.push(Some(doc));
         replaced
+    }
+
+    /// The shared copy of `file`.
+    pub(crate) fn intern(&mut self, file: &Arc<Path>) -> Arc<Path> {
+        if let Some(shared) = self.files.get(file) {
+            return shared.clone();
+        }
+        self.files.insert(file.clone());
+        file.clone()
     }
 
     /// Removes the document at `path`; true if there was one.
@@ -199,6 +218,8 @@ impl Index {
             postings.retain(|p| docs[p.doc as usize].is_some());
             !postings.is_empty()
         });
+        // A file only the table still holds is no link's any more.
+        self.files.retain(|f| Arc::strong_count(f) > 1);
         self.dead = 0;
     }
 

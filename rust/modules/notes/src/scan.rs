@@ -25,6 +25,11 @@ pub fn stamp(meta: &Metadata) -> (u64, u64) {
     (mtime, meta.len())
 }
 
+/// The current stamp of the file at `path`, if it can be stat'ed.
+pub fn stamp_of(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| stamp(&m))
+}
+
 /// Whether `path` names a Norg file.
 pub fn is_norg(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "norg")
@@ -74,7 +79,7 @@ pub fn build_doc(
     let full_links = std::mem::take(&mut parsed.links);
     let resolved = full_links
         .iter()
-        .map(|l| resolve::link_file(l, path, workspace, all).map(PathBuf::into_boxed_path))
+        .map(|l| resolve::link_file(l, path, workspace, all).map(std::sync::Arc::from))
         .collect();
     // Exact sizes: a large workspace keeps hundreds of thousands of these.
     parsed.headings.shrink_to_fit();
@@ -97,6 +102,22 @@ fn file_stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// A file found by [`walk_stamped`] with its stamp then (`None`: it could
+/// not be stat'ed, so it counts as changed).
+pub type Stamped = (PathBuf, Option<(u64, u64)>);
+
+/// Like [`walk`], with each file's stamp: done before the index is at
+/// hand, this lets a restart stat the files while it decodes its cache.
+pub fn walk_stamped(root: &Path) -> io::Result<Vec<Stamped>> {
+    Ok(walk(root)?
+        .into_iter()
+        .map(|p| {
+            let stamp = stamp_of(&p);
+            (p, stamp)
+        })
+        .collect())
 }
 
 /// Every `.norg` file under `root`, skipping hidden folders (`.git`).
