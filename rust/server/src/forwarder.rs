@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use norgopolis_proto::communication::{
     forwarder_server::{Forwarder, ForwarderServer},
     Invocation, InvocationOverride, MessagePack, OverrideStatus,
@@ -34,7 +34,7 @@ pub struct ForwarderService {
     pub router: Arc<Router>,
 }
 
-type ResultStream = Pin<Box<dyn Stream<Item = Item> + Send>>;
+type ResultStream = Pin<Box<dyn Stream<Item = Result<MessagePack, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Forwarder for ForwarderService {
@@ -52,7 +52,12 @@ impl Forwarder for ForwarderService {
             .router
             .start(conn.as_ref(), &inv.module, inv.function_name, args, timeout)
             .await?;
-        Ok(Response::new(results(call).await))
+        let (tx, rx) = mpsc::channel(RESULTS_AHEAD);
+        let failed = tx.clone();
+        tokio::spawn(unless_panicked(pump(call, tx), move |status| {
+            let _ = failed.try_send(Err(status));
+        }));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn r#override(
@@ -137,118 +142,18 @@ fn name_the_limit(headers: &mut http::HeaderMap, limit: usize) {
 /// queue means the caller stopped reading.
 const RESULTS_AHEAD: usize = 16;
 
-/// A result of the call, or its error.
-type Item = Result<MessagePack, Status>;
-
-/// How long the response waits for the call's first result before its
-/// headers go out without it: long enough for a module that answers at
-/// once, short enough that a caller soon learns its call was accepted.
-const FIRST_RESULT_WAIT: Duration = Duration::from_millis(2);
-
-/// A call's next result, with the call unless it has ended.
-type Next = (Option<RoutedCall>, Option<Result<Vec<u8>, Status>>);
-
-/// The call's results as the caller's response stream.
-///
-/// The response waits (briefly) for the first result, and a call that is
-/// over by then (most are: one result) is answered from memory, with no
-/// task or channel: hyper then sends the headers, the result and the
-/// trailers in one write, so the caller wakes once per call instead of
-/// once per frame. Other calls are handed to [`pump`], which keeps their
-/// flow control.
-async fn results(call: RoutedCall) -> ResultStream {
-    let mut next = Box::pin(unless_panicked(next_owned(call), |status| {
-        (None, Some(Err(status)))
-    }));
-    let first = match tokio::time::timeout(FIRST_RESULT_WAIT, next.as_mut()).await {
-        Ok(first) => first,
-        // A slow module: answer now, results follow as they come.
-        Err(_) => return handed_over(None, next),
-    };
-    let (call, first) = match first {
-        (Some(call), Some(Ok(item))) => (call, MessagePack { data: item }),
-        // Ended: no results, or an error.
-        (_, last) => {
-            let last: Option<Item> = match last {
-                Some(Ok(data)) => Some(Ok(MessagePack { data })),
-                Some(Err(status)) => Some(Err(status)),
-                None => None,
-            };
-            return Box::pin(futures::stream::iter(last));
-        }
-    };
-    // Whether the call is over already (its end arrived with its result).
-    let mut rest = Box::pin(unless_panicked(next_owned(call), |status| {
-        (None, Some(Err(status)))
-    }));
-    match futures::poll!(rest.as_mut()) {
-        Poll::Ready((_, None)) => Box::pin(futures::stream::iter([Ok(first)])),
-        Poll::Ready(next) => handed_over(Some(first), Box::pin(futures::future::ready(next))),
-        Poll::Pending => handed_over(Some(first), rest),
-    }
-}
-
-/// `first` (if taken already), then the call's other results through
-/// [`pump`]; `next` resolves to the call's next result.
-fn handed_over(
-    first: Option<MessagePack>,
-    next: Pin<Box<dyn Future<Output = Next> + Send>>,
-) -> ResultStream {
-    let (tx, rx) = mpsc::channel(RESULTS_AHEAD);
-    let failed = tx.clone();
-    tokio::spawn(unless_panicked(
-        async move {
-            let next = tokio::select! {
-                next = next => next,
-                // The caller went away: dropping the call cancels it.
-                _ = tx.closed() => return,
-            };
-            match next {
-                (Some(call), Some(next)) => pump(call, Some(next), tx).await,
-                (_, Some(Err(status))) => {
-                    let _ = tx.send(Err(status)).await;
-                }
-                _ => {}
-            }
-        },
-        move |status| {
-            let _ = failed.try_send(Err(status));
-        },
-    ));
-    Box::pin(futures::stream::iter(first.map(Ok)).chain(ReceiverStream::new(rx)))
-}
-
-/// The call's next result, with the call itself unless it has ended.
-async fn next_owned(mut call: RoutedCall) -> Next {
-    match call.next().await {
-        Some(Ok(item)) => (Some(call), Some(Ok(item))),
-        last => (None, last),
-    }
-}
-
 /// Hands the call's results to the caller's stream. The call lives here:
 /// when the caller goes away (the stream is dropped) it is dropped, which
 /// cancels the module's call, even while the module is between results.
 /// A caller that stops reading pauses the call without holding a module
-/// slot ([`RoutedCall::wait_for_room`]). `pending` is a result already
-/// taken from the call, handed on first.
-async fn pump(
-    mut call: RoutedCall,
-    mut pending: Option<Result<Vec<u8>, Status>>,
-    tx: mpsc::Sender<Item>,
-) {
+/// slot ([`RoutedCall::wait_for_room`]).
+async fn pump(mut call: RoutedCall, tx: mpsc::Sender<Result<MessagePack, Status>>) {
     loop {
-        let next = match pending.take() {
-            Some(next) => next,
-            None => {
-                let next = tokio::select! {
-                    next = call.next() => next,
-                    _ = tx.closed() => return,
-                };
-                let Some(next) = next else { return };
-                next
-            }
+        let next = tokio::select! {
+            next = call.next() => next,
+            _ = tx.closed() => return,
         };
+        let Some(next) = next else { return };
         match call.wait_for_room(tx.reserve()).await {
             Ok(Ok(room)) => room.send(next.map(|data| MessagePack { data })),
             // The caller went away.

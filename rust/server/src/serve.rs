@@ -45,9 +45,6 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request header block accepted (gRPC headers are small).
 const MAX_HEADER_LIST: u32 = 64 * 1024;
-/// Largest HTTP/2 frame a client may send us: a 64 KiB argument then
-/// arrives in one DATA frame instead of five (the default is 16 KiB).
-pub const MAX_FRAME: u32 = 1024 * 1024;
 /// Connections refused over a listener's cap that are told why at once;
 /// beyond these the refused are closed unanswered.
 const REFUSALS_ANSWERED: usize = 8;
@@ -284,10 +281,7 @@ async fn connection<IO>(
         .keep_alive_interval(options.keepalive)
         .keep_alive_timeout(options.keepalive)
         .max_concurrent_streams(options.max_streams)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .max_frame_size(MAX_FRAME)
-        // gRPC has no use for a `date` header: one less to encode per call.
-        .auto_date_header(false);
+        .max_header_list_size(MAX_HEADER_LIST);
     let served = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(served);
     tokio::select! {

@@ -219,26 +219,6 @@ impl AsyncWrite for ModuleIo {
         }
     }
 
-    // Vectored, so that h2 writes a frame's header and its payload (a
-    // large result's) in one system call rather than two.
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        if self.closed(cx) {
-            return Poll::Ready(Err(broken_pipe()));
-        }
-        match self.stdin.as_mut() {
-            Some(stdin) => Pin::new(stdin).poll_write_vectored(cx, bufs),
-            None => Poll::Ready(Err(broken_pipe())),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stdin.as_ref().is_some_and(|s| s.is_write_vectored())
-    }
-
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.stdin.as_mut() {
             Some(stdin) => Pin::new(stdin).poll_flush(cx),
