@@ -11,32 +11,15 @@ local native_so, root = arg[1], arg[2]
 local reps, calls = tonumber(arg[3]), tonumber(arg[4])
 local queries = vim.split(arg[5], ";", { plain = true })
 local np = common.load_plugin(native_so, root)
-local hrtime = vim.uv.hrtime
 
 --- `n` searches, each started from the previous one's callback.
 ---@param n integer
 ---@param done fun(result: table)
 local function chain(n, done)
-  local samples, i, t = {}, 0, 0
-  local start = hrtime()
-  local step
-  step = function()
-    i = i + 1
-    t = hrtime()
+  common.chain(n, function(i, finished)
     local query = queries[(i - 1) % #queries + 1]
-    np.call("notes", "search", { query = query, limit = 20 }, function(err)
-      samples[i] = hrtime() - t
-      if err then
-        common.fail(err.code .. ": " .. err.message)
-      end
-      if i < n then
-        step()
-      else
-        done({ wall_ns = hrtime() - start, samples_ns = samples })
-      end
-    end)
-  end
-  step()
+    np.call("notes", "search", { query = query, limit = 20 }, finished)
+  end, done)
 end
 
 -- Warm up (the first call attaches), then measure.

@@ -12,7 +12,6 @@ local reps, warmup = tonumber(arg[3]), tonumber(arg[4])
 local small_calls, large_calls = tonumber(arg[5]), tonumber(arg[6])
 local module = arg[7] or "echo"
 local np = common.load_plugin(native_so, root)
-local hrtime = vim.uv.hrtime
 
 -- Same values as the Rust side: strings of `x` whose MessagePack encoding is
 -- 64 bytes (str8) and 64 KiB + 5 bytes (str32).
@@ -25,32 +24,16 @@ local large = string.rep("x", 64 * 1024)
 ---@param n integer
 ---@param done fun(result: table)
 local function chain(payload, n, done)
-  local samples, i, t = {}, 0, 0
-  local start = hrtime()
-  local step
-  step = function()
-    i = i + 1
-    t = hrtime()
+  common.chain(n, function(_, finished)
     np.invoke(module, "echo", payload, {
       on_value = function(v)
         if #v ~= #payload then
           common.fail(("echo returned %d bytes, sent %d"):format(#v, #payload))
         end
       end,
-      on_done = function(err)
-        samples[i] = hrtime() - t
-        if err then
-          common.fail(err.code .. ": " .. err.message)
-        end
-        if i < n then
-          step()
-        else
-          done({ wall_ns = hrtime() - start, samples_ns = samples })
-        end
-      end,
+      on_done = finished,
     })
-  end
-  step()
+  end, done)
 end
 
 --- This process's CPU time (all threads, the native library's included)
