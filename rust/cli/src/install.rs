@@ -14,12 +14,11 @@ use std::{
     process::{Command, Stdio},
 };
 
-use norgopolis_common::places;
-
-use crate::shared::{
+use norgopolis_catalog::{
     locate::{self, Located},
     manifest::MANIFEST_FILE,
 };
+use norgopolis_common::places;
 
 /// A failed module command: a gRPC-style code name and a message.
 #[derive(Debug)]

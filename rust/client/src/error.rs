@@ -152,6 +152,12 @@ impl ClientError {
     }
 }
 
+impl From<norgopolis_catalog::server_binary::ServerNotFound> for ClientError {
+    fn from(e: norgopolis_catalog::server_binary::ServerNotFound) -> Self {
+        ClientError::ServerNotFound { tried: e.tried }
+    }
+}
+
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
         ClientError::Call {
