@@ -304,7 +304,7 @@ impl Settings {
 }
 
 // The duration rules live in `norgopolis_common::duration`, shared with
-// `module.toml` (which the CLI compiles too).
+// `module.toml` (read through `norgopolis-catalog`).
 pub use norgopolis_common::duration::{
     duration_from_secs, parse_duration, parse_positive_duration, positive,
 };
