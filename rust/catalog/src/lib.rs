@@ -4,10 +4,12 @@
 //! library answers Lua's questions with it, so none of them re-derives a
 //! rule.
 //!
+//! - [`dirs`]: the modules-dirs rule (flags, env, `config.toml`, default);
 //! - [`manifest`]: `module.toml`, and [`signature`] for its argument shapes;
 //! - [`locate`]: one module by name, or every module in the dirs;
 //! - [`server_binary`]: which `norgopolis-server` a front end starts.
 
+pub mod dirs;
 pub mod locate;
 pub mod manifest;
 #[cfg(test)]

@@ -15,10 +15,10 @@ use std::{
 };
 
 use norgopolis_catalog::{
+    dirs::{self, ConfigDirs},
     locate::{self, Located},
     manifest::MANIFEST_FILE,
 };
-use norgopolis_common::places;
 
 /// A failed module command: a gRPC-style code name and a message.
 #[derive(Debug)]
@@ -65,18 +65,13 @@ pub struct Installed {
     pub missing_dependencies: Vec<String>,
 }
 
-/// The modules dirs in search order: `--modules-dir` flags, else
-/// `$NORGOPOLIS_MODULES_DIR`, else the default. The first one is the user
-/// modules dir that `install` writes to.
+/// The modules dirs in search order, by the catalog's rule (the server's):
+/// `--modules-dir` flags, else `$NORGOPOLIS_MODULES_DIR`, else
+/// `modules_dirs` in `config.toml`, else the default. The first one is the
+/// user modules dir that `install` writes to.
 pub fn modules_dirs(flags: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    if !flags.is_empty() {
-        return Ok(flags.to_vec());
-    }
-    if let Some(dirs) = places::modules_dirs_from_env().filter(|d| !d.is_empty()) {
-        return Ok(dirs);
-    }
-    places::default_modules_dir()
-        .map(|d| vec![d])
+    dirs::resolve(flags, ConfigDirs::Read(None))
+        .map(|found| found.dirs)
         .map_err(|e| InstallError::new("FailedPrecondition", e.to_string()))
 }
 
