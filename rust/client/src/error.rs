@@ -154,7 +154,9 @@ impl ClientError {
 
 impl From<norgopolis_catalog::server_binary::ServerNotFound> for ClientError {
     fn from(e: norgopolis_catalog::server_binary::ServerNotFound) -> Self {
-        ClientError::ServerNotFound { tried: e.tried }
+        ClientError::ServerNotFound {
+            tried: e.looked_at(),
+        }
     }
 }
 
