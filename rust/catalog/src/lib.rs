@@ -6,10 +6,12 @@
 //!
 //! - [`dirs`]: the modules-dirs rule (flags, env, `config.toml`, default);
 //! - [`manifest`]: `module.toml`, and [`signature`] for its argument shapes;
-//! - [`locate`]: one module by name, or every module in the dirs;
+//! - [`locate`]: one module by name, or every module in the dirs, and
+//!   [`listing`] for the same as plain records;
 //! - [`server_binary`]: which `norgopolis-server` a front end starts.
 
 pub mod dirs;
+pub mod listing;
 pub mod locate;
 pub mod manifest;
 #[cfg(test)]

@@ -413,16 +413,13 @@ pub struct Listed {
     /// Module name.
     pub name: String,
     /// The module, or why it cannot load.
-    pub found: std::result::Result<Located, String>,
+    pub found: std::result::Result<Located, locate::LocateError>,
 }
 
 /// Every module in `dirs` (the first dir holding a name wins).
 pub fn list(dirs: &[PathBuf]) -> Vec<Listed> {
     locate::scan(dirs)
         .into_iter()
-        .map(|(name, found)| Listed {
-            name,
-            found: found.map_err(|e| e.to_string()),
-        })
+        .map(|(name, found)| Listed { name, found })
         .collect()
 }
