@@ -96,6 +96,7 @@ pub fn build(lua: &Lua) -> mlua::Result<Table> {
     add_requests(lua, &m, &ctx)?;
     add_control(lua, &m, &ctx)?;
     add_places(lua, &m)?;
+    crate::catalog::add(lua, &m)?;
     add_provide(lua, &m, &ctx)?;
     Ok(m)
 }
