@@ -80,8 +80,13 @@ local server_sources = {
 function M.find_server(explicit)
   local native, why = catalog()
   if not native then
-    -- Without the native library no server can be started or asked.
-    return { source = "nowhere", tried = {}, err = why }
+    -- The lookup is the catalog's, in the native library; without it no
+    -- server can be started or asked anyway.
+    return {
+      source = "nowhere",
+      tried = {},
+      err = "cannot look for the server binary without the native library: " .. tostring(why),
+    }
   end
   local found = native.server_binary(explicit and vim.fs.normalize(explicit), M.server_candidates())
   if found.path then
