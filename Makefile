@@ -112,7 +112,7 @@ soak: deps-rust
 ## `make test` runs
 FUZZ_CASES ?= 20000
 fuzz: build deps-nvim deps-busted
-	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p norgopolis-server props
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p norgopolis-catalog props
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p norgopolis-tests --test props
 	PROPTEST_CASES=$(FUZZ_CASES) NVIM=$(NVIM) $(NVIM) --headless -u NONE -i NONE \
 	  -l spec/runner.lua spec/codec_props_spec.lua

@@ -103,7 +103,7 @@ describe(":checkhealth norgopolis", function()
     assert.matches("OK fine: ", out)
   end)
 
-  it("without the CLI, warns and still checks executables and dependencies", function()
+  it("without the CLI, warns and still checks modules as the server loads them", function()
     local dir = broken_modules()
     local lonely = helpers.tmp .. "/lonely-health-" .. vim.uv.hrtime()
     vim.fn.mkdir(lonely, "p")
@@ -115,8 +115,10 @@ describe(":checkhealth norgopolis", function()
     vim.env.PATH = path
     assert(ok, out)
     assert.matches("WARNING norgopolis CLI not found", out)
-    assert.matches("noexec: executable .*missing%-bin is missing or not executable", out)
+    -- The native library answers with the server's own rules: no CLI needed.
+    assert.matches("ERROR module 'noexec': .*missing%-bin is not an executable file", out)
     assert.matches('needy: dependency "ghost" is not installed', out)
+    assert.matches("ERROR module 'typo': bad manifest .*typo/module%.toml.*colour", out)
   end)
 
   it("reports a broken config.toml with file, line and key", function()

@@ -60,12 +60,14 @@ describe("modules on disk", function()
     vim.fn.writefile({ "not executable" }, other .. "/plain")
     local found = paths.disk_modules({ helpers.modules, other, helpers.tmp .. "/missing" })
     local names = vim.tbl_map(function(m)
-      return m.name .. "@" .. m.path
+      return m.name .. "@" .. (m.path or m.error)
     end, found)
-    assert.same(
-      { "echo@" .. helpers.modules .. "/echo", "notes@" .. helpers.modules .. "/notes" },
-      names
-    )
+    -- As the server sees them: `plain` is a module that cannot load.
+    assert.same({
+      "echo@" .. helpers.modules .. "/echo",
+      "notes@" .. helpers.modules .. "/notes",
+      ("plain@module 'plain': %s/plain is not an executable file"):format(other),
+    }, names)
   end)
 end)
 

@@ -46,39 +46,31 @@ local function refresh()
   end
 end
 
----@param file string
----@return table?
-local function read_manifest(file)
-  local native = require("norgopolis.core").try_native()
-  if native then
-    local t = native.read_toml(file)
-    return type(t) == "table" and t or nil
-  end
+--- The modules on disk, as the server would pick them (see
+--- `paths.disk_modules`).
+---@return norgopolis.DiskModule[]
+local function on_disk()
+  local config = require("norgopolis.config")
+  local paths = require("norgopolis.paths")
+  local ok, cfg = pcall(config.get)
+  return paths.disk_modules((paths.search_dirs(ok and cfg or config.defaults)))
 end
 
 --- The manifest functions of `module` on disk, as `{ name, args?, result? }`.
 ---@param module string
 ---@return { name: string, args?: string, result?: string }[]
 local function disk_functions(module)
-  local config = require("norgopolis.config")
-  local paths = require("norgopolis.paths")
-  local ok, cfg = pcall(config.get)
   local out = {}
-  for _, m in ipairs(paths.disk_modules(paths.search_dirs(ok and cfg or config.defaults))) do
-    if m.name == module and m.manifest then
-      local manifest = read_manifest(m.manifest)
-      for _, f in ipairs(manifest and manifest.functions or {}) do
-        local name = type(f) == "table" and f.name or f
-        if type(name) == "string" then
-          local sig = type(f) == "table" and f or {}
-          table.insert(out, {
-            name = name,
-            args = type(sig.args) == "string" and sig.args or nil,
-            result = type(sig.result) == "string" and sig.result or nil,
-          })
-        end
+  for _, m in ipairs(on_disk()) do
+    if m.name == module then
+      for _, f in ipairs(m.functions or {}) do
+        table.insert(out, {
+          name = f.name,
+          args = f.args ~= "" and f.args or nil,
+          result = f.result ~= "" and f.result or nil,
+        })
       end
-      break -- the first dir holding the module is the one the server loads
+      break
     end
   end
   return out
@@ -87,11 +79,8 @@ end
 --- Module names from disk and the server, sorted.
 ---@return string[]
 function M.module_names()
-  local config = require("norgopolis.config")
-  local paths = require("norgopolis.paths")
-  local ok, cfg = pcall(config.get)
   local names = {}
-  for _, m in ipairs(paths.disk_modules(paths.search_dirs(ok and cfg or config.defaults))) do
+  for _, m in ipairs(on_disk()) do
     names[m.name] = true
   end
   for name in pairs(known) do

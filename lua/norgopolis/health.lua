@@ -242,36 +242,6 @@ local function no_modules(dirs)
   })
 end
 
---- The modules in `dirs` as the server would load them, from `norgopolis
---- module list --json` (which shares the server's manifest and lookup
---- code), or nil if the CLI is missing or fails.
----@param cfg norgopolis.Config
----@param dirs string[]
----@return table[]?
-local function cli_list(cfg, dirs)
-  local cli = require("norgopolis.install").find_cli(cfg)
-  if not cli.path then
-    return nil
-  end
-  local cmd = { cli.path }
-  for _, dir in ipairs(dirs) do
-    vim.list_extend(cmd, { "--modules-dir", dir })
-  end
-  vim.list_extend(cmd, { "module", "list", "--json" })
-  local out, err = run(cmd)
-  local ok, parsed = pcall(vim.json.decode, out or "")
-  if not ok or type(parsed) ~= "table" or type(parsed.modules) ~= "table" then
-    health.warn(
-      ("`%s` failed, so modules are checked less strictly: %s"):format(
-        table.concat(cmd, " "),
-        tostring(err or parsed)
-      )
-    )
-    return nil
-  end
-  return parsed.modules
-end
-
 ---@param s any
 ---@return string?
 local function nonempty(s)
@@ -292,8 +262,9 @@ local function report_signatures(module, functions)
   end
 end
 
---- Reports each module of a `module list --json` reply: its own error,
---- else its dependencies (transitively usable), else what it is.
+--- Reports each module on disk (the catalog's records, as `module list
+--- --json` prints them): its own error, else its dependencies
+--- (transitively usable), else what it is.
 ---@param listed table[]
 local function check_listed(listed)
   local by_name = {}
@@ -335,13 +306,19 @@ local function check_listed(listed)
   end
 end
 
----@param native table
 ---@param cfg norgopolis.Config
 ---@param status? table
-local function check_modules(native, cfg, status)
+local function check_modules(cfg, status)
   health.start("norgopolis: modules")
   local paths = require("norgopolis.paths")
-  local dirs, source = paths.search_dirs(cfg)
+  local resolved, err = paths.resolve_dirs(cfg)
+  if not resolved then
+    health.error("cannot tell which modules dirs the server searches: " .. tostring(err), {
+      "fix what the message names (the server would refuse to start the same way)",
+    })
+    return
+  end
+  local dirs, source = resolved.search, resolved.source
   local bundled = paths.bundled_modules_dir()
   if status then
     local function absolute(list)
@@ -393,75 +370,12 @@ local function check_modules(native, cfg, status)
     no_modules(dirs)
     return
   end
-  local listed = cli_list(cfg, dirs)
-  if listed then
-    if #listed == 0 then
-      no_modules(dirs)
-    end
-    check_listed(listed)
-    return
-  end
-  local found = paths.disk_modules(dirs)
-  local names = {}
-  for _, m in ipairs(found) do
-    names[m.name] = true
-  end
-  if #found == 0 then
+  -- The catalog's records, as `norgopolis module list --json` prints them.
+  local listed = paths.disk_modules(dirs)
+  if #listed == 0 then
     no_modules(dirs)
   end
-  for _, m in ipairs(found) do
-    M.check_module(native, m, names)
-  end
-end
-
---- Checks one module found on disk: manifest, executable, dependencies.
----@param native table
----@param m norgopolis.DiskModule
----@param names table<string, boolean> every module found
-function M.check_module(native, m, names)
-  if not m.manifest then
-    health.ok(("%s: executable %s"):format(m.name, m.path))
-    return
-  end
-  local manifest, err = native.read_toml(m.manifest)
-  if not manifest then
-    health.error(
-      ("%s: cannot read its manifest: %s"):format(m.name, err),
-      { "fix the TOML in " .. m.manifest }
-    )
-    return
-  end
-  local problems = {}
-  if manifest.name and manifest.name ~= m.name then
-    table.insert(problems, {
-      ("name %q does not match the folder name"):format(tostring(manifest.name)),
-      "rename the folder or fix `name` in " .. m.manifest,
-    })
-  end
-  local exec = m.path .. "/" .. (type(manifest.exec) == "string" and manifest.exec or m.name)
-  if vim.fn.executable(exec) ~= 1 then
-    table.insert(problems, {
-      ("executable %s is missing or not executable"):format(exec),
-      ("build or install it, or `chmod +x %s`, or fix `exec` in %s"):format(exec, m.manifest),
-    })
-  end
-  for _, dep in ipairs(type(manifest.dependencies) == "table" and manifest.dependencies or {}) do
-    if not names[dep] then
-      table.insert(problems, {
-        ("dependency %q is not installed"):format(tostring(dep)),
-        ("install module %s in a modules dir"):format(tostring(dep)),
-      })
-    end
-  end
-  if #problems == 0 then
-    health.ok(
-      ("%s %s: %s"):format(m.name, manifest.version or "", manifest.description or m.manifest)
-    )
-    report_signatures(m.name, manifest.functions)
-  end
-  for _, p in ipairs(problems) do
-    health.error(("%s: %s"):format(m.name, p[1]), { p[2] })
-  end
+  check_listed(listed)
 end
 
 ---@param native table
@@ -571,7 +485,7 @@ function M.check()
   end
   check_runtime_dir(native, cfg)
   local status = check_server(native)
-  check_modules(native, cfg, status)
+  check_modules(cfg, status)
   check_module_config(cfg, status)
   check_log(native, status)
 end

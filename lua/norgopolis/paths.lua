@@ -30,55 +30,20 @@ function M.build_hint()
   return "run `:Norgopolis build` (or `nvim -l build.lua`, or `make`) in " .. M.plugin_root()
 end
 
----@param path string
----@return boolean
-local function executable(path)
-  local stat = vim.uv.fs_stat(path)
-  return stat ~= nil and stat.type == "file" and vim.fn.executable(path) == 1
+--- The native library, which answers with the server's own rules (the
+--- module catalog); nil and why when it is not built or loaded.
+---@return table? native
+---@return string? err
+local function catalog()
+  return require("norgopolis.core").load_native()
 end
 
----@class norgopolis.ServerLookup
----@field path? string the binary, if found
----@field source string how it was found (or why not)
----@field tried string[] candidates looked at
----@field err? string what is wrong and how to fix it
-
---- Finds the server binary: the `server` option, $NORGOPOLIS_SERVER, the
---- binary installed or built next to the plugin (installed/current/bin,
---- target/release, then target/debug; or
---- the rock's bin/), then PATH. An explicit option or variable is taken at
---- its word: if it names no executable that is an error, not a reason to
---- start some other server.
----@param explicit? string
----@return norgopolis.ServerLookup
-function M.find_server(explicit)
-  if explicit then
-    local p = vim.fs.normalize(explicit)
-    if executable(p) then
-      return { path = p, source = "the `server` option", tried = { p } }
-    end
-    return {
-      source = "the `server` option",
-      tried = { p },
-      err = ("the `server` option names %s, which is not an executable file: fix the path or remove the option"):format(
-        p
-      ),
-    }
-  end
-  local env = vim.env.NORGOPOLIS_SERVER
-  if env and env ~= "" then
-    if executable(env) then
-      return { path = env, source = "$NORGOPOLIS_SERVER", tried = { env } }
-    end
-    return {
-      source = "$NORGOPOLIS_SERVER",
-      tried = { env },
-      err = ("$NORGOPOLIS_SERVER names %s, which is not an executable file: fix or unset it"):format(
-        env
-      ),
-    }
-  end
-  local tried = {}
+--- Where a server binary built or installed with the plugin would be, in
+--- order: the install in use, the release build, the debug build, and the
+--- rock's bin/. Only the plugin knows its own layout, so these stay here;
+--- the order of the whole lookup is the catalog's.
+---@return string[]
+function M.server_candidates()
   local root = M.plugin_root()
   local candidates = {
     root .. "/installed/current/bin/" .. M.server_name,
@@ -89,60 +54,108 @@ function M.find_server(explicit)
   if tree then
     table.insert(candidates, tree .. "/bin/" .. M.server_name)
   end
-  for _, p in ipairs(candidates) do
-    table.insert(tried, p)
-    if executable(p) then
-      return { path = p, source = "built next to the plugin", tried = tried }
-    end
+  return candidates
+end
+
+---@class norgopolis.ServerLookup
+---@field path? string the binary, if found
+---@field source string how it was found (or why not)
+---@field tried string[] candidates looked at
+---@field err? string what is wrong and how to fix it
+
+--- How each step of the catalog's lookup is named to the user.
+local server_sources = {
+  explicit = "the `server` option",
+  env = "$NORGOPOLIS_SERVER",
+  beside = "built next to the plugin",
+  path = "PATH",
+}
+
+--- Finds the server binary by the catalog's rule: the `server` option,
+--- $NORGOPOLIS_SERVER, the binaries of [server_candidates()], then PATH.
+--- An explicit option or variable is taken at its word: if it names no
+--- executable that is an error, not a reason to start some other server.
+---@param explicit? string
+---@return norgopolis.ServerLookup
+function M.find_server(explicit)
+  local native, why = catalog()
+  if not native then
+    -- The lookup is the catalog's, in the native library; without it no
+    -- server can be started or asked anyway.
+    return {
+      source = "nowhere",
+      tried = {},
+      err = "cannot look for the server binary without the native library: " .. tostring(why),
+    }
   end
-  local on_path = vim.fn.exepath(M.server_name)
-  table.insert(tried, "PATH")
-  if on_path ~= "" then
-    return { path = on_path, source = "PATH", tried = tried }
+  local found = native.server_binary(explicit and vim.fs.normalize(explicit), M.server_candidates())
+  if found.path then
+    return { path = found.path, source = server_sources[found.source], tried = found.tried }
   end
-  return {
-    source = "nowhere",
-    tried = tried,
-    err = ("%s not found (looked at %s): %s, set the `server` option or $NORGOPOLIS_SERVER, or put it on PATH"):format(
+  local lookup = { source = server_sources[found.refused] or "nowhere", tried = found.tried }
+  if found.refused == "explicit" then
+    lookup.err = ("the `server` option names %s, which is not an executable file: fix the path or remove the option"):format(
+      found.tried[1]
+    )
+  elseif found.refused == "env" then
+    lookup.err = ("$NORGOPOLIS_SERVER names %s, which is not an executable file: fix or unset it"):format(
+      found.tried[1]
+    )
+  else
+    lookup.err = ("%s not found (looked at %s): %s, set the `server` option or $NORGOPOLIS_SERVER, or put it on PATH"):format(
       M.server_name,
-      table.concat(tried, ", "),
+      table.concat(found.tried, ", "),
       M.build_hint()
-    ),
-  }
-end
-
---- The default user modules dir, `$XDG_DATA_HOME/norgopolis/modules`
---- (the same rule as the server's).
----@return string
-function M.default_modules_dir()
-  local data = vim.env.XDG_DATA_HOME
-  if not data or data == "" then
-    data = (vim.env.HOME or "") .. "/.local/share"
+    )
   end
-  return data .. "/norgopolis/modules"
+  return lookup
 end
 
---- The modules dirs a server started by this Neovim searches: the
---- `modules_dirs` option, else $NORGOPOLIS_MODULES_DIR, else the default.
+---@class norgopolis.ModulesDirs
+---@field dirs string[] the user's modules dirs, absolute, in search order
+---@field search string[] `dirs` then the bundled modules' dir
+---@field source string which rule chose `dirs`, in words
+
+--- The modules dirs by the catalog's rule (the server's): the
+--- `modules_dirs` option (passed as the rule's flags), else
+--- $NORGOPOLIS_MODULES_DIR, else `modules_dirs` in config.toml, else
+--- $XDG_DATA_HOME/norgopolis/modules.
+---@param cfg norgopolis.Config
+---@return norgopolis.ModulesDirs? dirs
+---@return string? err why they cannot be resolved
+function M.resolve_dirs(cfg)
+  local native, why = catalog()
+  if not native then
+    return nil, why
+  end
+  local res, err = native.modules_dirs({
+    flags = cfg.modules_dirs and vim.tbl_map(vim.fs.normalize, cfg.modules_dirs) or nil,
+    fallbacks = { M.bundled_modules_dir() },
+  })
+  if not res then
+    return nil, err
+  end
+  local names = {
+    flags = "the `modules_dirs` option",
+    env = "$NORGOPOLIS_MODULES_DIR",
+    config = ("`modules_dirs` in %s"):format(res.config),
+    default = "the default",
+  }
+  return { dirs = res.dirs, search = res.search, source = names[res.source] }
+end
+
+--- The modules dirs a server started by this Neovim searches (see
+--- [resolve_dirs()]); none, with the reason as source, when they cannot be
+--- resolved.
 ---@param cfg norgopolis.Config
 ---@return string[] dirs
 ---@return string source
 function M.modules_dirs(cfg)
-  if cfg.modules_dirs then
-    -- Absolute: the server runs from "/" once it has daemonized.
-    return vim.tbl_map(function(d)
-      return (vim.fn.fnamemodify(vim.fs.normalize(d), ":p"):gsub("(.)/$", "%1"))
-    end, cfg.modules_dirs),
-      "the `modules_dirs` option"
+  local res, err = M.resolve_dirs(cfg)
+  if not res then
+    return {}, tostring(err)
   end
-  local env = vim.env.NORGOPOLIS_MODULES_DIR
-  if env and env ~= "" then
-    return vim.tbl_filter(function(d)
-      return d ~= ""
-    end, vim.split(env, ":", { plain = true })),
-      "$NORGOPOLIS_MODULES_DIR"
-  end
-  return { M.default_modules_dir() }, "the default"
+  return res.dirs, res.source
 end
 
 --- The bundled modules, in the same order as the server binary is looked
@@ -168,12 +181,11 @@ end
 ---@return string[] dirs
 ---@return string source of the user's dirs
 function M.search_dirs(cfg)
-  local dirs, source = M.modules_dirs(cfg)
-  local bundled = M.bundled_modules_dir()
-  if bundled and not vim.tbl_contains(dirs, bundled) then
-    dirs = vim.list_extend(vim.deepcopy(dirs), { bundled })
+  local res, err = M.resolve_dirs(cfg)
+  if not res then
+    return {}, tostring(err)
   end
-  return dirs, source
+  return res.search, res.source
 end
 
 --- Whether `path` is the plugin's own folder or inside it (resolving
@@ -191,47 +203,20 @@ end
 
 ---@class norgopolis.DiskModule
 ---@field name string
----@field path string the bare executable or the module folder
----@field manifest? string path of module.toml, for folders
+---@field path? string the bare executable or the module folder
+---@field error string why the server could not load it ("" when it can)
+---@field version? string
+---@field description? string
+---@field dependencies? string[]
+---@field functions? { name: string, doc: string, args: string, result: string }[]
 
---- Modules found on disk, in search order (a name found twice is listed
---- once, from the first dir, as the server would pick it).
+--- Modules found on disk, as the server would pick them (a name found twice
+--- is listed once, from the first dir), each with its manifest's problem.
 ---@param dirs string[]
 ---@return norgopolis.DiskModule[]
 function M.disk_modules(dirs)
-  local found, seen = {}, {}
-  for _, dir in ipairs(dirs) do
-    local entries = {}
-    if vim.fn.isdirectory(dir) == 1 then
-      for name, kind in vim.fs.dir(dir) do
-        table.insert(entries, { name = name, kind = kind })
-      end
-    end
-    table.sort(entries, function(a, b)
-      return a.name < b.name
-    end)
-    for _, e in ipairs(entries) do
-      local path = dir .. "/" .. e.name
-      if e.name:match("^[%w_-]+$") and not seen[e.name] then
-        local stat = vim.uv.fs_stat(path)
-        if stat and stat.type == "directory" then
-          local manifest = path .. "/module.toml"
-          if vim.uv.fs_stat(manifest) or executable(path .. "/" .. e.name) then
-            seen[e.name] = true
-            table.insert(found, {
-              name = e.name,
-              path = path,
-              manifest = vim.uv.fs_stat(manifest) and manifest or nil,
-            })
-          end
-        elseif stat and stat.type == "file" and executable(path) then
-          seen[e.name] = true
-          table.insert(found, { name = e.name, path = path })
-        end
-      end
-    end
-  end
-  return found
+  local native = catalog()
+  return native and native.disk_modules(dirs) or {}
 end
 
 return M

@@ -87,8 +87,10 @@ pub enum Command {
     },
     /// Install, remove and list modules in the user modules dir (no server needed).
     ///
-    /// The user modules dir is the first --modules-dir, else the first dir of
-    /// $NORGOPOLIS_MODULES_DIR, else $XDG_DATA_HOME/norgopolis/modules.
+    /// The user modules dir is the first of the server's modules dirs: the
+    /// first --modules-dir, else the first dir of $NORGOPOLIS_MODULES_DIR,
+    /// else the first of `modules_dirs` in config.toml, else
+    /// $XDG_DATA_HOME/norgopolis/modules.
     Module {
         #[command(subcommand)]
         command: ModuleCommand,

@@ -14,9 +14,8 @@ use std::{
     process::{Command, Stdio},
 };
 
-use norgopolis_common::places;
-
-use crate::shared::{
+use norgopolis_catalog::{
+    dirs::{self, ConfigDirs},
     locate::{self, Located},
     manifest::MANIFEST_FILE,
 };
@@ -66,18 +65,13 @@ pub struct Installed {
     pub missing_dependencies: Vec<String>,
 }
 
-/// The modules dirs in search order: `--modules-dir` flags, else
-/// `$NORGOPOLIS_MODULES_DIR`, else the default. The first one is the user
-/// modules dir that `install` writes to.
+/// The modules dirs in search order, by the catalog's rule (the server's):
+/// `--modules-dir` flags, else `$NORGOPOLIS_MODULES_DIR`, else
+/// `modules_dirs` in `config.toml`, else the default. The first one is the
+/// user modules dir that `install` writes to.
 pub fn modules_dirs(flags: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    if !flags.is_empty() {
-        return Ok(flags.to_vec());
-    }
-    if let Some(dirs) = places::modules_dirs_from_env().filter(|d| !d.is_empty()) {
-        return Ok(dirs);
-    }
-    places::default_modules_dir()
-        .map(|d| vec![d])
+    dirs::resolve(flags, ConfigDirs::Read(None))
+        .map(|found| found.dirs)
         .map_err(|e| InstallError::new("FailedPrecondition", e.to_string()))
 }
 
@@ -419,16 +413,13 @@ pub struct Listed {
     /// Module name.
     pub name: String,
     /// The module, or why it cannot load.
-    pub found: std::result::Result<Located, String>,
+    pub found: std::result::Result<Located, locate::LocateError>,
 }
 
 /// Every module in `dirs` (the first dir holding a name wins).
 pub fn list(dirs: &[PathBuf]) -> Vec<Listed> {
     locate::scan(dirs)
         .into_iter()
-        .map(|(name, found)| Listed {
-            name,
-            found: found.map_err(|e| e.to_string()),
-        })
+        .map(|(name, found)| Listed { name, found })
         .collect()
 }

@@ -9,7 +9,6 @@ mod convert;
 mod install;
 mod module_cmd;
 mod render;
-mod shared;
 
 use std::{
     io::{self, Read, Write},

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use norgopolis_catalog::listing;
 use norgopolis_client::{Client, ConnectOptions};
 use serde_json::{json, Value};
 
@@ -109,32 +110,7 @@ fn report_install(i: &Installed) -> Result<(), Failure> {
 fn list_json(listed: &[Listed], dirs: &[PathBuf]) -> Value {
     let modules: Vec<Value> = listed
         .iter()
-        .map(|l| match &l.found {
-            Ok(found) => {
-                let m = found.manifest.clone().unwrap_or_default();
-                json!({
-                    "name": l.name,
-                    "path": found.origin.display().to_string(),
-                    "exec": found.exec.display().to_string(),
-                    "args": found.args,
-                    "version": m.version,
-                    "description": m.description,
-                    "dependencies": m.dependencies,
-                    "autostart": m.autostart,
-                    "restart": m.restart.as_str(),
-                    "functions": m.functions.iter()
-                        .map(|f| json!({
-                            "name": f.name(),
-                            "doc": f.doc(),
-                            "args": f.args().unwrap_or_default(),
-                            "result": f.result().unwrap_or_default(),
-                        }))
-                        .collect::<Vec<_>>(),
-                    "error": "",
-                })
-            }
-            Err(e) => json!({"name": l.name, "error": e}),
-        })
+        .map(|l| listing::record(&l.name, &l.found))
         .collect();
     json!({
         "modules": modules,

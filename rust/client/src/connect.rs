@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::{
     exit::{lock_is_held, wait_for_server_exit},
-    locate::find_server_binary,
+    find_server_binary,
     session::{self, AttachFailure, Session},
     spawn::{binary_version, lock_spawn, spawn_server, SpawnLock, SpawnRequest},
     transport::{self, ConnectFailure},

@@ -152,6 +152,14 @@ impl ClientError {
     }
 }
 
+impl From<norgopolis_catalog::server_binary::ServerNotFound> for ClientError {
+    fn from(e: norgopolis_catalog::server_binary::ServerNotFound) -> Self {
+        ClientError::ServerNotFound {
+            tried: e.looked_at(),
+        }
+    }
+}
+
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
         ClientError::Call {

@@ -28,7 +28,6 @@ mod error;
 mod exit;
 mod lean;
 mod lean_writer;
-mod locate;
 mod options;
 pub mod provide;
 mod readiness;
@@ -40,7 +39,7 @@ mod trust;
 pub use client::{CallStream, Client, ClientIdentity, RawCallStream, MAX_MESSAGE_SIZE};
 pub use error::{code_name, ClientError};
 pub use exit::wait_for_server_exit;
-pub use locate::{find_server_binary, SERVER_BINARY_NAME};
+pub use norgopolis_catalog::server_binary::{find_server_binary, SERVER_BINARY_NAME};
 pub use norgopolis_proto::v1::{
     Event, ListModulesReply, LoadReply, ModuleInfo, ModuleStatus, StatusReply,
 };

@@ -1,7 +1,7 @@
 //! Durations as users write them ("250ms", "3s", "2m", "1h", "1d" or a
 //! number of seconds), with the one range check every duration setting
 //! shares: the server's flags and `config.toml`, and `module.toml`
-//! (compiled into the CLI too), so all of them accept the same text.
+//! (through `norgopolis-catalog`), so all of them accept the same text.
 
 use std::time::Duration;
 

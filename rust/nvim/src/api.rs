@@ -96,6 +96,7 @@ pub fn build(lua: &Lua) -> mlua::Result<Table> {
     add_requests(lua, &m, &ctx)?;
     add_control(lua, &m, &ctx)?;
     add_places(lua, &m)?;
+    crate::catalog::add(lua, &m)?;
     add_provide(lua, &m, &ctx)?;
     Ok(m)
 }
@@ -590,14 +591,6 @@ fn add_places(lua: &Lua, m: &Table) -> mlua::Result<()> {
             }
             t.set("log", path(places::log_path()))?;
             t.set("config", path(places::config_path()))?;
-            t.set("default_modules_dir", path(places::default_modules_dir()))?;
-            if let Some(dirs) = places::modules_dirs_from_env() {
-                let list: Vec<String> = dirs
-                    .iter()
-                    .map(|d| d.to_string_lossy().into_owned())
-                    .collect();
-                t.set("env_modules_dirs", list)?;
-            }
             Ok(t)
         })?,
     )?;

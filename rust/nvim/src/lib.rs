@@ -10,6 +10,7 @@
 
 mod api;
 mod bridge;
+mod catalog;
 mod conn;
 mod convert;
 mod panics;

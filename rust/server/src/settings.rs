@@ -5,6 +5,7 @@ use std::{net::SocketAddr, os::fd::RawFd, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
+use norgopolis_catalog::dirs::{self, ConfigDirs};
 use norgopolis_common::{places, Places};
 
 use crate::{
@@ -33,8 +34,9 @@ pub struct Args {
     /// those (repeatable; front ends pass their bundled modules here).
     #[arg(long = "fallback-modules-dir", value_name = "DIR")]
     pub fallback_modules_dirs: Vec<PathBuf>,
-    /// Check the config file and settings, print what they resolve to, and
-    /// exit (status 1 with the error naming file, line and key).
+    /// Check the config file and settings, print what they resolve to (the
+    /// socket, and one `modules dir: DIR` line per dir searched, in order),
+    /// and exit (status 1 with the error naming file, line and key).
     #[arg(long = "check-config")]
     pub check_config: bool,
     /// Exit this long after the last session leaves ("20ms", "3s", or seconds).
@@ -222,26 +224,17 @@ impl Settings {
             Some(sock) => Places::for_socket(sock),
             None => Places::from_env()?,
         };
-        let modules_dirs = if !args.modules_dirs.is_empty() {
-            args.modules_dirs
-        } else if let Some(dirs) = places::modules_dirs_from_env() {
-            dirs
-        } else if let Some(dirs) = config.modules_dirs.clone() {
-            dirs
-        } else {
-            vec![places::default_modules_dir()?]
+        // The config was read and checked whole just above; hand its
+        // `modules_dirs` to the rule rather than reading the file again.
+        let config_dirs = match &config_path {
+            Some(path) => ConfigDirs::Given {
+                path: path.clone(),
+                dirs: config.modules_dirs.clone(),
+            },
+            None => ConfigDirs::Read(None),
         };
-        let mut modules_dirs = modules_dirs;
-        for dir in args.fallback_modules_dirs {
-            if !modules_dirs.contains(&dir) {
-                modules_dirs.push(dir);
-            }
-        }
-        // The daemon runs from "/", so relative dirs must be resolved now.
-        let modules_dirs = modules_dirs
-            .into_iter()
-            .map(|d| std::path::absolute(&d).unwrap_or(d))
-            .collect();
+        let modules_dirs = dirs::resolve(&args.modules_dirs, config_dirs)?
+            .with_fallbacks(&args.fallback_modules_dirs);
         let log_path = match args.log {
             Some(p) => p,
             None => places::log_path().context("cannot place the log file")?,
@@ -304,7 +297,7 @@ impl Settings {
 }
 
 // The duration rules live in `norgopolis_common::duration`, shared with
-// `module.toml` (which the CLI compiles too).
+// `module.toml` (read through `norgopolis-catalog`).
 pub use norgopolis_common::duration::{
     duration_from_secs, parse_duration, parse_positive_duration, positive,
 };

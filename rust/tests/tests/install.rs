@@ -249,3 +249,32 @@ async fn install_from_a_local_cargo_crate() {
         "{err}"
     );
 }
+
+/// `module install` once ignored `modules_dirs` in config.toml and wrote
+/// where the server would not look: both now follow the catalog's rule.
+#[tokio::test]
+async fn install_writes_where_the_server_looks_when_config_toml_names_the_dirs() {
+    let sb = Sandbox::new();
+    let config = sb.dir.path().join("config.toml");
+    std::fs::write(&config, "modules_dirs = [\"from-config\"]\n").unwrap();
+    let src = script_module(&sb.dir.path().join("src"), "greeter", "", "");
+    let run = |program: &str, args: &[&str]| {
+        let mut cmd = Command::new(bin(program));
+        sb.env(&mut cmd);
+        cmd.env_remove("NORGOPOLIS_MODULES_DIR").args(args);
+        let out = cmd.output().expect("run");
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let checked = run("norgopolis-server", &["--check-config"]);
+    let server_dir = checked
+        .lines()
+        .find_map(|l| l.strip_prefix("modules dir: "))
+        .unwrap_or_else(|| panic!("no modules dir in {checked}"));
+    assert_eq!(Path::new(server_dir), sb.dir.path().join("from-config"));
+    run("norgopolis", &["module", "install", src.to_str().unwrap()]);
+    assert!(
+        Path::new(server_dir).join("greeter").is_dir(),
+        "not installed into {server_dir}"
+    );
+}

@@ -10,7 +10,7 @@ use tokio::{
     sync::Mutex,
 };
 
-use crate::shared::locate::Located;
+use norgopolis_catalog::locate::Located;
 
 /// How long any single answer may take before the check fails; generous,
 /// so that only a module that never answers fails.

@@ -11,10 +11,8 @@ use std::path::{Path, PathBuf};
 use checks::{Row, Verdict};
 use conn::ModuleConn;
 
-use crate::{
-    shared::{locate, manifest::Transport},
-    Failure,
-};
+use crate::Failure;
+use norgopolis_catalog::{locate, manifest::Transport};
 
 /// Finds the module: a path when `target` contains '/', else a name in `dirs`.
 fn find(target: &str, dirs: &[PathBuf]) -> Result<locate::Located, Failure> {

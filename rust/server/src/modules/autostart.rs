@@ -9,10 +9,9 @@ use std::{
     time::Duration,
 };
 
-use super::{
-    host::{Cause, ModuleHost},
-    locate,
-};
+use norgopolis_catalog::locate;
+
+use super::host::{Cause, ModuleHost};
 
 /// Longest the readiness report waits for autostart to finish.
 pub const READY_WAIT: Duration = Duration::from_secs(3);

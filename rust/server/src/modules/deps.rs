@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use super::locate::{LocateError, Located};
+use norgopolis_catalog::locate::{LocateError, Located};
 
 /// A dependency as the host knows it.
 pub struct Found {
@@ -98,8 +98,8 @@ impl Walk<'_> {
 mod tests {
     use std::{collections::HashMap, path::PathBuf};
 
-    use super::super::manifest::Manifest;
     use super::*;
+    use norgopolis_catalog::manifest::Manifest;
 
     fn module(name: &str, deps: &[&str]) -> Located {
         Located {

@@ -12,6 +12,7 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use norgopolis_catalog::locate::Located;
 use norgopolis_proto::lean::{FrameError, FrameReader, Outgoing};
 use tokio::{
     io::AsyncRead,
@@ -25,7 +26,6 @@ use super::{
     failures::FailureLog,
     instance::{ExitInfo, Instance},
     lean::{self, Ends},
-    locate::Located,
     stdio::CloseSignal,
     ModuleHost,
 };

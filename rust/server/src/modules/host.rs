@@ -13,6 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use norgopolis_catalog::{
+    locate::{self, LocateError, Located},
+    manifest::Restart,
+};
 use norgopolis_proto::v1::{ModuleInfo, ModuleStatus};
 use rmpv::Value;
 use tonic::{Code, Status};
@@ -21,8 +25,6 @@ use super::{
     deps::{self, DepError, Found},
     idle,
     instance::{Instance, InstanceOptions},
-    locate::{self, LocateError, Located},
-    manifest::Restart,
     restart::{self, RestartPolicy},
     spawner::Spawner,
 };

@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use norgopolis_catalog::{locate::Located, manifest::Transport};
 use norgopolis_proto::{module_communication as mc, v1::ModuleStatus};
 use tokio::{
     process::Child,
@@ -28,8 +29,6 @@ use super::{
     failures::FailureLog,
     idle::Activity,
     lean,
-    locate::Located,
-    manifest::Transport,
     spawner::{SpawnRequest, Spawner},
     stderr,
     stdio::{CloseSignal, ModuleIo},

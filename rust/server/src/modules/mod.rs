@@ -10,12 +10,7 @@ mod host;
 mod idle;
 mod instance;
 mod lean;
-mod locate;
-mod manifest;
-#[cfg(test)]
-mod props;
 mod restart;
-mod signature;
 mod spawner;
 mod stderr;
 mod stdio;

@@ -1,5 +1,7 @@
 //! Which server binary to start: explicit option, `$NORGOPOLIS_SERVER`, a
-//! `norgopolis-server` beside the running executable, then `PATH`.
+//! `norgopolis-server` beside the front end (beside the running
+//! executable; for the Neovim plugin, the builds beside the plugin), then
+//! `PATH`.
 //!
 //! An explicit option or the variable, when set, is taken at its word: if it
 //! names no executable we say so rather than quietly starting some other
@@ -7,47 +9,122 @@
 
 use std::{
     ffi::OsStr,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
-use crate::ClientError;
+use norgopolis_common::places::SERVER_ENV;
+
+use crate::locate::is_executable;
 
 /// File name of the server binary.
 pub const SERVER_BINARY_NAME: &str = "norgopolis-server";
 
-/// Finds the server binary for this process (see the module docs).
-pub fn find_server_binary(explicit: Option<&Path>) -> Result<PathBuf, ClientError> {
-    let env = std::env::var_os(norgopolis_common::places::SERVER_ENV);
+/// Which step of the lookup gave (or refused) the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSource {
+    /// The front end's own option.
+    Explicit,
+    /// `$NORGOPOLIS_SERVER`.
+    Env,
+    /// A candidate beside the front end.
+    Beside,
+    /// A dir of `PATH`.
+    Path,
+}
+
+impl ServerSource {
+    /// A short name: `explicit`, `env`, `beside` or `path`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ServerSource::Explicit => "explicit",
+            ServerSource::Env => "env",
+            ServerSource::Beside => "beside",
+            ServerSource::Path => "path",
+        }
+    }
+}
+
+/// A server binary, and the step that found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundServer {
+    /// The executable.
+    pub path: PathBuf,
+    /// Where it came from.
+    pub source: ServerSource,
+}
+
+/// No executable server binary where one was looked for.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot find the norgopolis server binary; looked at: {}", self.looked_at().join(", "))]
+pub struct ServerNotFound {
+    /// Set when an explicit option or `$NORGOPOLIS_SERVER` named a path
+    /// that is not executable (taken at its word: nothing else was tried).
+    pub refused: Option<ServerSource>,
+    /// Every place looked at, in order (for `refused`, just its path).
+    pub tried: Vec<String>,
+}
+
+impl ServerNotFound {
+    /// The places looked at, each with why it was passed over where that
+    /// is not plain absence.
+    pub fn looked_at(&self) -> Vec<String> {
+        let origin = match self.refused {
+            Some(ServerSource::Explicit) => "the server binary option".to_string(),
+            Some(_) => format!("${SERVER_ENV}"),
+            None => return self.tried.clone(),
+        };
+        self.tried
+            .iter()
+            .map(|p| format!("{p} (from {origin}: not an executable file)"))
+            .collect()
+    }
+}
+
+/// Finds the server binary for this process (see the module docs), looking
+/// beside the running executable.
+pub fn find_server_binary(explicit: Option<&Path>) -> Result<PathBuf, ServerNotFound> {
     let exe = std::env::current_exe().ok();
+    let beside: Vec<PathBuf> = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(SERVER_BINARY_NAME))
+        .into_iter()
+        .collect();
+    find_server(explicit, &beside).map(|found| found.path)
+}
+
+/// Finds the server binary, trying the `beside` candidates (in order)
+/// after the option and the variable and before `PATH`.
+pub fn find_server(
+    explicit: Option<&Path>,
+    beside: &[PathBuf],
+) -> Result<FoundServer, ServerNotFound> {
+    let env = std::env::var_os(SERVER_ENV);
     let path = std::env::var_os("PATH");
-    lookup(explicit, env.as_deref(), exe.as_deref(), path.as_deref())
+    lookup(explicit, env.as_deref(), beside, path.as_deref())
 }
 
 /// The lookup with every input passed in, so the order can be tested.
 fn lookup(
     explicit: Option<&Path>,
     env: Option<&OsStr>,
-    current_exe: Option<&Path>,
+    beside: &[PathBuf],
     path_var: Option<&OsStr>,
-) -> Result<PathBuf, ClientError> {
+) -> Result<FoundServer, ServerNotFound> {
     if let Some(p) = explicit {
-        return checked(p, "the server binary option");
+        return checked(p, ServerSource::Explicit);
     }
     if let Some(p) = env.filter(|v| !v.is_empty()) {
-        return checked(
-            Path::new(p),
-            &format!("${}", norgopolis_common::places::SERVER_ENV),
-        );
+        return checked(Path::new(p), ServerSource::Env);
     }
-    let mut tried = vec![format!(
-        "${} (unset)",
-        norgopolis_common::places::SERVER_ENV
-    )];
-    if let Some(dir) = current_exe.and_then(Path::parent) {
-        let candidate = dir.join(SERVER_BINARY_NAME);
-        if is_executable(&candidate) {
-            return Ok(candidate);
+    let found = |path: &Path, source| FoundServer {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tried = vec![format!("${SERVER_ENV} (unset)")];
+    for candidate in beside {
+        if is_executable(candidate) {
+            return Ok(found(candidate, ServerSource::Beside));
         }
         tried.push(candidate.display().to_string());
     }
@@ -62,39 +139,37 @@ fn lookup(
         }
         let candidate = dir.join(SERVER_BINARY_NAME);
         if is_executable(&candidate) {
-            return Ok(candidate);
+            return Ok(found(&candidate, ServerSource::Path));
         }
     }
     tried.push(format!(
         "{SERVER_BINARY_NAME} in PATH ({})",
         path_var.map(|p| p.to_string_lossy()).unwrap_or_default()
     ));
-    Err(ClientError::ServerNotFound { tried })
+    Err(ServerNotFound {
+        refused: None,
+        tried,
+    })
 }
 
-fn checked(p: &Path, source: &str) -> Result<PathBuf, ClientError> {
+fn checked(p: &Path, source: ServerSource) -> Result<FoundServer, ServerNotFound> {
     if is_executable(p) {
-        Ok(p.to_path_buf())
+        Ok(FoundServer {
+            path: p.to_path_buf(),
+            source,
+        })
     } else {
-        Err(ClientError::ServerNotFound {
-            tried: vec![format!(
-                "{} (from {source}: not an executable file)",
-                p.display()
-            )],
+        Err(ServerNotFound {
+            refused: Some(source),
+            tried: vec![p.display().to_string()],
         })
     }
-}
-
-fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
+    use std::{ffi::OsString, os::unix::fs::PermissionsExt};
 
     struct Dirs {
         _tmp: tempfile::TempDir,
@@ -131,8 +206,8 @@ mod tests {
         }
     }
 
-    fn exe_in(bin: &Path) -> PathBuf {
-        bin.parent().unwrap().join("some-frontend")
+    fn beside(bin: &Path) -> Vec<PathBuf> {
+        vec![bin.to_path_buf()]
     }
 
     fn path_of(bins: &[&Path]) -> OsString {
@@ -145,10 +220,11 @@ mod tests {
         let got = lookup(
             Some(&d.explicit),
             Some(d.env.as_os_str()),
-            Some(&exe_in(&d.beside)),
+            &beside(&d.beside),
             Some(&path_of(&[&d.path1])),
         )
-        .unwrap();
+        .unwrap()
+        .path;
         assert_eq!(got, d.explicit);
     }
 
@@ -158,23 +234,20 @@ mod tests {
         let got = lookup(
             None,
             Some(d.env.as_os_str()),
-            Some(&exe_in(&d.beside)),
+            &beside(&d.beside),
             Some(&path_of(&[&d.path1])),
         )
-        .unwrap();
+        .unwrap()
+        .path;
         assert_eq!(got, d.env);
     }
 
     #[test]
     fn beside_current_exe_comes_third() {
         let d = dirs();
-        let got = lookup(
-            None,
-            None,
-            Some(&exe_in(&d.beside)),
-            Some(&path_of(&[&d.path1])),
-        )
-        .unwrap();
+        let got = lookup(None, None, &beside(&d.beside), Some(&path_of(&[&d.path1])))
+            .unwrap()
+            .path;
         assert_eq!(got, d.beside);
     }
 
@@ -184,28 +257,22 @@ mod tests {
         let got = lookup(
             None,
             Some(OsStr::new("")),
-            Some(&exe_in(&d.empty)),
+            &beside(&d.empty),
             Some(&path_of(&[&d.empty, &d.path2, &d.path1])),
         )
-        .unwrap();
+        .unwrap()
+        .path;
         assert_eq!(got, d.path2);
     }
 
     #[test]
     fn missing_everywhere_names_every_place() {
         let d = dirs();
-        let err = lookup(
-            None,
-            None,
-            Some(&exe_in(&d.empty)),
-            Some(&path_of(&[&d.empty])),
-        )
-        .unwrap_err();
+        let err = lookup(None, None, &beside(&d.empty), Some(&path_of(&[&d.empty]))).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("$NORGOPOLIS_SERVER"), "{msg}");
         assert!(msg.contains(&d.empty.display().to_string()), "{msg}");
         assert!(msg.contains("in PATH"), "{msg}");
-        assert_eq!(err.code_name(), "Unavailable");
     }
 
     #[test]
@@ -215,7 +282,7 @@ mod tests {
         let err = lookup(
             Some(&d.explicit),
             Some(d.env.as_os_str()),
-            None,
+            &[],
             Some(&path_of(&[&d.path1])),
         )
         .unwrap_err();
@@ -228,13 +295,7 @@ mod tests {
     #[test]
     fn env_naming_a_missing_file_is_an_error() {
         let d = dirs();
-        let err = lookup(
-            None,
-            Some(d.empty.as_os_str()),
-            Some(&exe_in(&d.beside)),
-            None,
-        )
-        .unwrap_err();
+        let err = lookup(None, Some(d.empty.as_os_str()), &beside(&d.beside), None).unwrap_err();
         assert!(err.to_string().contains("$NORGOPOLIS_SERVER"), "{err}");
     }
 }

@@ -14,9 +14,8 @@
 //! key     = identifier | "quoted string"
 //! ```
 //!
-//! A map refuses keys it does not list unless it ends in `...`. The same
-//! file is compiled into the CLI (through `manifest.rs`), which shows the
-//! signatures and judges manifests as the server does.
+//! A map refuses keys it does not list unless it ends in `...`. The CLI
+//! shows the signatures and judges manifests through the same parser.
 
 use std::fmt;
 

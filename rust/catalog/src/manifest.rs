@@ -1,8 +1,8 @@
 //! `module.toml`: what a module folder says about itself.
 //!
-//! The same file is compiled into the `norgopolis` command (for `module
-//! install` and `module list`), so a manifest is judged the same way
-//! whether it is installed or loaded.
+//! The server (loading), the `norgopolis` command (`module install`,
+//! `module list`) and the Neovim library (`:checkhealth`) all read it
+//! through this crate, so a manifest is judged the same way everywhere.
 
 use std::{
     path::{Path, PathBuf},
@@ -29,7 +29,6 @@ pub enum Restart {
 
 impl Restart {
     /// The policy as written in `module.toml`.
-    #[allow(dead_code)] // Used by the CLI, which compiles this file too.
     pub fn as_str(self) -> &'static str {
         match self {
             Restart::Never => "never",
@@ -54,7 +53,6 @@ pub enum Transport {
 impl Transport {
     /// The transport as written in `module.toml` and told to the module in
     /// `NORGOPOLIS_TRANSPORT`.
-    #[allow(dead_code)] // Used by the server, not by the CLI, which compiles this file too.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Grpc => "grpc",
@@ -70,7 +68,6 @@ pub struct FunctionDoc {
     /// The function name.
     pub name: String,
     /// What it does.
-    #[allow(dead_code)] // Read by the CLI, which compiles this file too.
     #[serde(default)]
     pub doc: String,
     /// The shape of its arguments, in the signature notation (`signature.rs`).
@@ -154,7 +151,6 @@ impl FunctionDecl {
     }
 
     /// The function's documentation ("" when none was given).
-    #[allow(dead_code)] // Used by the CLI, which compiles this file too.
     pub fn doc(&self) -> &str {
         match self {
             FunctionDecl::Name(_) => "",
@@ -190,7 +186,6 @@ pub struct Manifest {
     #[serde(default)]
     pub restart: Restart,
     /// How the router talks to the module (chosen at spawn).
-    #[allow(dead_code)] // Read by the server, not by the CLI, which compiles this file too.
     #[serde(default)]
     pub transport: Transport,
     /// Declared functions.
@@ -243,7 +238,6 @@ pub struct ManifestError {
 
 impl Manifest {
     /// The parsed argument signature of `function`, when it declares one.
-    #[allow(dead_code)] // Used by the server, not by the CLI, which compiles this file too.
     pub fn args_type(&self, function: &str) -> Option<&Type> {
         self.functions
             .iter()
