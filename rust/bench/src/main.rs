@@ -13,7 +13,7 @@ mod cpu;
 mod direct;
 mod drive;
 mod floor;
-mod lean;
+mod lean_model;
 mod memory;
 mod notes;
 mod nvim;
@@ -190,7 +190,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match &args.command {
         Some(Internal::Peer { socket }) => return floor::peer(socket),
-        Some(Internal::LeanPeer) => return lean::peer(),
+        Some(Internal::LeanPeer) => return lean_model::peer(),
         Some(Internal::GenerateNotes { dir, notes }) => {
             let g = notes::generate(dir, *notes)?;
             println!("{} notes, {} bytes in {}", g.notes, g.bytes, dir.display());
@@ -337,7 +337,7 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     module.stop().await;
 
     step("lean transport model, no router");
-    let lean = lean::LeanModule::start().await?;
+    let lean = lean_model::LeanModule::start().await?;
     let module_lean = Sizes {
         b64: lean.echo_series(&small, size.small).await?,
         kib64: lean.echo_series(&large, size.large).await?,

@@ -36,8 +36,8 @@ use tokio::{
 
 use crate::{
     connect::find_or_spawn,
-    lean::{self, LeanConn},
-    transport::Connection,
+    http2::Connection,
+    lean_conn::{self, LeanConn},
     ClientError, ConnectOptions, SessionEvent, Transport, TRANSPORT_ENV,
 };
 
@@ -196,9 +196,9 @@ impl Inner {
         let lean = match transport {
             Transport::Grpc => None,
             Transport::Lean => {
-                match lean::connect(&socket, opts.spawn_timeout, opts.server_timeout).await {
+                match lean_conn::connect(&socket, opts.spawn_timeout, opts.server_timeout).await {
                     Ok(conn) => Some(Arc::new(conn)),
-                    Err(e @ lean::LeanRefused::Untrusted(_)) => {
+                    Err(e @ lean_conn::LeanRefused::Untrusted(_)) => {
                         tracing::warn!("calling over gRPC: {e}");
                         None
                     }
@@ -261,7 +261,7 @@ impl Inner {
             };
             return Box::pin(futures::stream::once(async move { Err(err) }));
         }
-        match lean::invoke(conn, module, function, args) {
+        match lean_conn::invoke(conn, module, function, args) {
             Ok(mut call) => Box::pin(
                 futures::stream::poll_fn(move |cx| call.poll_next(cx)).map_err(ClientError::from),
             ),

@@ -26,7 +26,8 @@ mod client;
 mod connect;
 mod error;
 mod exit;
-mod lean;
+mod http2;
+mod lean_conn;
 mod lean_writer;
 mod locate;
 mod options;
@@ -34,7 +35,6 @@ pub mod provide;
 mod readiness;
 mod session;
 mod spawn;
-mod transport;
 mod trust;
 
 pub use client::{CallStream, Client, ClientIdentity, RawCallStream, MAX_MESSAGE_SIZE};

@@ -17,7 +17,7 @@ use norgopolis_common::{
 };
 use tokio::net::UnixStream;
 
-use crate::{transport::ConnectFailure, ClientError};
+use crate::{http2::ConnectFailure, ClientError};
 
 /// Connects to `socket` if its directory is private to us and its
 /// listener runs as our uid; nothing is written to the connection here.

@@ -17,8 +17,8 @@ use std::{
 
 use norgopolis_client::{code_name, provide::register, Code, ConnectOptions};
 use norgopolis_proto::{
-    lean::{self, Frame, FrameError, Incoming, Outgoing},
     lean_callee::{error_frame, within_deadline, CallTable},
+    lean_frame::{self, Frame, FrameError, Incoming, Outgoing},
 };
 use rmpv::Value as Mp;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -143,7 +143,10 @@ pub async fn serve(
         ),
     ]));
     let (out, rx) = mpsc::unbounded_channel();
-    let mut writer = AbortOnDrop(tokio::spawn(lean::write_frames(rx, registered.writer)));
+    let mut writer = AbortOnDrop(tokio::spawn(lean_frame::write_frames(
+        rx,
+        registered.writer,
+    )));
     let table = CallTable::default();
     let _stop = CancelAll(table.clone());
     let mut frames = registered.frames;

@@ -14,8 +14,8 @@ use std::{
 };
 
 use norgopolis_proto::{
-    lean::{self, Frame, FrameError, FrameReader, Incoming},
     lean_caller::{CallStream, Caller, KeepAlive},
+    lean_frame::{self, Frame, FrameError, FrameReader, Incoming},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -25,7 +25,7 @@ use tokio::{
 use tonic::Status;
 
 use crate::{
-    client::MAX_MESSAGE_SIZE, lean_writer::DirectWriter, transport::ConnectFailure,
+    client::MAX_MESSAGE_SIZE, http2::ConnectFailure, lean_writer::DirectWriter,
     trust::open_trusted, ClientError,
 };
 
@@ -78,7 +78,7 @@ pub(crate) async fn connect(
         ConnectFailure::NoServer(e) => LeanRefused::Io(e),
         ConnectFailure::Fatal(e) => LeanRefused::Untrusted(e),
     })?;
-    let hello = lean::hello_bytes();
+    let hello = lean_frame::hello_bytes();
     stream.write_all(&hello).await?;
     let mut answer = vec![0u8; hello.len()];
     tokio::time::timeout(patience, stream.read_exact(&mut answer))

@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use norgopolis_proto::lean::{write_frames, Frame, FrameReader, Incoming, Outgoing};
+use norgopolis_proto::lean_frame::{write_frames, Frame, FrameReader, Incoming, Outgoing};
 use tokio::{
     net::unix::pipe,
     process::{Child, ChildStdin, Command},
