@@ -7,7 +7,7 @@
 //! client that asked for the handover starts under the spawn lock) and
 //! sends that call again; only calls the server refused before running
 //! them are sent twice. Any other loss of the server stays an error, as
-//! `transport.rs` explains.
+//! `http2.rs` explains.
 
 use std::{
     path::{Path, PathBuf},
@@ -38,11 +38,9 @@ use crate::{
     connect::find_or_spawn,
     http2::Connection,
     lean_conn::{self, LeanConn},
+    limits::MAX_MESSAGE_SIZE,
     ClientError, ConnectOptions, SessionEvent, Transport, TRANSPORT_ENV,
 };
-
-/// Largest message we send or accept (call arguments, results, status).
-pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 /// A stream of raw MessagePack results; dropping it cancels the call.
 pub type RawCallStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, ClientError>> + Send>>;

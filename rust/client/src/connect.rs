@@ -1,4 +1,4 @@
-//! Find or spawn (design §4): attach to a running server, or start one
+//! Find or spawn: attach to a running server, or start one
 //! under the spawn lock so that any number of concurrent clients end up on
 //! exactly one server.
 //!
@@ -24,10 +24,11 @@ use tokio::time::Instant;
 
 use crate::{
     exit::{lock_is_held, wait_for_server_exit},
-    http2::{self, ConnectFailure},
+    http2,
     locate::find_server_binary,
     session::{self, AttachFailure, Session},
     spawn::{binary_version, lock_spawn, spawn_server, SpawnLock, SpawnRequest},
+    trust::ConnectFailure,
     ClientError, ConnectOptions,
 };
 

@@ -25,8 +25,10 @@ use tokio::{
 use tonic::Status;
 
 use crate::{
-    client::MAX_MESSAGE_SIZE, http2::ConnectFailure, lean_writer::DirectWriter,
-    trust::open_trusted, ClientError,
+    lean_writer::DirectWriter,
+    limits::MAX_MESSAGE_SIZE,
+    trust::{open_trusted, ConnectFailure},
+    ClientError,
 };
 
 /// The lean connection; calls hold it too, so it stays open while any

@@ -29,6 +29,7 @@ mod exit;
 mod http2;
 mod lean_conn;
 mod lean_writer;
+mod limits;
 mod locate;
 mod options;
 pub mod provide;
@@ -37,9 +38,10 @@ mod session;
 mod spawn;
 mod trust;
 
-pub use client::{CallStream, Client, ClientIdentity, RawCallStream, MAX_MESSAGE_SIZE};
+pub use client::{CallStream, Client, ClientIdentity, RawCallStream};
 pub use error::{code_name, ClientError};
 pub use exit::wait_for_server_exit;
+pub use limits::MAX_MESSAGE_SIZE;
 pub use locate::{find_server_binary, SERVER_BINARY_NAME};
 pub use norgopolis_proto::v1::{
     Event, ListModulesReply, LoadReply, ModuleInfo, ModuleStatus, StatusReply,
