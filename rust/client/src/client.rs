@@ -323,11 +323,7 @@ impl Client {
             return Ok(self.start_raw(module, function, args));
         }
         // Over gRPC a call that fails to start fails here.
-        let args = if args.is_empty() {
-            msgpack::NIL.to_vec()
-        } else {
-            args
-        };
+        let args = msgpack::args_or_nil(args);
         let invocation = Invocation {
             module: module.to_string(),
             function_name: function.to_string(),
@@ -362,13 +358,7 @@ impl Client {
     /// on the stream. A call a retiring server refused (not run) is sent
     /// again on a new session, at most [`MAX_RESENDS`] times.
     pub fn start_raw(&self, module: &str, function: &str, args: Vec<u8>) -> RawCallStream {
-        let args = if args.is_empty() {
-            // Explicit nil: modules written against the public SDK may
-            // expect `args` to be present.
-            msgpack::NIL.to_vec()
-        } else {
-            args
-        };
+        let args = msgpack::args_or_nil(args);
         let inner = self.current();
         // Kept for sending again; a retiring server is rare, a copy cheap
         // next to sending the arguments at all.
