@@ -113,15 +113,10 @@ async fn measure_hop(place: &Place, size: &Sizing, p: &Payloads) -> anyhow::Resu
         kib64: module.echo_series(large, size.large).await?,
     };
     let me = std::process::id();
-    let cpu_direct = cpu::per_call(
+    let cpu_direct = cpu::per_sequential_call(
         &[("client", me), ("module", module.pid())],
         size.small.calls,
-        || async {
-            for _ in 0..size.small.calls {
-                module.call("echo", small).await?;
-            }
-            Ok(())
-        },
+        || module.call("echo", small),
     )
     .await?;
     let module_direct_stream = module.stream(STREAM_ITEMS, size.stream_reps).await?;
@@ -133,15 +128,10 @@ async fn measure_hop(place: &Place, size: &Sizing, p: &Payloads) -> anyhow::Resu
         b64: lean.echo_series(small, size.small).await?,
         kib64: lean.echo_series(large, size.large).await?,
     };
-    let cpu_lean = cpu::per_call(
+    let cpu_lean = cpu::per_sequential_call(
         &[("client", me), ("module", lean.pid())],
         size.small.calls,
-        || async {
-            for _ in 0..size.small.calls {
-                lean.call("echo", small).await?;
-            }
-            Ok(())
-        },
+        || lean.call("echo", small),
     )
     .await?;
     lean.stop().await;
@@ -289,11 +279,8 @@ async fn echo_cpu(
     size: &Sizing,
     small: &[u8],
 ) -> anyhow::Result<Vec<PerCall>> {
-    cpu::per_call(procs, size.small.calls, || async {
-        for _ in 0..size.small.calls {
-            routed::echo(client, module, small).await?;
-        }
-        Ok(())
+    cpu::per_sequential_call(procs, size.small.calls, || {
+        routed::echo(client, module, small)
     })
     .await
 }
