@@ -115,4 +115,13 @@ mod tests {
     fn empty_is_nil() {
         assert_eq!(decode::<Option<i32>>(&[]).unwrap(), None);
     }
+
+    #[test]
+    fn no_arguments_are_sent_as_nil_and_others_as_given() {
+        assert_eq!(args_or_nil(Vec::new()), NIL);
+        assert_eq!(nil_if_empty(&[]), NIL);
+        let one = encode(&1).unwrap();
+        assert_eq!(args_or_nil(one.clone()), one);
+        assert_eq!(nil_if_empty(&one), one.as_slice());
+    }
 }
