@@ -1,5 +1,5 @@
 //! Calls over the lean transport: a second connection to the server that
-//! carries calls as lean frames (`norgopolis_proto::lean`) instead of
+//! carries calls as lean frames (`norgopolis_proto::lean_frame`) instead of
 //! gRPC over HTTP/2, which costs both ends far less CPU per call. The
 //! session and control calls stay on the HTTP/2 connection.
 //!

@@ -6,7 +6,7 @@
 //! [`lean_frame`] is the framing of the opt-in lean module transport.
 
 pub mod lean_frame;
-/// The old name of [`lean_frame`], kept so that users of `norgopolis_proto::lean` build unchanged.
+/// The old name of [`lean_frame`], kept so that users of `norgopolis_proto::lean_frame` build unchanged.
 #[doc(hidden)]
 pub use lean_frame as lean;
 pub mod lean_callee;

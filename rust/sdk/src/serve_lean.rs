@@ -1,4 +1,4 @@
-//! Serving the router over the lean transport (`norgopolis_proto::lean`),
+//! Serving the router over the lean transport (`norgopolis_proto::lean_frame`),
 //! when it asks for it at spawn (`NORGOPOLIS_TRANSPORT=lean`).
 //!
 //! Calls run exactly as over gRPC (the same [`Registry::start_call`] and
