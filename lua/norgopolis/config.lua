@@ -28,18 +28,6 @@ M.defaults = {
   modules = nil,
 }
 
---- Option names, including those whose default is nil.
-local known = {
-  socket = true,
-  server = true,
-  modules_dirs = true,
-  linger = true,
-  spawn_timeout = true,
-  call_timeout = true,
-  log_level = true,
-  modules = true,
-}
-
 local level_names = {
   trace = vim.log.levels.TRACE,
   debug = vim.log.levels.DEBUG,
@@ -110,7 +98,8 @@ local function json_problem(v, where, depth)
   end
 end
 
---- One checker per option; each returns an error message or nil.
+--- One checker per option, and so the list of option names (including
+--- those whose default is nil); each returns an error message or nil.
 ---@type table<string, fun(v: any): string?>
 local checks = {
   socket = function(v)
@@ -195,7 +184,7 @@ local checks = {
 ---@return string?
 local function suggest(key)
   local best, best_score
-  for name in pairs(known) do
+  for name in pairs(checks) do
     -- Shared prefix length is a cheap, good-enough similarity for typos.
     local n = 0
     while n < #key and n < #name and key:sub(n + 1, n + 1) == name:sub(n + 1, n + 1) do
@@ -225,7 +214,7 @@ function M.validate(opts, source)
     return tostring(a) < tostring(b)
   end)
   for _, key in ipairs(keys) do
-    if type(key) ~= "string" or not known[key] then
+    if type(key) ~= "string" or not checks[key] then
       local hint = type(key) == "string" and suggest(key)
       return false,
         ("%s: unknown option %s%s"):format(

@@ -45,29 +45,38 @@ function M.notify(msg, level)
   end
 end
 
---- Runs a user callback; its error is reported, not propagated, so one
---- failing callback cannot stop the delivery of others.
----@param f? function
-local function run(f, ...)
+--- Runs a user function with `...`; its error is reported, not propagated,
+--- so one failing callback or handler cannot stop the delivery to others.
+---@param what string the function, for the report ("a callback")
+---@param f? function nothing is run when nil
+function M.protected(what, f, ...)
   if not f then
     return
   end
   local ok, err = xpcall(f, debug.traceback, ...)
   if not ok then
-    vim.notify("norgopolis: error in a callback: " .. tostring(err), vim.log.levels.ERROR)
+    vim.notify(("norgopolis: error in %s: %s"):format(what, tostring(err)), vim.log.levels.ERROR)
   end
+end
+
+--- Runs a request's callback (see `M.protected`).
+---@param f? function
+local function run(f, ...)
+  M.protected("a callback", f, ...)
 end
 
 ---@param v table
 local function on_event(v)
   if v.type == "attached" then
-    M.session = {
-      session_id = v.session_id,
-      server_pid = v.server_pid,
-      server_version = v.server_version,
-      socket = v.socket,
-      transport = v.transport,
-    }
+    -- The event is the session's table (the native side builds both from
+    -- one list of fields) plus its type.
+    local session = {}
+    for k, x in pairs(v) do
+      if k ~= "type" then
+        session[k] = x
+      end
+    end
+    M.session = session
   elseif v.type == "detached" then
     if M.session and M.session.session_id == v.session_id then
       M.session = nil

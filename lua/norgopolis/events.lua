@@ -5,6 +5,8 @@
 --- topic (and module, if given) match exactly, in the order they
 --- subscribed, then to the `User NorgopolisEvent` autocmd.
 
+local core = require("norgopolis.core")
+
 local M = {}
 
 ---@class norgopolis.Event
@@ -22,20 +24,6 @@ local M = {}
 
 ---@type norgopolis.Subscription[]
 local subs = {}
-
---- Runs a handler; its error is reported, not propagated, so one failing
---- handler cannot keep an event from the others.
----@param f function
----@param ev norgopolis.Event
-local function run(f, ev)
-  local ok, err = xpcall(f, debug.traceback, ev)
-  if not ok then
-    vim.notify(
-      ("norgopolis: error in an event handler for %q: %s"):format(ev.topic, tostring(err)),
-      vim.log.levels.ERROR
-    )
-  end
-end
 
 --- Adds a handler; returns the function that removes it (idempotent).
 ---@param topic string
@@ -120,7 +108,7 @@ function M.dispatch(raw)
   -- A snapshot: handlers may subscribe or unsubscribe while this runs.
   for _, sub in ipairs({ unpack(subs) }) do
     if sub.active and sub.topic == ev.topic and (sub.module == nil or sub.module == ev.module) then
-      run(sub.fn, ev)
+      core.protected(("an event handler for %q"):format(ev.topic), sub.fn, ev)
     end
   end
   fire_autocmd(ev)

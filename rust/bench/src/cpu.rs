@@ -84,6 +84,25 @@ where
         .collect())
 }
 
+/// [`per_call`] of `calls` calls made one after another by `call`.
+pub async fn per_sequential_call<F, Fut, T>(
+    procs: &[(&str, u32)],
+    calls: usize,
+    call: F,
+) -> anyhow::Result<Vec<PerCall>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    per_call(procs, calls, || async {
+        for _ in 0..calls {
+            call().await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,10 @@ mod cold;
 mod cpu;
 mod direct;
 mod drive;
+mod figures;
 mod floor;
-mod lean;
+mod lean_model;
+mod machine;
 mod memory;
 mod notes;
 mod nvim;
@@ -26,6 +28,7 @@ mod scaling;
 mod sdks;
 mod series;
 mod stats;
+mod suite;
 
 use std::path::PathBuf;
 
@@ -34,9 +37,8 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     nvim::NvimSetup,
-    payload::{string_of, LARGE_CHARS, SMALL_CHARS},
-    place::{Place, LEAN_MODULE},
-    report::{Results, Sizes},
+    payload::{string_of, SMALL_CHARS},
+    place::Place,
     series::Plan,
 };
 
@@ -190,7 +192,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match &args.command {
         Some(Internal::Peer { socket }) => return floor::peer(socket),
-        Some(Internal::LeanPeer) => return lean::peer(),
+        Some(Internal::LeanPeer) => return lean_model::peer(),
         Some(Internal::GenerateNotes { dir, notes }) => {
             let g = notes::generate(dir, *notes)?;
             println!("{} notes, {} bytes in {}", g.notes, g.bytes, dir.display());
@@ -262,7 +264,7 @@ fn main() -> anyhow::Result<()> {
     let results = runtime.block_on(async {
         let args = std::sync::Arc::new(args);
         let task_args = std::sync::Arc::clone(&args);
-        let results = tokio::spawn(async move { run(&task_args).await }).await??;
+        let results = tokio::spawn(async move { suite::run(&task_args).await }).await??;
         anyhow::Ok((results, args))
     });
     let (results, args) = results?;
@@ -299,252 +301,6 @@ async fn only_sdks(quick: bool) -> anyhow::Result<Vec<sdks::SdkRow>> {
 
 pub(crate) fn step(what: &str) {
     eprintln!("bench: {what}");
-}
-
-async fn run(args: &Args) -> anyhow::Result<Results> {
-    let mut machine = report::Machine::probe();
-    let size = Sizing::new(args.quick);
-    let small = string_of(SMALL_CHARS);
-    let large = string_of(LARGE_CHARS);
-    let nvim = nvim_setup(args)?;
-    let root = args.root.clone().unwrap_or_else(nvim::default_root);
-    let public = public::measure(&public::PublicBins::find(&root)?, size.public).await?;
-
-    let place = Place::new()?;
-    step("raw socket ping-pong (the floor)");
-    let floor_small = floor::measure(&place.dir(), &small, size.floor_small).await?;
-    let floor_large = floor::measure(&place.dir(), &large, size.floor_large).await?;
-
-    step("gRPC over the echo module's stdio, no router");
-    let module = direct::DirectModule::start(&norgopolis_tests::bin("echo")).await?;
-    let module_direct = Sizes {
-        b64: module.echo_series(&small, size.small).await?,
-        kib64: module.echo_series(&large, size.large).await?,
-    };
-    let me = std::process::id();
-    let cpu_direct = cpu::per_call(
-        &[("client", me), ("module", module.pid())],
-        size.small.calls,
-        || async {
-            for _ in 0..size.small.calls {
-                module.call("echo", &small).await?;
-            }
-            Ok(())
-        },
-    )
-    .await?;
-    let module_direct_stream = module.stream(STREAM_ITEMS, size.stream_reps).await?;
-    module.stop().await;
-
-    step("lean transport model, no router");
-    let lean = lean::LeanModule::start().await?;
-    let module_lean = Sizes {
-        b64: lean.echo_series(&small, size.small).await?,
-        kib64: lean.echo_series(&large, size.large).await?,
-    };
-    let cpu_lean = cpu::per_call(
-        &[("client", me), ("module", lean.pid())],
-        size.small.calls,
-        || async {
-            for _ in 0..size.small.calls {
-                lean.call("echo", &small).await?;
-            }
-            Ok(())
-        },
-    )
-    .await?;
-    lean.stop().await;
-
-    step("server idle and with 4 modules");
-    let server = place.start_server()?;
-    let idle_kib = place::rss_kib(server.pid)?;
-    let client = place.client().await?;
-    let loaded = memory::load_all(&client, server.pid).await?;
-
-    step("Rust client over gRPC (the public protocol), sequential echo");
-    let grpc_client = place.grpc_client().await?;
-    let rust_grpc = Sizes {
-        b64: routed::echo_series(&grpc_client, "echo", &small, size.small).await?,
-        kib64: routed::echo_series(&grpc_client, "echo", &large, size.large).await?,
-    };
-    let echo_pid = loaded.pids.first().copied().unwrap_or(0);
-    let cpu_routed_grpc = cpu::per_call(
-        &[("client", me), ("server", server.pid), ("module", echo_pid)],
-        size.small.calls,
-        || async {
-            for _ in 0..size.small.calls {
-                routed::echo(&grpc_client, "echo", &small).await?;
-            }
-            Ok(())
-        },
-    )
-    .await?;
-    grpc_client.detach().await;
-
-    step("Rust client, sequential echo");
-    let rust = Sizes {
-        b64: routed::echo_series(&client, "echo", &small, size.small).await?,
-        kib64: routed::echo_series(&client, "echo", &large, size.large).await?,
-    };
-    let cpu_routed = cpu::per_call(
-        &[("client", me), ("server", server.pid), ("module", echo_pid)],
-        size.small.calls,
-        || async {
-            for _ in 0..size.small.calls {
-                routed::echo(&client, "echo", &small).await?;
-            }
-            Ok(())
-        },
-    )
-    .await?;
-    step("8 concurrent clients");
-    let mut concurrent_all = Vec::new();
-    for (grpc, module) in [(true, "echo"), (false, "echo"), (false, LEAN_MODULE)] {
-        let clients = routed::clients(&place, CONCURRENT_CLIENTS, grpc).await?;
-        concurrent_all.push(
-            routed::concurrent(
-                &clients,
-                module,
-                &small,
-                size.concurrent_reps,
-                size.concurrent_calls,
-            )
-            .await?,
-        );
-        for c in clients {
-            c.detach().await;
-        }
-    }
-    let [concurrent_grpc, concurrent, concurrent_lean]: [routed::Concurrent; 3] = concurrent_all
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("three concurrency runs expected"))?;
-    step("10,000-item stream");
-    let stream = routed::stream(&client, "echo", STREAM_ITEMS, size.stream_reps).await?;
-
-    step("Rust client, the same calls to echo over the lean transport");
-    let rust_lean = Sizes {
-        b64: routed::echo_series(&client, LEAN_MODULE, &small, size.small).await?,
-        kib64: routed::echo_series(&client, LEAN_MODULE, &large, size.large).await?,
-    };
-    let lean_pid = client
-        .call::<_, u32>(LEAN_MODULE, "pid", &())
-        .await
-        .context("pid of the lean module")?
-        .first()
-        .copied()
-        .unwrap_or(0);
-    let cpu_routed_lean = cpu::per_call(
-        &[("client", me), ("server", server.pid), ("module", lean_pid)],
-        size.small.calls,
-        || async {
-            for _ in 0..size.small.calls {
-                routed::echo(&client, LEAN_MODULE, &small).await?;
-            }
-            Ok(())
-        },
-    )
-    .await?;
-    let stream_lean = routed::stream(&client, LEAN_MODULE, STREAM_ITEMS, size.stream_reps).await?;
-    sdks::install(&place, &nvim::default_root())?;
-    let sdk_rows =
-        sdks::measure(&client, &small, size.small, STREAM_ITEMS, size.stream_reps).await?;
-
-    let lua = match &nvim {
-        Some(setup) => {
-            step("Lua in headless Neovim, sequential echo");
-            let (place, setup, small, large) =
-                (&place, setup.clone(), size.lua_small, size.lua_large_calls);
-            let warm =
-                tokio::task::block_in_place(|| nvim::warm(&setup, place, "echo", small, large))?;
-            step("Lua in headless Neovim, the same calls over the lean transport");
-            let lean = tokio::task::block_in_place(|| {
-                nvim::warm(&setup, place, LEAN_MODULE, small, large)
-            })?;
-            Some((
-                Sizes {
-                    b64: warm.b64,
-                    kib64: warm.kib64,
-                },
-                warm.cost,
-                Sizes {
-                    b64: lean.b64,
-                    kib64: lean.kib64,
-                },
-            ))
-        }
-        None => None,
-    };
-
-    step("memory growth over many calls");
-    let growth = memory::growth(
-        &place,
-        server.pid,
-        &small,
-        CONCURRENT_CLIENTS,
-        size.growth_calls,
-    )
-    .await?;
-    client.detach().await;
-    place.stop_any_server().await?;
-    drop(server);
-
-    let cold_place = Place::new()?;
-    step("cold start, CLI");
-    let cold_cli = cold::cli(&cold_place, size.cold_reps).await?;
-    let (cold_nvim, nvim_bare) = match &nvim {
-        Some(setup) => {
-            step("cold start, fresh Neovim");
-            let bare = cold::nvim(&cold_place, setup, size.cold_reps, true).await?;
-            let cold = cold::nvim(&cold_place, setup, size.cold_reps, false).await?;
-            (Some(cold), Some(bare))
-        }
-        None => (None, None),
-    };
-
-    step("scaling: 1 to 256 clients, 1 to 32 modules");
-    let scaling = scaling::measure(size.scaling_calls).await?;
-
-    machine.load_end = report::load_average();
-    Ok(Results {
-        machine,
-        quick: args.quick,
-        floor_blocking: Sizes {
-            b64: floor_small.blocking,
-            kib64: floor_large.blocking,
-        },
-        floor_tokio: Sizes {
-            b64: floor_small.tokio,
-            kib64: floor_large.tokio,
-        },
-        module_direct,
-        module_direct_stream,
-        cpu_direct,
-        module_lean,
-        cpu_lean,
-        cpu_routed,
-        cpu_routed_grpc,
-        rust,
-        rust_grpc,
-        rust_lean,
-        cpu_routed_lean,
-        concurrent_lean,
-        stream_lean,
-        lua: lua.as_ref().map(|(sizes, _, _)| sizes.clone()),
-        lua_lean: lua.as_ref().map(|(_, _, lean)| lean.clone()),
-        cpu_lua: lua.map(|(_, cost, _)| cost),
-        concurrent,
-        concurrent_grpc,
-        stream,
-        cold_cli,
-        cold_nvim,
-        nvim_bare,
-        idle_kib,
-        loaded,
-        growth,
-        sdks: sdk_rows,
-        public,
-        scaling,
-    })
 }
 
 fn nvim_setup(args: &Args) -> anyhow::Result<Option<NvimSetup>> {

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cpu::Usage,
+    figures::{mib, rate, us},
     place::{rss_kib, Place},
-    report::{mib, rate, us},
     stats::median,
 };
 
@@ -305,95 +305,34 @@ fn strings(args: &[&dyn ToString]) -> Vec<String> {
 /// Measures both servers, repetition by repetition, alternating which goes
 /// first.
 pub async fn measure(bins: &PublicBins, plan: PublicPlan) -> anyhow::Result<PublicRun> {
-    let load_start = crate::report::load_average();
+    let load_start = crate::machine::load_average();
     let public = PublicServer::start(bins)?;
     let ours = OurServer::start(bins).await?;
     let ports = [PUBLIC_PORT, ours.port];
     let pids = [public.pid(), ours.server.pid];
-    let mut small = SideBySide::new("p50, 64 B echo", "µs", true, Some(0.6));
-    let mut large = SideBySide::new("p50, 64 KiB echo", "µs", true, Some(0.6));
-    let mut many = SideBySide::new(
-        &format!("{CLIENTS} concurrent clients, 64 B echo"),
-        "calls/s",
-        false,
-        Some(2.0),
-    );
-    let mut cpu = [
-        SideBySide::new("CPU per 64 B call: client", "µs", true, None),
-        SideBySide::new("CPU per 64 B call: server", "µs", true, None),
-        SideBySide::new("CPU per 64 B call: module", "µs", true, None),
-    ];
-    let mut first = SideBySide::new(
-        &format!("first item of a {}-item stream", plan.stream_items),
-        "ms",
-        true,
-        None,
-    );
-    let mut items = SideBySide::new(
-        &format!("{}-item stream", plan.stream_items),
-        "items/s",
-        false,
-        None,
-    );
+    let mut rows = SideRows::new(&plan);
     for rep in 0..plan.reps {
         crate::step(&format!("public path side by side, repetition {}", rep + 1));
-        let order = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
+        let order = if rep % 2 == 0 {
+            [PUBLIC, OURS]
+        } else {
+            [OURS, PUBLIC]
+        };
         for side in order {
             let port = ports[side];
-            let put = |row: &mut SideBySide, v: f64| {
-                if side == 0 {
-                    row.public.push(v)
-                } else {
-                    row.ours.push(v)
-                }
-            };
             // Warm first (the module starts on the first call), so that the
             // CPU readings cover calls only.
             tokio::task::block_in_place(|| {
                 drive::<EchoFigures>(bins, port, &strings(&[&"echo", &SMALL, &0, &300, &1]))
             })?;
-            let module = if side == 0 {
+            let module = if side == PUBLIC {
                 public.module_pid()?
             } else {
                 ours.module_pid().await?
             };
-            let processes = [pids[side], module];
-            let before = processes.map(Usage::of);
-            let e: EchoFigures = tokio::task::block_in_place(|| {
-                drive(
-                    bins,
-                    port,
-                    &strings(&[&"echo", &SMALL, &0, &plan.small_calls, &1]),
-                )
+            tokio::task::block_in_place(|| {
+                rows.measure(bins, port, side, [pids[side], module], &plan)
             })?;
-            let after = processes.map(Usage::of);
-            put(&mut small, e.p50_us);
-            put(&mut cpu[0], e.cpu_us);
-            for i in 0..2 {
-                let ns = after[i].cpu_ns.saturating_sub(before[i].cpu_ns);
-                put(&mut cpu[i + 1], ns as f64 / 1e3 / plan.small_calls as f64);
-            }
-            let e: EchoFigures = tokio::task::block_in_place(|| {
-                drive(
-                    bins,
-                    port,
-                    &strings(&[&"echo", &LARGE, &30, &plan.large_calls, &1]),
-                )
-            })?;
-            put(&mut large, e.p50_us);
-            let e: EchoFigures = tokio::task::block_in_place(|| {
-                drive(
-                    bins,
-                    port,
-                    &strings(&[&"echo", &SMALL, &50, &plan.concurrent_calls, &CLIENTS]),
-                )
-            })?;
-            put(&mut many, e.per_s);
-            let s: StreamFigures = tokio::task::block_in_place(|| {
-                drive(bins, port, &strings(&[&"stream", &plan.stream_items, &3]))
-            })?;
-            put(&mut first, s.first_item_ms);
-            put(&mut items, s.items_per_s);
         }
     }
     let rss = (rss_kib(public.pid())?, rss_kib(ours.server.pid)?);
@@ -401,13 +340,117 @@ pub async fn measure(bins: &PublicBins, plan: PublicPlan) -> anyhow::Result<Publ
     drop(ours);
     drop(public);
     Ok(PublicRun {
-        rows: [small, large, many, first, items]
-            .into_iter()
-            .chain(cpu)
-            .collect(),
+        rows: rows.into_rows(),
         rss_kib: rss,
-        load: (load_start, crate::report::load_average()),
+        load: (load_start, crate::machine::load_average()),
     })
+}
+
+/// Index of the public server's side in [`measure`]'s pairs.
+const PUBLIC: usize = 0;
+/// Index of our server's side.
+const OURS: usize = 1;
+
+/// The rows of the side-by-side table, filled repetition by repetition.
+struct SideRows {
+    small: SideBySide,
+    large: SideBySide,
+    many: SideBySide,
+    /// Client, server, module.
+    cpu: [SideBySide; 3],
+    first: SideBySide,
+    items: SideBySide,
+}
+
+impl SideRows {
+    fn new(plan: &PublicPlan) -> SideRows {
+        SideRows {
+            small: SideBySide::new("p50, 64 B echo", "µs", true, Some(0.6)),
+            large: SideBySide::new("p50, 64 KiB echo", "µs", true, Some(0.6)),
+            many: SideBySide::new(
+                &format!("{CLIENTS} concurrent clients, 64 B echo"),
+                "calls/s",
+                false,
+                Some(2.0),
+            ),
+            cpu: [
+                SideBySide::new("CPU per 64 B call: client", "µs", true, None),
+                SideBySide::new("CPU per 64 B call: server", "µs", true, None),
+                SideBySide::new("CPU per 64 B call: module", "µs", true, None),
+            ],
+            first: SideBySide::new(
+                &format!("first item of a {}-item stream", plan.stream_items),
+                "ms",
+                true,
+                None,
+            ),
+            items: SideBySide::new(
+                &format!("{}-item stream", plan.stream_items),
+                "items/s",
+                false,
+                None,
+            ),
+        }
+    }
+
+    /// One side's figures of one repetition; `processes` are its server
+    /// and module, whose CPU is read around the 64 B calls.
+    fn measure(
+        &mut self,
+        bins: &PublicBins,
+        port: u16,
+        side: usize,
+        processes: [u32; 2],
+        plan: &PublicPlan,
+    ) -> anyhow::Result<()> {
+        let put = |row: &mut SideBySide, v: f64| {
+            if side == PUBLIC {
+                row.public.push(v)
+            } else {
+                row.ours.push(v)
+            }
+        };
+        let before = processes.map(Usage::of);
+        let e: EchoFigures = drive(
+            bins,
+            port,
+            &strings(&[&"echo", &SMALL, &0, &plan.small_calls, &1]),
+        )?;
+        let after = processes.map(Usage::of);
+        put(&mut self.small, e.p50_us);
+        put(&mut self.cpu[0], e.cpu_us);
+        for i in 0..2 {
+            let ns = after[i].cpu_ns.saturating_sub(before[i].cpu_ns);
+            put(
+                &mut self.cpu[i + 1],
+                ns as f64 / 1e3 / plan.small_calls as f64,
+            );
+        }
+        let e: EchoFigures = drive(
+            bins,
+            port,
+            &strings(&[&"echo", &LARGE, &30, &plan.large_calls, &1]),
+        )?;
+        put(&mut self.large, e.p50_us);
+        let e: EchoFigures = drive(
+            bins,
+            port,
+            &strings(&[&"echo", &SMALL, &50, &plan.concurrent_calls, &CLIENTS]),
+        )?;
+        put(&mut self.many, e.per_s);
+        let s: StreamFigures = drive(bins, port, &strings(&[&"stream", &plan.stream_items, &3]))?;
+        put(&mut self.first, s.first_item_ms);
+        put(&mut self.items, s.items_per_s);
+        Ok(())
+    }
+
+    /// The rows in the table's order.
+    fn into_rows(self) -> Vec<SideBySide> {
+        [self.small, self.large, self.many, self.first, self.items]
+            .into_iter()
+            .chain(self.cpu)
+            .collect()
+    }
 }
 
 impl PublicRun {

@@ -6,57 +6,13 @@ use serde::Serialize;
 use crate::{
     cold::Cold,
     cpu::PerCall,
+    figures::{cpu, latency, mib, rate, us, verdict},
+    machine::Machine,
     memory::{Growth, Loaded},
     routed::Concurrent,
     series::Streamed,
     stats::Latency,
 };
-
-/// The machine the figures were taken on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    /// Logical CPUs available to us.
-    pub cores: usize,
-    /// CPU model name.
-    pub cpu: String,
-    /// Kernel release.
-    pub kernel: String,
-    /// 1-minute load average when the run started and when it ended: other
-    /// builds on a shared machine show up here.
-    pub load_start: f64,
-    /// See `load_start`.
-    pub load_end: f64,
-}
-
-impl Machine {
-    /// Reads the machine's description (load average at the end left 0).
-    pub fn probe() -> Machine {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu,
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
-            load_start: load_average(),
-            load_end: 0.0,
-        }
-    }
-}
-
-/// The 1-minute load average (0 when unknown).
-pub fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// A latency pair for two message sizes.
 #[derive(Debug, Clone, Serialize)]
@@ -141,66 +97,51 @@ const GRPC_GRPC: &str = " · gRPC client, gRPC module";
 const LEAN_GRPC: &str = " · lean client, gRPC module";
 const LEAN_LEAN: &str = " · lean client, lean module";
 
-pub(crate) fn us(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.2} ms", v / 1000.0)
-    } else {
-        format!("{v:.0} µs")
+/// The table's rows as written: measurement, ours, target, public 0.1.4.
+#[derive(Default)]
+struct Rows(Vec<[String; 4]>);
+
+impl Rows {
+    fn row(&mut self, what: &str, figure: String, target: String, public: &str) {
+        self.0.push([what.into(), figure, target, public.into()]);
     }
-}
-
-pub(crate) fn rate(v: f64) -> String {
-    let n = v.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-pub(crate) fn mib(kib: f64) -> String {
-    format!("{:.1} MB", kib * 1024.0 / 1e6)
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "✅"
-    } else {
-        "❌"
-    }
-}
-
-pub(crate) fn latency(l: &Latency) -> String {
-    format!(
-        "p50 {} · p99 {} · {} calls/s",
-        us(l.p50_us),
-        us(l.p99_us),
-        rate(l.per_s)
-    )
-}
-
-fn cpu(costs: &[PerCall]) -> String {
-    let parts: Vec<String> = costs
-        .iter()
-        .map(|c| format!("{} {:.0} µs ({:.1})", c.process, c.cpu_us, c.switches))
-        .collect();
-    let total: f64 = costs.iter().map(|c| c.cpu_us).sum();
-    format!("{} · total {total:.0} µs", parts.join(" · "))
 }
 
 impl Results {
     /// The markdown table (plus a line naming the machine).
     pub fn markdown(&self) -> String {
         let m = &self.machine;
-        let mut rows: Vec<[String; 4]> = Vec::new();
-        let mut row = |what: &str, figure: String, target: String, public: &str| {
-            rows.push([what.into(), figure, target, public.into()]);
-        };
-        row(
+        let mut t = Rows::default();
+        self.hop_rows(&mut t);
+        self.routed_rows(&mut t);
+        self.stream_rows(&mut t);
+        self.footprint_rows(&mut t);
+        t.0.extend(crate::sdks::table_rows(&self.sdks));
+
+        let mut out =
+            format!(
+            "Machine: {} cores, {} (kernel {}); load average {:.2} at start, {:.2} at end.{}\n\n",
+            m.cores,
+            m.cpu,
+            m.kernel,
+            m.load_start,
+            m.load_end,
+            if self.quick { " Quick run (--quick)." } else { "" }
+        );
+        out.push_str("| Measurement | Ours | Target | Public norgopolis 0.1.4 |\n");
+        out.push_str("|---|---|---|---|\n");
+        for r in t.0 {
+            out.push_str(&format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3]));
+        }
+        out.push_str(&self.lua_to_rust());
+        out.push_str(&self.public.markdown());
+        out.push_str(&crate::scaling::markdown(&self.scaling));
+        out
+    }
+
+    /// The socket floor and the module hop without the router.
+    fn hop_rows(&self, t: &mut Rows) {
+        t.row(
             "Floor: raw Unix socket ping-pong 64 B (blocking / tokio)",
             format!(
                 "p50 {} / {}",
@@ -210,7 +151,7 @@ impl Results {
             "—".into(),
             "",
         );
-        row(
+        t.row(
             "Floor: raw Unix socket ping-pong 64 KiB (blocking / tokio)",
             format!(
                 "p50 {} / {}",
@@ -220,32 +161,32 @@ impl Results {
             "—".into(),
             "",
         );
-        row(
+        t.row(
             "Module hop alone: gRPC over stdio, no router, 64 B",
             latency(&self.module_direct.b64),
             "—".into(),
             "",
         );
-        row(
+        t.row(
             "Module hop alone: gRPC over stdio, no router, 64 KiB",
             latency(&self.module_direct.kib64),
             "—".into(),
             "",
         );
-        row(
+        t.row(
             "Module hop, lean transport model (framed MessagePack over stdio), 64 B",
             latency(&self.module_lean.b64),
             "—".into(),
             "",
         );
-        row(
+        t.row(
             "Module hop, lean transport model, 64 KiB",
             latency(&self.module_lean.kib64),
             "—".into(),
             "",
         );
         let ds = &self.module_direct_stream;
-        row(
+        t.row(
             &format!(
                 "Module hop alone: stream of {} items",
                 rate(ds.items as f64)
@@ -258,24 +199,28 @@ impl Results {
             "—".into(),
             "",
         );
-        row(
+        t.row(
             "CPU per 64 B call, no router (context switches)",
             cpu(&self.cpu_direct),
             "—".into(),
             "",
         );
-        row(
+        t.row(
             "CPU per 64 B call, lean transport model (context switches)",
             cpu(&self.cpu_lean),
             "—".into(),
             "",
         );
+    }
+
+    /// Calls through the router: CPU, Rust and Lua clients, concurrency.
+    fn routed_rows(&self, t: &mut Rows) {
         for (cost, path) in [
             (&self.cpu_routed_grpc, GRPC_GRPC),
             (&self.cpu_routed, LEAN_GRPC),
             (&self.cpu_routed_lean, LEAN_LEAN),
         ] {
-            row(
+            t.row(
                 &format!("CPU per 64 B call through the router{path} (context switches)"),
                 cpu(cost),
                 "—".into(),
@@ -287,13 +232,13 @@ impl Results {
             (&self.rust, LEAN_GRPC, "", ""),
             (&self.rust_lean, LEAN_LEAN, "", ""),
         ] {
-            row(
+            t.row(
                 &format!("Rust client, warm echo 64 B{path}"),
                 latency(&sizes.b64),
                 format!("p50 ≤ 130 µs {}", verdict(sizes.b64.p50_us <= 130.0)),
                 public_b64,
             );
-            row(
+            t.row(
                 &format!("Rust client, warm echo 64 KiB{path}"),
                 latency(&sizes.kib64),
                 format!("p50 ≤ 400 µs {}", verdict(sizes.kib64.p50_us <= 400.0)),
@@ -304,13 +249,13 @@ impl Results {
             Some(l) => {
                 let lean = self.lua_lean.as_ref().map(|l| (l, LEAN_LEAN));
                 for (sizes, transport) in std::iter::once((l, LEAN_GRPC)).chain(lean) {
-                    row(
+                    t.row(
                         &format!("Lua in Neovim (callbacks), warm echo 64 B{transport}"),
                         latency(&sizes.b64),
                         format!("p50 ≤ 200 µs {}", verdict(sizes.b64.p50_us <= 200.0)),
                         "",
                     );
-                    row(
+                    t.row(
                         &format!("Lua in Neovim (callbacks), warm echo 64 KiB{transport}"),
                         latency(&sizes.kib64),
                         "—".into(),
@@ -318,7 +263,7 @@ impl Results {
                     );
                 }
                 if let Some(c) = &self.cpu_lua {
-                    row(
+                    t.row(
                         "CPU of Neovim per 64 B call from Lua (context switches)",
                         format!("{:.0} µs ({:.1})", c.cpu_us, c.switches),
                         "—".into(),
@@ -326,22 +271,26 @@ impl Results {
                     );
                 }
             }
-            None => row("Lua in Neovim", "skipped".into(), "".into(), ""),
+            None => t.row("Lua in Neovim", "skipped".into(), "".into(), ""),
         }
         for (c, path, public) in [
             (&self.concurrent_grpc, GRPC_GRPC, ""),
             (&self.concurrent, LEAN_GRPC, ""),
             (&self.concurrent_lean, LEAN_LEAN, ""),
         ] {
-            row(
+            t.row(
                 &format!("{} concurrent Rust clients, echo 64 B{path}", c.clients),
                 format!("{} calls/s", rate(c.per_s)),
                 format!("≥ 30,000 calls/s {}", verdict(c.per_s >= 30_000.0)),
                 public,
             );
         }
+    }
+
+    /// Streams through the router.
+    fn stream_rows(&self, t: &mut Rows) {
         let s = &self.stream;
-        row(
+        t.row(
             &format!("Stream of {} items{LEAN_GRPC}", rate(s.items as f64)),
             format!(
                 "{} items/s · first item {:.2} ms",
@@ -356,7 +305,7 @@ impl Results {
             "no streaming (buffered)",
         );
         let sl = &self.stream_lean;
-        row(
+        t.row(
             &format!("Stream of {} items{LEAN_LEAN}", rate(sl.items as f64)),
             format!(
                 "{} items/s · first item {:.2} ms",
@@ -370,15 +319,19 @@ impl Results {
             ),
             "",
         );
+    }
+
+    /// Cold starts and memory.
+    fn footprint_rows(&self, t: &mut Rows) {
         let cc = &self.cold_cli;
-        row(
+        t.row(
             "Cold start → first result, CLI",
             format!("{:.1} ms (exit {:.1} ms)", cc.first_result_ms, cc.exit_ms),
             format!("≤ 30 ms {}", verdict(cc.first_result_ms <= 30.0)),
             "",
         );
         if let (Some(cn), Some(bare)) = (&self.cold_nvim, &self.nvim_bare) {
-            row(
+            t.row(
                 "Cold start → first result, fresh Neovim",
                 format!(
                     "{:.1} ms (in Lua {:.1} ms; bare Neovim {:.1} ms)",
@@ -390,7 +343,7 @@ impl Results {
                 "",
             );
         }
-        row(
+        t.row(
             "Server RSS idle",
             mib(self.idle_kib as f64),
             format!("≤ 8 MB {}", verdict(self.idle_kib as f64 * 1024.0 <= 8e6)),
@@ -398,7 +351,7 @@ impl Results {
         );
         let l = &self.loaded;
         let per_module = l.module_kib.iter().sum::<u64>() as f64 / l.module_kib.len().max(1) as f64;
-        row(
+        t.row(
             &format!("RSS with {} modules loaded", l.modules),
             format!(
                 "server {} · {} per module",
@@ -409,7 +362,7 @@ impl Results {
             "",
         );
         let g = &self.growth;
-        row(
+        t.row(
             &format!("Server RSS growth over {} calls", rate(g.calls as f64)),
             format!(
                 "{:+.2} MB ({} → {})",
@@ -420,27 +373,6 @@ impl Results {
             format!("≤ 1 MB {}", verdict(g.growth_kib as f64 * 1024.0 <= 1e6)),
             "",
         );
-        rows.extend(crate::sdks::table_rows(&self.sdks));
-
-        let mut out =
-            format!(
-            "Machine: {} cores, {} (kernel {}); load average {:.2} at start, {:.2} at end.{}\n\n",
-            m.cores,
-            m.cpu,
-            m.kernel,
-            m.load_start,
-            m.load_end,
-            if self.quick { " Quick run (--quick)." } else { "" }
-        );
-        out.push_str("| Measurement | Ours | Target | Public norgopolis 0.1.4 |\n");
-        out.push_str("|---|---|---|---|\n");
-        for r in rows {
-            out.push_str(&format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3]));
-        }
-        out.push_str(&self.lua_to_rust());
-        out.push_str(&self.public.markdown());
-        out.push_str(&crate::scaling::markdown(&self.scaling));
-        out
     }
 
     /// Lua's 64 B p50 over the Rust client's, same transports, same run.
@@ -463,19 +395,5 @@ Lua ÷ Rust client, 64 B p50{path}: {ratio:.2} (goal ≤ 1.5 {})",
             out.push('\n');
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(rate(1234567.4), "1,234,567");
-        assert_eq!(rate(999.0), "999");
-        assert_eq!(us(85.4), "85 µs");
-        assert_eq!(us(1240.0), "1.24 ms");
-        assert_eq!(mib(5175.78), "5.3 MB");
     }
 }

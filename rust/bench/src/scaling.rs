@@ -11,8 +11,8 @@ use norgopolis_client::Client;
 use serde::Serialize;
 
 use crate::{
+    figures::{mib, rate, us},
     place::{rss_kib, Place},
-    report::{mib, rate, us},
     routed,
     stats::{micros, percentile},
 };

@@ -9,8 +9,8 @@ use norgopolis_client::Client;
 use serde::Serialize;
 
 use crate::{
+    figures::{latency, rate},
     place::{Place, LEAN_MODULE},
-    report::{latency, rate},
     routed,
     series::{Plan, Streamed},
     stats::Latency,

@@ -7,7 +7,7 @@
 //! client that asked for the handover starts under the spawn lock) and
 //! sends that call again; only calls the server refused before running
 //! them are sent twice. Any other loss of the server stays an error, as
-//! `transport.rs` explains.
+//! `http2.rs` explains.
 
 use std::{
     path::{Path, PathBuf},
@@ -36,13 +36,11 @@ use tokio::{
 
 use crate::{
     connect::find_or_spawn,
-    lean::{self, LeanConn},
-    transport::Connection,
+    http2::Connection,
+    lean_conn::{self, LeanConn},
+    limits::MAX_MESSAGE_SIZE,
     ClientError, ConnectOptions, SessionEvent, Transport, TRANSPORT_ENV,
 };
-
-/// Largest message we send or accept (call arguments, results, status).
-pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 /// A stream of raw MessagePack results; dropping it cancels the call.
 pub type RawCallStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, ClientError>> + Send>>;
@@ -196,9 +194,9 @@ impl Inner {
         let lean = match transport {
             Transport::Grpc => None,
             Transport::Lean => {
-                match lean::connect(&socket, opts.spawn_timeout, opts.server_timeout).await {
+                match lean_conn::connect(&socket, opts.spawn_timeout, opts.server_timeout).await {
                     Ok(conn) => Some(Arc::new(conn)),
-                    Err(e @ lean::LeanRefused::Untrusted(_)) => {
+                    Err(e @ lean_conn::LeanRefused::Untrusted(_)) => {
                         tracing::warn!("calling over gRPC: {e}");
                         None
                     }
@@ -261,7 +259,7 @@ impl Inner {
             };
             return Box::pin(futures::stream::once(async move { Err(err) }));
         }
-        match lean::invoke(conn, module, function, args) {
+        match lean_conn::invoke(conn, module, function, args) {
             Ok(mut call) => Box::pin(
                 futures::stream::poll_fn(move |cx| call.poll_next(cx)).map_err(ClientError::from),
             ),
@@ -325,11 +323,7 @@ impl Client {
             return Ok(self.start_raw(module, function, args));
         }
         // Over gRPC a call that fails to start fails here.
-        let args = if args.is_empty() {
-            msgpack::NIL.to_vec()
-        } else {
-            args
-        };
+        let args = msgpack::args_or_nil(args);
         let invocation = Invocation {
             module: module.to_string(),
             function_name: function.to_string(),
@@ -364,13 +358,7 @@ impl Client {
     /// on the stream. A call a retiring server refused (not run) is sent
     /// again on a new session, at most [`MAX_RESENDS`] times.
     pub fn start_raw(&self, module: &str, function: &str, args: Vec<u8>) -> RawCallStream {
-        let args = if args.is_empty() {
-            // Explicit nil: modules written against the public SDK may
-            // expect `args` to be present.
-            msgpack::NIL.to_vec()
-        } else {
-            args
-        };
+        let args = msgpack::args_or_nil(args);
         let inner = self.current();
         // Kept for sending again; a retiring server is rare, a copy cheap
         // next to sending the arguments at all.

@@ -1,4 +1,4 @@
-//! Find or spawn (design §4): attach to a running server, or start one
+//! Find or spawn: attach to a running server, or start one
 //! under the spawn lock so that any number of concurrent clients end up on
 //! exactly one server.
 //!
@@ -25,9 +25,10 @@ use tokio::time::Instant;
 use crate::{
     exit::{lock_is_held, wait_for_server_exit},
     find_server_binary,
+    http2,
     session::{self, AttachFailure, Session},
     spawn::{binary_version, lock_spawn, spawn_server, SpawnLock, SpawnRequest},
-    transport::{self, ConnectFailure},
+    trust::ConnectFailure,
     ClientError, ConnectOptions,
 };
 
@@ -252,7 +253,7 @@ fn unreachable_server(places: &Places) -> Option<ClientError> {
 
 async fn try_attach(places: &Places, opts: &ConnectOptions) -> Result<Session, AttachFailure> {
     let deadline = Instant::now() + opts.spawn_timeout;
-    let channel = match transport::connect(&places.socket).await {
+    let channel = match http2::connect(&places.socket).await {
         Ok(c) => c,
         Err(ConnectFailure::NoServer(e)) => return Err(AttachFailure::Retry(e)),
         Err(ConnectFailure::Fatal(e)) => return Err(AttachFailure::Fatal(e)),

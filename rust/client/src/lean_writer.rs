@@ -15,8 +15,8 @@ use std::{
 };
 
 use norgopolis_proto::{
-    lean::{self, Frame},
     lean_caller::FrameSink,
+    lean_frame::{self, Frame},
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -115,7 +115,7 @@ impl FrameSink for DirectWriter {
             return false;
         }
         let waiting = !state.backlog.is_empty();
-        if let Err(e) = lean::encode(&frame, &mut state.backlog) {
+        if let Err(e) = lean_frame::encode(&frame, &mut state.backlog) {
             tracing::warn!("cannot send a frame to the server: {e}");
             return false;
         }

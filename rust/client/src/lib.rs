@@ -26,19 +26,21 @@ mod client;
 mod connect;
 mod error;
 mod exit;
-mod lean;
+mod http2;
+mod lean_conn;
 mod lean_writer;
+mod limits;
 mod options;
 pub mod provide;
 mod readiness;
 mod session;
 mod spawn;
-mod transport;
 mod trust;
 
-pub use client::{CallStream, Client, ClientIdentity, RawCallStream, MAX_MESSAGE_SIZE};
+pub use client::{CallStream, Client, ClientIdentity, RawCallStream};
 pub use error::{code_name, ClientError};
 pub use exit::wait_for_server_exit;
+pub use limits::MAX_MESSAGE_SIZE;
 pub use norgopolis_catalog::server_binary::{find_server_binary, SERVER_BINARY_NAME};
 pub use norgopolis_proto::v1::{
     Event, ListModulesReply, LoadReply, ModuleInfo, ModuleStatus, StatusReply,

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use norgopolis_proto::lean::{self, Frame, FrameError, FrameReader, Incoming};
+use norgopolis_proto::lean_frame::{self, Frame, FrameError, FrameReader, Incoming};
 use tokio::{
     io::AsyncWriteExt,
     net::unix::{OwnedReadHalf, OwnedWriteHalf},
@@ -41,13 +41,13 @@ pub async fn register(
 ) -> Result<Registered, ClientError> {
     let (socket, stream) = open_socket(options).await?;
     let (reader, mut writer) = stream.into_split();
-    let mut opening = lean::hello_bytes().to_vec();
+    let mut opening = lean_frame::hello_bytes().to_vec();
     let provide = Frame::Provide {
         id: PROVIDE_ID,
         module: module.to_owned(),
         functions,
     };
-    lean::encode(&provide, &mut opening).map_err(|e| ClientError::Call {
+    lean_frame::encode(&provide, &mut opening).map_err(|e| ClientError::Call {
         code: tonic::Code::InvalidArgument,
         message: format!("cannot register module '{module}': {e}"),
     })?;

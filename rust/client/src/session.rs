@@ -25,7 +25,7 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
-use crate::{transport::Connection, ClientError, ConnectOptions};
+use crate::{http2::Connection, ClientError, ConnectOptions};
 
 /// What a session reports to subscribers.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,7 +17,16 @@ use norgopolis_common::{
 };
 use tokio::net::UnixStream;
 
-use crate::{transport::ConnectFailure, ClientError};
+use crate::ClientError;
+
+/// Why a connection could not be made.
+pub(crate) enum ConnectFailure {
+    /// Nothing (usable) is listening: worth starting a server.
+    NoServer(io::Error),
+    /// Something is wrong that a new server would not fix (including a
+    /// server we do not trust).
+    Fatal(ClientError),
+}
 
 /// Connects to `socket` if its directory is private to us and its
 /// listener runs as our uid; nothing is written to the connection here.

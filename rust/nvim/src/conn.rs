@@ -160,9 +160,7 @@ impl Connection {
                         // A payload Lua cannot hold still announces the
                         // event: subscribers learn that it happened and why
                         // its payload is missing.
-                        match crate::convert::decode_mp(&e.payload)
-                            .and_then(|v| crate::convert::check(&v, 1).map(|()| v))
-                        {
+                        match crate::convert::decode_checked(&e.payload, 1) {
                             Ok(payload) => fields.push(("payload", payload)),
                             Err(err) => fields.push((
                                 "payload_error",
@@ -205,24 +203,23 @@ impl Connection {
     }
 }
 
+/// The `attached` event: `type` and the session's fields.
 fn session_notice(kind: &str, client: &Client) -> Mp {
-    map(vec![
-        ("type", Mp::from(kind)),
-        ("session_id", Mp::from(client.session_id())),
-        ("transport", Mp::from(transport_name(client))),
-        ("server_pid", Mp::from(client.server_pid())),
-        ("server_version", Mp::from(client.server_version())),
-        (
-            "socket",
-            Mp::from(client.socket().to_string_lossy().into_owned()),
-        ),
-    ])
+    let mut fields = vec![("type", Mp::from(kind))];
+    fields.extend(session_fields(client));
+    map(fields)
 }
 
 /// What Lua gets for a session: `{ session_id, server_pid, server_version,
 /// socket, transport }` (`transport`: how calls travel, "lean" or "grpc").
 pub fn session_info(client: &Client) -> Mp {
-    map(vec![
+    map(session_fields(client))
+}
+
+/// The one list of a session's fields, for [`session_info`] and the
+/// `attached` event alike.
+fn session_fields(client: &Client) -> Vec<(&'static str, Mp)> {
+    vec![
         ("session_id", Mp::from(client.session_id())),
         ("transport", Mp::from(transport_name(client))),
         ("server_pid", Mp::from(client.server_pid())),
@@ -231,7 +228,7 @@ pub fn session_info(client: &Client) -> Mp {
             "socket",
             Mp::from(client.socket().to_string_lossy().into_owned()),
         ),
-    ])
+    ]
 }
 
 fn transport_name(client: &Client) -> &'static str {

@@ -355,9 +355,7 @@ impl Codec {
 /// Parses MessagePack bytes; empty input is nil (the public protocol sends
 /// no bytes for "no arguments"). Trailing bytes are refused.
 pub fn decode_mp(bytes: &[u8]) -> Result<Mp, DecodeError> {
-    if bytes.is_empty() {
-        return Ok(Mp::Nil);
-    }
+    let bytes = norgopolis_proto::msgpack::nil_if_empty(bytes);
     let mut rd = bytes;
     let mp = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH + 1)
         .map_err(|e| DecodeError::Invalid(e.to_string()))?;
@@ -373,6 +371,14 @@ pub fn decode_mp(bytes: &[u8]) -> Result<Mp, DecodeError> {
             "byte {at} is 0xc1, a marker MessagePack never uses"
         )));
     }
+    Ok(mp)
+}
+
+/// [`decode_mp`] then [`check`]: bytes from a peer, as a value Lua can
+/// hold when placed `depth` levels deep.
+pub fn decode_checked(bytes: &[u8], depth: usize) -> Result<Mp, DecodeError> {
+    let mp = decode_mp(bytes)?;
+    check(&mp, depth)?;
     Ok(mp)
 }
 

@@ -17,8 +17,8 @@ use std::{
 
 use norgopolis_client::{code_name, provide::register, Code, ConnectOptions};
 use norgopolis_proto::{
-    lean::{self, Frame, FrameError, Incoming, Outgoing},
     lean_callee::{error_frame, within_deadline, CallTable},
+    lean_frame::{self, Frame, FrameError, Incoming, Outgoing},
 };
 use rmpv::Value as Mp;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -143,7 +143,10 @@ pub async fn serve(
         ),
     ]));
     let (out, rx) = mpsc::unbounded_channel();
-    let mut writer = AbortOnDrop(tokio::spawn(lean::write_frames(rx, registered.writer)));
+    let mut writer = AbortOnDrop(tokio::spawn(lean_frame::write_frames(
+        rx,
+        registered.writer,
+    )));
     let table = CallTable::default();
     let _stop = CancelAll(table.clone());
     let mut frames = registered.frames;
@@ -185,7 +188,7 @@ pub async fn serve(
                 args,
                 deadline_ms,
             } => {
-                let call = Started {
+                let call = IncomingCall {
                     id,
                     function,
                     deadline: deadline_ms.map(Duration::from_millis),
@@ -218,8 +221,9 @@ pub async fn serve(
     }
 }
 
-/// A `CALL` as the router sent it.
-struct Started {
+/// A `CALL` as the router sent it, before it is registered and handed to
+/// Lua.
+struct IncomingCall {
     id: u32,
     function: String,
     deadline: Option<Duration>,
@@ -228,7 +232,7 @@ struct Started {
 /// Registers a call, hands it to Lua, and forwards Lua's replies to the
 /// router within the caller's credit and deadline.
 fn start(
-    call: Started,
+    call: IncomingCall,
     args: &[u8],
     module: &str,
     out: &mpsc::UnboundedSender<Outgoing>,
@@ -236,12 +240,12 @@ fn start(
     calls: &Arc<Calls>,
     reporter: &Reporter,
 ) {
-    let Started {
+    let IncomingCall {
         id,
         function,
         deadline,
     } = call;
-    let args = match convert::decode_mp(args).and_then(|v| convert::check(&v, 1).map(|()| v)) {
+    let args = match convert::decode_checked(args, 1) {
         Ok(args) => args,
         Err(e) => {
             let message = format!("module '{module}' (in Neovim) cannot take these arguments: {e}");

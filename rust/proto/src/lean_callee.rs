@@ -13,7 +13,7 @@ use std::{
 use tokio::{sync::Semaphore, task::AbortHandle};
 use tonic::Code;
 
-use crate::lean::{Frame, Outgoing, INITIAL_CREDIT};
+use crate::lean_frame::{Frame, Outgoing, INITIAL_CREDIT};
 
 /// Most results a caller may allow one call ahead; credit beyond this is
 /// ignored, so a confused caller cannot overflow a count.

@@ -24,7 +24,7 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status};
 
-use crate::lean::{Frame, Outgoing, INITIAL_CREDIT};
+use crate::lean_frame::{Frame, Outgoing, INITIAL_CREDIT};
 
 /// Results a call may have queued: what its credit allows, and its end.
 const CALL_QUEUE: usize = INITIAL_CREDIT as usize + 1;
@@ -52,7 +52,7 @@ pub trait FrameSink: Send + Sync + 'static {
     fn send_frame(&self, frame: Frame) -> bool;
 }
 
-/// A writer task's queue (see [`crate::lean::write_frames`]).
+/// A writer task's queue (see [`crate::lean_frame::write_frames`]).
 impl FrameSink for mpsc::UnboundedSender<Outgoing> {
     fn send_frame(&self, frame: Frame) -> bool {
         self.send(Outgoing::Frame(frame)).is_ok()

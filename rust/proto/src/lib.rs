@@ -3,9 +3,12 @@
 //! `communication` and `module_communication` are the public norgopolis
 //! protocol, unchanged; `v1` holds our extensions. [`msgpack`] converts
 //! between serde values and the MessagePack bytes every call carries;
-//! [`lean`] is the framing of the opt-in lean module transport.
+//! [`lean_frame`] is the framing of the opt-in lean module transport.
 
-pub mod lean;
+pub mod lean_frame;
+/// The old name of [`lean_frame`], kept so that users of `norgopolis_proto::lean_frame` build unchanged.
+#[doc(hidden)]
+pub use lean_frame as lean;
 pub mod lean_callee;
 pub mod lean_caller;
 pub mod msgpack;

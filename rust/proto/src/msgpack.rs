@@ -24,11 +24,30 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, MsgpackError>
     Ok(rmp_serde::to_vec_named(value)?)
 }
 
-/// Decodes MessagePack bytes into a serde value. Empty input is read as nil,
-/// since the public protocol sends no `args` for argument-less calls.
+/// The bytes a call's arguments stand for: none mean nil, since the public
+/// protocol sends no `args` for argument-less calls.
+pub fn nil_if_empty(bytes: &[u8]) -> &[u8] {
+    if bytes.is_empty() {
+        NIL
+    } else {
+        bytes
+    }
+}
+
+/// Arguments to send, nil made explicit where there are none: modules
+/// written against the public SDK may expect `args` to be present.
+pub fn args_or_nil(args: Vec<u8>) -> Vec<u8> {
+    if args.is_empty() {
+        NIL.to_vec()
+    } else {
+        args
+    }
+}
+
+/// Decodes MessagePack bytes into a serde value. Empty input is read as nil
+/// ([`nil_if_empty`]).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MsgpackError> {
-    let bytes = if bytes.is_empty() { NIL } else { bytes };
-    Ok(rmp_serde::from_slice(bytes)?)
+    Ok(rmp_serde::from_slice(nil_if_empty(bytes))?)
 }
 
 /// Decodes MessagePack bytes into a dynamic value.
@@ -95,5 +114,14 @@ mod tests {
     #[test]
     fn empty_is_nil() {
         assert_eq!(decode::<Option<i32>>(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn no_arguments_are_sent_as_nil_and_others_as_given() {
+        assert_eq!(args_or_nil(Vec::new()), NIL);
+        assert_eq!(nil_if_empty(&[]), NIL);
+        let one = encode(&1).unwrap();
+        assert_eq!(args_or_nil(one.clone()), one);
+        assert_eq!(nil_if_empty(&one), one.as_slice());
     }
 }

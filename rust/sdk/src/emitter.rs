@@ -14,7 +14,7 @@ pub(crate) enum ConnFlush {
     /// The HTTP/2 connection, watched through its I/O.
     H2(Arc<ConnProbe>),
     /// The lean transport's writer queue, which answers flush markers.
-    Lean(mpsc::UnboundedSender<norgopolis_proto::lean::Outgoing>),
+    Lean(mpsc::UnboundedSender<norgopolis_proto::lean_frame::Outgoing>),
 }
 
 impl ConnFlush {
@@ -24,7 +24,7 @@ impl ConnFlush {
             ConnFlush::H2(probe) => probe.flushed().await.map_err(|_| caller_gone()),
             ConnFlush::Lean(out) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                out.send(norgopolis_proto::lean::Outgoing::Flushed(tx))
+                out.send(norgopolis_proto::lean_frame::Outgoing::Flushed(tx))
                     .map_err(|_| caller_gone())?;
                 rx.await.map_err(|_| caller_gone())
             }

@@ -145,7 +145,7 @@ impl Module {
         // of handing every read and call over to the main thread and back
         // (about 3 instead of 8 thread switches per call, `make bench`).
         let lean = std::env::var(norgopolis_common::places::TRANSPORT_ENV)
-            .is_ok_and(|t| t == norgopolis_proto::lean::TRANSPORT_LEAN);
+            .is_ok_and(|t| t == norgopolis_proto::lean_frame::TRANSPORT_LEAN);
         let served = if lean {
             tokio::spawn(self.serve_lean_io_until(stdio.reader, stdio.writer, termination()))
         } else {
@@ -193,7 +193,7 @@ impl Module {
     }
 
     /// Like [`Module::serve_io_until`], over the lean transport
-    /// (`norgopolis_proto::lean`) instead of gRPC: what [`Module::run`]
+    /// (`norgopolis_proto::lean_frame`) instead of gRPC: what [`Module::run`]
     /// does when the router asks for it. For tests and embedding.
     pub async fn serve_lean_io_until<R, W, S>(
         self,
@@ -206,7 +206,7 @@ impl Module {
         W: AsyncWrite + Unpin + Send + 'static,
         S: Future<Output = ()>,
     {
-        crate::lean::serve_lean(self.into_registry(), reader, writer, shutdown).await
+        crate::serve_lean::serve_lean(self.into_registry(), reader, writer, shutdown).await
     }
 
     /// The functions as served, whichever the transport.

@@ -24,8 +24,8 @@ use norgopolis_client::{provide::register, ClientError, ConnectOptions};
 
 use crate::{
     env,
-    lean::{serve_frames, Greet},
     serve::ServeError,
+    serve_lean::{serve_frames, Greet},
     Code, Module,
 };
 

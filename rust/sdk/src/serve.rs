@@ -28,7 +28,7 @@ pub enum ServeError {
     Connection(#[source] hyper::Error),
     /// The router broke the lean transport's framing.
     #[error("lean connection to the router failed: {0}")]
-    Lean(#[source] norgopolis_proto::lean::FrameError),
+    Lean(#[source] norgopolis_proto::lean_frame::FrameError),
     /// Taking over stdin/stdout failed (only from [`crate::Module::run`]).
     #[error("cannot use stdin/stdout as the router connection: {0}")]
     Stdio(#[source] std::io::Error),

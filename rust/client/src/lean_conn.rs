@@ -1,5 +1,5 @@
 //! Calls over the lean transport: a second connection to the server that
-//! carries calls as lean frames (`norgopolis_proto::lean`) instead of
+//! carries calls as lean frames (`norgopolis_proto::lean_frame`) instead of
 //! gRPC over HTTP/2, which costs both ends far less CPU per call. The
 //! session and control calls stay on the HTTP/2 connection.
 //!
@@ -14,8 +14,8 @@ use std::{
 };
 
 use norgopolis_proto::{
-    lean::{self, Frame, FrameError, FrameReader, Incoming},
     lean_caller::{CallStream, Caller, KeepAlive},
+    lean_frame::{self, Frame, FrameError, FrameReader, Incoming},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -25,8 +25,10 @@ use tokio::{
 use tonic::Status;
 
 use crate::{
-    client::MAX_MESSAGE_SIZE, lean_writer::DirectWriter, transport::ConnectFailure,
-    trust::open_trusted, ClientError,
+    lean_writer::DirectWriter,
+    limits::MAX_MESSAGE_SIZE,
+    trust::{open_trusted, ConnectFailure},
+    ClientError,
 };
 
 /// The lean connection; calls hold it too, so it stays open while any
@@ -78,7 +80,7 @@ pub(crate) async fn connect(
         ConnectFailure::NoServer(e) => LeanRefused::Io(e),
         ConnectFailure::Fatal(e) => LeanRefused::Untrusted(e),
     })?;
-    let hello = lean::hello_bytes();
+    let hello = lean_frame::hello_bytes();
     stream.write_all(&hello).await?;
     let mut answer = vec![0u8; hello.len()];
     tokio::time::timeout(patience, stream.read_exact(&mut answer))

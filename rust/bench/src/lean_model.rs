@@ -1,7 +1,7 @@
 //! A model of the lean module transport, to measure what the module hop
 //! costs without HTTP/2 and gRPC and without the router.
 //!
-//! Frames are the real ones (`norgopolis_proto::lean`, the codec the server
+//! Frames are the real ones (`norgopolis_proto::lean_frame`, the codec the server
 //! and the SDK share), without the hello, pings and cancels: router to
 //! module `CALL`, module to router `ITEM`, then `END`. The peer is this binary re-run
 //! as `norgopolis-bench lean-peer`, built like an SDK module: the default
@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use norgopolis_proto::lean::{write_frames, Frame, FrameReader, Incoming, Outgoing};
+use norgopolis_proto::lean_frame::{write_frames, Frame, FrameReader, Incoming, Outgoing};
 use tokio::{
     net::unix::pipe,
     process::{Child, ChildStdin, Command},

@@ -1,4 +1,4 @@
-//! Serving the router over the lean transport (`norgopolis_proto::lean`),
+//! Serving the router over the lean transport (`norgopolis_proto::lean_frame`),
 //! when it asks for it at spawn (`NORGOPOLIS_TRANSPORT=lean`).
 //!
 //! Calls run exactly as over gRPC (the same [`Registry::start_call`] and
@@ -17,8 +17,8 @@ use std::{
 };
 
 use norgopolis_proto::{
-    lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
     lean_callee::{error_frame, within_deadline, CallTable},
+    lean_frame::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -75,7 +75,7 @@ where
         // The greeting goes first: the router checks it before anything else.
         let _ = out.send(Outgoing::Frame(Frame::Hello));
     }
-    let mut writer = tokio::spawn(lean::write_frames(rx, writer));
+    let mut writer = tokio::spawn(lean_frame::write_frames(rx, writer));
     let calls = CallTable::default();
     let served = read_calls(&registry, frames, &out, &calls);
     let result = tokio::select! {
@@ -233,7 +233,7 @@ mod tests {
 
     async fn send<W: AsyncWrite + Unpin>(w: &mut W, frame: Frame) {
         let mut buf = Vec::new();
-        lean::encode(&frame, &mut buf).unwrap();
+        lean_frame::encode(&frame, &mut buf).unwrap();
         w.write_all(&buf).await.unwrap();
     }
 

@@ -33,8 +33,7 @@ use tonic::{
 
 use crate::{
     body::{send_body, status_of, RecvBody},
-    trust::open_trusted,
-    ClientError,
+    trust::{open_trusted, ConnectFailure},
 };
 
 /// Flow-control windows we grant the server (as hyper's client does), so
@@ -43,15 +42,6 @@ const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 /// Largest frame the server may send us: a big result in few frames.
 const MAX_FRAME: u32 = 1024 * 1024;
-
-/// Why a connection could not be made.
-pub(crate) enum ConnectFailure {
-    /// Nothing (usable) is listening: worth starting a server.
-    NoServer(io::Error),
-    /// Something is wrong that a new server would not fix (including a
-    /// server we do not trust).
-    Fatal(ClientError),
-}
 
 /// The HTTP/2 connection to the server, as a service for the generated
 /// gRPC clients. Cheap to clone; the connection closes when the last clone
