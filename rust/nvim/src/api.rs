@@ -27,7 +27,7 @@
 //! | `provide(name, {fn names})` | id → values `{type="registered"}`, `{type="call", call, fn, args}`, `{type="cancel", call}`; `done` when it ends (`cancel(id)` stops it) |
 //! | `provide_reply(id, call, "item", {v})`, `(…, "end")`, `(…, "error", code, message)` | whether the call still runs (`nil, message` for an unsendable item) |
 //! | `_ticker(n, ms)`, `_panic(msg)` | self-tests of the bridge and of panic handling |
-//! | `places()`, `check_dir(path)`, `read_toml(path)` | paths table; `true` or `nil, message`; table or `nil, message` |
+//! | `places()`, `check_dir(path)`, `read_toml(path)` | `{ socket, log }` (each absent when it cannot be located); `true` or `nil, message`; table or `nil, message` |
 //! | `close()` | stops everything (VimLeavePre) |
 
 mod calls;
@@ -163,11 +163,8 @@ fn add_places(lua: &Lua, m: &Table) -> mlua::Result<()> {
             };
             if let Ok(p) = places::Places::from_env() {
                 t.set("socket", p.socket.to_string_lossy().into_owned())?;
-                t.set("runtime_dir", p.dir().to_string_lossy().into_owned())?;
-                t.set("pid_file", p.pid_file.to_string_lossy().into_owned())?;
             }
             t.set("log", path(places::log_path()))?;
-            t.set("config", path(places::config_path()))?;
             Ok(t)
         })?,
     )?;
