@@ -21,12 +21,12 @@ use tokio::{
 use tonic::Status;
 
 use super::{
-    conn::{ConnEnd, ConnTask, ModuleConn},
     failures::FailureLog,
     instance::{ExitInfo, Instance},
-    lean::{self, Ends},
     locate::Located,
-    stdio::CloseSignal,
+    transport::http2::{ConnEnd, ConnTask, ModuleConn},
+    transport::lean_pipe::{self as lean, Ends},
+    transport::stdio::CloseSignal,
     ModuleHost,
 };
 

@@ -23,10 +23,10 @@ use super::{
     instance::{Instance, InstanceOptions},
     locate::{self, LocateError, Located},
     manifest::Restart,
+    process::spawner::Spawner,
     restart::{self, RestartPolicy},
-    spawner::Spawner,
 };
-use crate::events::{topic, EventHub};
+use crate::sessions::events::{topic, EventHub};
 
 /// Why a module is being started (reported in `module.loaded` events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

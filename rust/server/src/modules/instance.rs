@@ -24,15 +24,15 @@ use tokio::{
 use tonic::Status;
 
 use super::{
-    conn::{self, ConnEnd, ConnTask, ModuleConn, ModuleStream, Ping},
     failures::FailureLog,
     idle::Activity,
-    lean,
     locate::Located,
     manifest::Transport,
-    spawner::{SpawnRequest, Spawner},
-    stderr,
-    stdio::{CloseSignal, ModuleIo},
+    process::spawner::{SpawnRequest, Spawner},
+    process::stderr,
+    transport::http2::{self as conn, ConnEnd, ConnTask, ModuleConn, ModuleStream, Ping},
+    transport::lean_pipe as lean,
+    transport::stdio::{CloseSignal, ModuleIo},
 };
 
 /// How a module process ended, in words ("exit status 3", "signal 9 (SIGKILL)").
@@ -56,12 +56,12 @@ pub struct InstanceOptions {
     /// Where failures are remembered for `Status`.
     pub failures: Arc<FailureLog>,
     /// Each module's configuration, looked up at its start.
-    pub module_configs: Arc<crate::module_config::ModuleConfigs>,
+    pub module_configs: Arc<crate::config::module_config::ModuleConfigs>,
 }
 
 impl Default for InstanceOptions {
     fn default() -> Self {
-        use crate::settings::defaults;
+        use crate::config::settings::defaults;
         InstanceOptions {
             max_message_size: defaults::MAX_MESSAGE_SIZE,
             grace: defaults::MODULE_GRACE,
@@ -338,7 +338,7 @@ impl Instance {
                 signal_group(pid, libc::SIGKILL);
                 tokio::spawn(async move {
                     let _ = child.wait().await;
-                    super::guardian::forget(pid);
+                    super::process::guardian::forget(pid);
                 });
                 options.failures.record(&name, pid, &reason);
                 return Err(Status::unavailable(format!("module '{name}' {reason}")));
@@ -704,7 +704,7 @@ async fn supervise(mut s: Supervised) {
     // Whatever the module left behind in its group goes with it; the group
     // is then empty and its number free for reuse.
     signal_group(s.pid, libc::SIGKILL);
-    super::guardian::forget(s.pid);
+    super::process::guardian::forget(s.pid);
     let info = match &status {
         Ok(st) => describe(*st),
         Err(e) => format!("wait failed: {e}"),

@@ -12,7 +12,7 @@ use std::{path::PathBuf, sync::mpsc as std_mpsc};
 
 use tokio::{process::Child, sync::oneshot};
 
-use super::manifest::Transport;
+use crate::modules::manifest::Transport;
 
 /// What to start.
 #[derive(Debug, Clone)]

@@ -13,8 +13,8 @@ use std::{
 use serde::{de::Error as _, Deserialize, Deserializer};
 
 use crate::{
-    settings::{duration_from_secs, parse_duration, positive},
-    tcp::parse_loopback,
+    accept::tcp_listener::parse_loopback,
+    config::settings::{duration_from_secs, parse_duration, positive},
 };
 
 /// Smallest accepted `log_max_size`: below this a rotated log holds too
@@ -366,15 +366,15 @@ fn count_in<'de, D: Deserializer<'de>>(
 }
 
 fn unix_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    count_in(d, crate::settings::limits::MAX_CONNECTIONS)
+    count_in(d, crate::config::settings::limits::MAX_CONNECTIONS)
 }
 
 fn tcp_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    count_in(d, crate::settings::limits::MAX_TCP_CONNECTIONS)
+    count_in(d, crate::config::settings::limits::MAX_TCP_CONNECTIONS)
 }
 
 fn first_call_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let range = crate::settings::limits::FIRST_CALL_TIMEOUT;
+    let range = crate::config::settings::limits::FIRST_CALL_TIMEOUT;
     match duration(d)? {
         Some(t) if !range.contains(&t) => Err(D::Error::custom(format!(
             "{} ms is out of range: use {} ms to {} s",

@@ -8,8 +8,8 @@ use clap::Parser;
 use norgopolis_common::{places, Places};
 
 use crate::{
-    config::Config,
-    module_config::{parse_module_config_arg, ModuleConfigArg, ModuleConfigs},
+    config::file::Config,
+    config::module_config::{parse_module_config_arg, ModuleConfigArg, ModuleConfigs},
 };
 
 /// Command-line flags of `norgopolis-server`.
@@ -67,7 +67,7 @@ pub struct Args {
     /// Also serve the public protocol (communication.Forwarder only) on this
     /// loopback TCP address, for clients that speak host and port
     /// ("127.0.0.1:62020"). Every local user can reach it.
-    #[arg(long = "listen-tcp", value_name = "ADDR", value_parser = crate::tcp::parse_loopback)]
+    #[arg(long = "listen-tcp", value_name = "ADDR", value_parser = crate::accept::tcp_listener::parse_loopback)]
     pub listen_tcp: Option<SocketAddr>,
     /// Configuration for module NAME as a JSON object, merged over its
     /// `[modules.NAME]` table in the config file (repeatable).

@@ -16,8 +16,8 @@ use futures::Stream;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
-    admission::BurstLog,
-    fds::{self, FdBudget, SpareFd},
+    accept::admission::BurstLog,
+    accept::fds::{self, FdBudget, SpareFd},
 };
 
 /// Parses a listen address: `127.0.0.1:62020`, `[::1]:62020`,
@@ -73,7 +73,7 @@ impl TcpCompat {
     pub fn incoming(
         self,
         budget: FdBudget,
-    ) -> impl Stream<Item = crate::serve::Accepted<TcpStream>> {
+    ) -> impl Stream<Item = crate::accept::connection::Accepted<TcpStream>> {
         let state = Accepting {
             listener: self.listener,
             budget,

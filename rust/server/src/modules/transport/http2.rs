@@ -14,7 +14,7 @@ use norgopolis_proto::module_communication::{self as mc, invoker_client::Invoker
 use tonic::body::BoxBody;
 
 use super::{
-    lean::{LeanClient, LeanStream},
+    lean_pipe::{LeanClient, LeanStream},
     stdio::{CloseSignal, ModuleIo},
 };
 

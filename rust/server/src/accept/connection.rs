@@ -34,9 +34,9 @@ use tokio::{
 use tonic::service::Routes;
 
 use crate::{
-    admission::{Admission, Admitted, Setup, Unstarted},
-    lifetime::ExitReason,
-    route::Router,
+    accept::admission::{Admission, Admitted, Setup, Unstarted},
+    services::router::Router,
+    sessions::lifetime::ExitReason,
 };
 
 /// What every HTTP/2 client sends first (RFC 9113, section 3.4).
@@ -258,7 +258,7 @@ async fn connection<IO>(
         (Opening::Http2(io), _) => io,
         (Opening::Lean(io), Some(router)) => {
             tokio::select! {
-                _ = crate::lean_client::serve(io, conn, router.clone(), shutdown) => {}
+                _ = crate::services::lean_calls::serve(io, conn, router.clone(), shutdown) => {}
                 why = &mut unstarted => closed_unstarted(transport, why, &options),
             }
             return;

@@ -9,20 +9,20 @@ use tokio::signal::unix::{signal, SignalKind};
 use tonic::service::Routes;
 
 use crate::{
-    admission::Admission,
-    attach::AttachConfig,
-    control::ControlService,
-    events::EventHub,
-    fds::FdBudget,
-    forwarder::{ForwarderService, SizedForwarder},
-    lifetime::Lifetime,
-    listener::Bound,
+    accept::admission::Admission,
+    accept::connection::{serve, Connections, ServeOptions},
+    accept::fds::FdBudget,
+    accept::tcp_listener::TcpCompat,
+    accept::unix_listener::Bound,
+    config::settings::Settings,
     modules::{spawn_autostart, FailureLog, InstanceOptions, ModuleHost, Ping, RestartPolicy},
-    ready::ReadyPipe,
-    route::Router,
-    serve::{serve, Connections, ServeOptions},
-    settings::Settings,
-    tcp::TcpCompat,
+    services::control::ControlService,
+    services::grpc_calls::{ForwarderService, SizedForwarder},
+    services::router::Router,
+    sessions::attach::AttachConfig,
+    sessions::events::EventHub,
+    sessions::lifetime::Lifetime,
+    startup::ready::ReadyPipe,
 };
 
 /// Longest we wait for open calls and sessions to finish once exiting.
@@ -213,7 +213,7 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
 /// Raises the open-file limit as far as it goes and returns how it is
 /// shared out; a limit that cannot be read is taken as the usual 1,024.
 fn open_file_budget() -> FdBudget {
-    let limit = crate::fds::raise_open_file_limit().unwrap_or_else(|e| {
+    let limit = crate::accept::fds::raise_open_file_limit().unwrap_or_else(|e| {
         tracing::warn!("cannot read the open-file limit: {e}");
         1024
     });

@@ -24,10 +24,10 @@ use tokio::{
 use tonic::{Code, Status};
 
 use crate::{
-    lifetime::ExitReason,
+    accept::connection::Conn,
     modules::external::{self, Offer},
-    route::{oversized_arguments, unless_panicked, Router},
-    serve::Conn,
+    services::router::{oversized_arguments, unless_panicked, Router},
+    sessions::lifetime::ExitReason,
 };
 
 /// Serves one lean client whose hello has been read, until it closes the
@@ -175,7 +175,7 @@ pub async fn serve<IO>(
     // A writer stuck on a client that stopped reading goes now, with
     // everything still queued for it.
     writer.abort();
-    crate::memory::trim_soon();
+    crate::services::memory::trim_soon();
 }
 
 /// Why the loop over a client's frames ended.

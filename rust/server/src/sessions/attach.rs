@@ -12,8 +12,8 @@ use norgopolis_proto::{
 use tonic::{Status, Streaming};
 
 use crate::{
-    events::{session_queue, EventHub, Queued, SessionStream},
-    lifetime::{Lifetime, Refused, RETIRE_DRAIN},
+    sessions::events::{session_queue, EventHub, Queued, SessionStream},
+    sessions::lifetime::{Lifetime, Refused, RETIRE_DRAIN},
 };
 
 /// How long a client has to send its Hello.

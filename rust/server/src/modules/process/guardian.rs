@@ -46,7 +46,7 @@ pub fn start() -> std::io::Result<()> {
     match unsafe { fork() }? {
         ForkResult::Child => {
             drop(write);
-            crate::ready::close_without_report();
+            crate::startup::ready::close_without_report();
             // SAFETY: still single-threaded in this child.
             if let Ok(ForkResult::Parent { .. }) = unsafe { fork() } {
                 // The middle process: its exit reparents the guardian.
