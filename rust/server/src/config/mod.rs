@@ -3,5 +3,7 @@
 //! with.
 
 pub mod file;
+pub mod limits;
+pub mod listen_addr;
 pub mod module_config;
 pub mod settings;

@@ -61,7 +61,7 @@ pub struct InstanceOptions {
 
 impl Default for InstanceOptions {
     fn default() -> Self {
-        use crate::config::settings::defaults;
+        use crate::config::limits::defaults;
         InstanceOptions {
             max_message_size: defaults::MAX_MESSAGE_SIZE,
             grace: defaults::MODULE_GRACE,
