@@ -2,7 +2,7 @@
 //! peer.
 //!
 //! We drive hyper ourselves rather than through tonic's server so that
-//! every request carries its connection's [`Conn`] (calls are limited per
+//! every request carries its connection's `Conn` (calls are limited per
 //! connection), a peer that does not open with the HTTP/2 preface is
 //! dropped at once (garbage, HTTP/1, port scanners) or after a short
 //! silence, and the caller's `grpc-timeout` reaches the forwarder intact
@@ -13,10 +13,7 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        atomic::{AtomicU32, AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -34,7 +31,8 @@ use tokio::{
 use tonic::service::Routes;
 
 use crate::{
-    accept::admission::{Admission, Admitted, Setup, Unstarted},
+    accept::admission::{Admission, Admitted, Unstarted},
+    accept::client_conn::{Conn, Connections},
     services::router::Router,
     sessions::lifetime::ExitReason,
 };
@@ -50,72 +48,6 @@ const MAX_HEADER_LIST: u32 = 64 * 1024;
 const REFUSALS_ANSWERED: usize = 8;
 /// How long a refused connection is kept for telling it why.
 const REFUSAL_TIME: Duration = Duration::from_secs(3);
-
-/// Counts of open connections, for `Status`.
-#[derive(Default)]
-pub struct Connections {
-    open: AtomicU32,
-    next_id: AtomicU64,
-}
-
-impl Connections {
-    /// Connections currently open (past the preface).
-    pub fn open(&self) -> u32 {
-        self.open.load(Ordering::Relaxed)
-    }
-}
-
-/// One client connection; present in every request's extensions.
-#[derive(Clone, Debug)]
-pub struct Conn {
-    /// Unique for the server's life.
-    pub id: u64,
-    /// The peer's process id, from the socket's credentials (Unix sockets
-    /// only): how the forwarder recognises calls made by a module.
-    pub peer_pid: Option<u32>,
-    /// Whether the peer is one of our modules, judged on its first call.
-    from_module: Arc<std::sync::OnceLock<bool>>,
-    calls: Arc<AtomicU32>,
-    /// Whether a call or session has started here (see [`Admission`]).
-    setup: Arc<Setup>,
-}
-
-/// A call counted against its connection; dropping it ends the count.
-pub struct ConnCall(Arc<AtomicU32>);
-
-impl Drop for ConnCall {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Conn {
-    /// Whether this connection comes from one of our module processes;
-    /// `is_module` is asked once per connection (a peer never changes).
-    pub fn is_from_module(&self, is_module: impl FnOnce(u32) -> bool) -> bool {
-        *self
-            .from_module
-            .get_or_init(|| self.peer_pid.is_some_and(is_module))
-    }
-
-    /// Notes that the connection is in use though it starts no call (an
-    /// external module's): it is no longer closed as idle.
-    pub fn mark_started(&self) {
-        self.setup.mark_started();
-    }
-
-    /// Counts a call unless `limit` calls are already running here.
-    pub fn begin_call(&self, limit: u32) -> Option<ConnCall> {
-        // Lean connections start calls only through here.
-        self.setup.mark_started();
-        self.calls
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ConnCall(self.calls.clone()))
-    }
-}
 
 /// How connections of one listener are served.
 #[derive(Clone)]
@@ -202,15 +134,6 @@ async fn exiting(shutdown: &mut watch::Receiver<Option<ExitReason>>) {
     let _ = shutdown.wait_for(Option::is_some).await;
 }
 
-/// Decrements the open count when a connection ends.
-struct OpenGuard(Arc<Connections>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 async fn connection<IO>(
     io: IO,
     peer_pid: Option<u32>,
@@ -244,15 +167,8 @@ async fn connection<IO>(
         },
         _ = exiting(&mut shutdown) => return,
     };
-    connections.open.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenGuard(connections.clone());
-    let conn = Conn {
-        id: connections.next_id.fetch_add(1, Ordering::Relaxed) + 1,
-        peer_pid,
-        from_module: Arc::default(),
-        calls: Arc::default(),
-        setup: admitted.setup(),
-    };
+    let _open = connections.opened();
+    let conn = Conn::new(connections.next_id(), peer_pid, admitted.setup());
     let id = conn.id;
     let io = match (opening, &options.lean) {
         (Opening::Http2(io), _) => io,
@@ -269,7 +185,7 @@ async fn connection<IO>(
     let service = tower::ServiceBuilder::new()
         .map_request(move |request: http::Request<hyper::body::Incoming>| {
             // Any request counts: an Attach, a control call or a call.
-            conn.setup.mark_started();
+            conn.mark_started();
             let mut request = request.map(tonic::body::boxed);
             request.extensions_mut().insert(conn.clone());
             request
@@ -509,21 +425,5 @@ mod tests {
             .unwrap();
         let err = read_opening(b, false).await.err().unwrap();
         assert!(err.contains("not HTTP/2"), "{err}");
-    }
-
-    #[test]
-    fn call_limit_per_connection() {
-        let conn = Conn {
-            id: 1,
-            peer_pid: None,
-            from_module: Arc::default(),
-            calls: Arc::default(),
-            setup: Arc::default(),
-        };
-        let a = conn.begin_call(2).unwrap();
-        let _b = conn.begin_call(2).unwrap();
-        assert!(conn.begin_call(2).is_none());
-        drop(a);
-        assert!(conn.begin_call(2).is_some());
     }
 }

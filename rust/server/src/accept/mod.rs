@@ -3,6 +3,7 @@
 //! budget), and serving one connection (gRPC over HTTP/2, or lean).
 
 pub mod admission;
+pub mod client_conn;
 pub mod connection;
 pub mod fds;
 pub mod tcp_listener;

@@ -13,7 +13,7 @@ use norgopolis_proto::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    accept::connection::Connections,
+    accept::client_conn::Connections,
     modules::ModuleHost,
     sessions::attach::{attach, AttachConfig},
     sessions::events::{EventHub, SERVER_MODULE},

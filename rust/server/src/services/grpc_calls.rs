@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
-    accept::connection::Conn,
+    accept::client_conn::Conn,
     services::router::{oversized_arguments, unless_panicked, RoutedCall, Router},
 };
 

@@ -24,7 +24,7 @@ use tokio::{
 use tonic::{Code, Status};
 
 use crate::{
-    accept::connection::Conn,
+    accept::client_conn::Conn,
     modules::external::{self, Offer},
     services::router::{oversized_arguments, unless_panicked, Router},
     sessions::lifetime::ExitReason,

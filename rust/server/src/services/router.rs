@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::{
-    accept::connection::{Conn, ConnCall},
+    accept::client_conn::{Conn, ConnCall},
     modules::{Busy, InFlight, Instance, ModuleHost, ModuleStream},
     sessions::lifetime::{CallGuard, Lifetime},
 };

@@ -10,7 +10,8 @@ use tonic::service::Routes;
 
 use crate::{
     accept::admission::Admission,
-    accept::connection::{serve, Connections, ServeOptions},
+    accept::client_conn::Connections,
+    accept::connection::{serve, ServeOptions},
     accept::fds::FdBudget,
     accept::tcp_listener::TcpCompat,
     accept::unix_listener::Bound,
