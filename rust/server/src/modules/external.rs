@@ -24,8 +24,9 @@ use super::{
     failures::FailureLog,
     instance::{ExitInfo, Instance},
     locate::Located,
-    transport::http2::{ConnEnd, ConnTask, ModuleConn},
+    transport::conn_end::{ConnEnd, ConnTask},
     transport::lean_pipe::{self as lean, Ends},
+    transport::module_conn::ModuleConn,
     transport::stdio::CloseSignal,
     ModuleHost,
 };

@@ -30,8 +30,10 @@ use super::{
     manifest::Transport,
     process::spawner::{SpawnRequest, Spawner},
     process::stderr,
-    transport::http2::{self as conn, ConnEnd, ConnTask, ModuleConn, ModuleStream, Ping},
+    transport::conn_end::{ConnEnd, ConnTask, Ping},
+    transport::http2 as conn,
     transport::lean_pipe as lean,
+    transport::module_conn::{ModuleConn, ModuleStream},
     transport::stdio::{CloseSignal, ModuleIo},
 };
 

@@ -22,4 +22,4 @@ pub use host::ModuleHost;
 pub use idle::Busy;
 pub use instance::{InFlight, Instance, InstanceOptions};
 pub use restart::RestartPolicy;
-pub use transport::http2::{ModuleStream, Ping};
+pub use transport::{conn_end::Ping, module_conn::ModuleStream};
