@@ -37,6 +37,9 @@ use super::{
     transport::stdio::{CloseSignal, ModuleIo},
 };
 
+/// The `kind` `Status` shows for an external module.
+pub const EXTERNAL_KIND: &str = "external";
+
 /// How a module process ended, in words ("exit status 3", "signal 9 (SIGKILL)").
 pub type ExitInfo = String;
 
@@ -118,8 +121,9 @@ pub struct Provided {
 }
 
 /// The channels between an instance and its supervisor, and its slots.
-struct Parts {
-    slots: Arc<Semaphore>,
+pub(super) struct Parts {
+    /// Call slots, closed by the supervisor when the module is gone.
+    pub(super) slots: Arc<Semaphore>,
     exit: watch::Receiver<Option<ExitInfo>>,
     failure: watch::Receiver<Option<String>>,
     stop: oneshot::Sender<()>,
@@ -127,14 +131,18 @@ struct Parts {
 }
 
 /// The supervisor's ends of [`Parts`].
-struct SupervisorEnds {
-    stop: oneshot::Receiver<()>,
-    exit: watch::Sender<Option<ExitInfo>>,
-    failure: watch::Sender<Option<String>>,
+pub(super) struct SupervisorEnds {
+    /// Fires when the server asks the module to stop.
+    pub(super) stop: oneshot::Receiver<()>,
+    /// Where the supervisor reports how the module ended.
+    pub(super) exit: watch::Sender<Option<ExitInfo>>,
+    /// Where the supervisor reports why the module failed.
+    pub(super) failure: watch::Sender<Option<String>>,
 }
 
 impl Parts {
-    fn new(options: &InstanceOptions) -> (Parts, SupervisorEnds) {
+    /// The parts of a new instance and its supervisor's ends.
+    pub(super) fn new(options: &InstanceOptions) -> (Parts, SupervisorEnds) {
         let (exit_tx, exit) = watch::channel(None);
         let (failure_tx, failure) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -153,7 +161,8 @@ impl Parts {
         (parts, ends)
     }
 
-    fn assemble(
+    /// The instance, once its connection is up.
+    pub(super) fn assemble(
         self,
         name: String,
         located: Located,
@@ -364,43 +373,6 @@ impl Instance {
         }));
         tracing::info!(module = %name, pid, path = %located.exec.display(), "module started");
         Ok(parts.assemble(name, located, pid, client, close, None))
-    }
-
-    /// An external module: a running process that registered itself as
-    /// `name` over the socket (see `external`), served over `client`. It
-    /// is never spawned, signalled or restarted: stopping it closes its
-    /// connection, and it is gone when the connection ends.
-    pub(super) fn external(
-        name: String,
-        pid: u32,
-        functions: Vec<String>,
-        client: ModuleConn,
-        conn: ConnTask,
-        close: CloseSignal,
-        options: &InstanceOptions,
-    ) -> Arc<Self> {
-        let (parts, ends) = Parts::new(options);
-        tokio::spawn(super::external::supervise(super::external::Watched {
-            name: name.clone(),
-            pid,
-            conn,
-            stop: ends.stop,
-            close: close.clone(),
-            exit: ends.exit,
-            failure: ends.failure,
-            slots: parts.slots.clone(),
-            ping_timeout: options.ping.timeout,
-            failures: options.failures.clone(),
-        }));
-        let located = super::external::located(&name, pid);
-        parts.assemble(
-            name,
-            located,
-            pid,
-            client,
-            close,
-            Some(Provided { functions }),
-        )
     }
 
     /// Whether this is an external module (registered over the socket, not
@@ -615,7 +587,7 @@ impl Instance {
             path: self.located.origin.display().to_string(),
             failure: failure.unwrap_or_default(),
             kind: if self.is_external() {
-                super::external::KIND.into()
+                EXTERNAL_KIND.into()
             } else {
                 String::new()
             },
