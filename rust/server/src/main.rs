@@ -91,7 +91,7 @@ fn main() -> ExitCode {
     };
     init_tracing(log);
     // Before any thread exists: the guardian is forked.
-    if let Err(e) = modules::process::guardian::start() {
+    if let Err(e) = modules::process::guardian::start(ready::close_without_report) {
         tracing::warn!("cannot start the group guardian (helpers modules start may outlive a killed server): {e}");
     }
     if settings.debug_panic {
