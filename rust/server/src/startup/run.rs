@@ -21,7 +21,6 @@ use crate::{
     services::grpc_calls::{ForwarderService, SizedForwarder},
     services::router::Router,
     sessions::attach::AttachConfig,
-    sessions::events::EventHub,
     sessions::lifetime::Lifetime,
     startup::ready::ReadyPipe,
 };
@@ -32,52 +31,20 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Runs the server until the lifetime task decides to exit.
 pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()> {
     let budget = open_file_budget();
-    let bound = match Bound::acquire(&settings.places, settings.lock_wait).await {
-        Ok(b) => Arc::new(b),
+    let (bound, tcp) = match bind(&settings).await {
+        Ok(listeners) => listeners,
         Err(e) => {
             ready.fail(&format!("{e:#}"));
             return Err(e);
         }
     };
-    let tcp = match settings.listen_tcp {
-        Some(addr) => match TcpCompat::bind(addr).await {
-            Ok(t) => Some(t),
-            Err(e) => {
-                ready.fail(&format!("{e:#}"));
-                return Err(e);
-            }
-        },
-        None => None,
-    };
-    let host = Arc::new(
-        ModuleHost::new(
-            settings.modules_dirs.clone(),
-            settings.places.socket.clone(),
-            InstanceOptions {
-                max_message_size: settings.max_message_size,
-                grace: settings.module_grace,
-                idle_unload: settings.idle_unload,
-                ping: Ping {
-                    interval: settings.module_ping_interval,
-                    timeout: settings.module_ping_timeout,
-                },
-                max_concurrent_calls: settings.max_calls_per_module,
-                stderr_lines_per_second: settings.stderr_lines_per_second,
-                failures: Arc::new(FailureLog::default()),
-                module_configs: Arc::new(settings.module_configs.clone()),
-            },
-        )
-        .context("cannot start the module spawner")?,
-    );
+    let host = module_host(&settings)?;
     let lifetime = Lifetime::start(
         settings.linger,
         settings.idle_timeout,
         settings.max_sessions,
     );
     let connections = Arc::new(Connections::default());
-    host.set_restart_policy(RestartPolicy::with_base(settings.restart_backoff));
-    let hub: Arc<EventHub> = host.events();
-
     let router = Arc::new(Router {
         host: host.clone(),
         lifetime: lifetime.clone(),
@@ -86,13 +53,10 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
         max_message_size: settings.max_message_size,
         stall_timeout: settings.stall_timeout,
     });
-    let forwarder = Arc::new(ForwarderService {
-        router: router.clone(),
-    });
     let control = ControlService {
         host: host.clone(),
         lifetime: lifetime.clone(),
-        hub,
+        hub: host.events(),
         attach: AttachConfig {
             keepalive_interval: settings.keepalive_interval,
             client_timeout: settings.client_timeout,
@@ -108,73 +72,13 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
     };
 
     spawn_signal_handlers(lifetime.clone())?;
-    let size = settings.max_message_size;
-    let forwarder_server = || SizedForwarder::new(forwarder.clone(), size);
-    let unix_routes = Routes::new(forwarder_server()).add_service(
-        ControlServer::new(control)
-            .max_decoding_message_size(size)
-            .max_encoding_message_size(size),
-    );
-    // A little above the call limit, so callers over it get a clear error.
-    let max_streams = settings.max_calls_per_session.saturating_add(32);
-    let keepalive = settings.keepalive_interval.max(Duration::from_secs(10)) * 2;
-    let unix_cap = budget.unix_connections(settings.max_connections);
-    if unix_cap < settings.max_connections {
-        tracing::warn!(
-            "max_connections is {} but the open-file limit ({}) allows {unix_cap}",
-            settings.max_connections,
-            budget.limit
-        );
-    }
-    let unix = serve(
-        bound.incoming(),
-        unix_routes,
-        ServeOptions {
-            transport: "unix",
-            max_streams,
-            keepalive,
-            lean: Some(router.clone()),
-            admission: Admission::new("unix", "max_connections", unix_cap),
-            first_call_timeout: settings.first_call_timeout,
-        },
-        connections.clone(),
-        lifetime.exit_watch(),
-    );
-    let tcp_address = tcp.as_ref().map(|t| t.local);
-    let tcp = async {
-        if let Some(tcp) = tcp {
-            // The public protocol only: no sessions, control or shutdown.
-            let routes = Routes::new(forwarder_server());
-            let options = ServeOptions {
-                transport: "tcp",
-                max_streams,
-                keepalive,
-                lean: None,
-                admission: Admission::new(
-                    "tcp",
-                    "max_tcp_connections",
-                    settings.max_tcp_connections,
-                ),
-                first_call_timeout: settings.first_call_timeout,
-            };
-            serve(
-                tcp.incoming(budget),
-                routes,
-                options,
-                connections.clone(),
-                lifetime.exit_watch(),
-            )
-            .await;
-        }
+    let serving = Serving {
+        settings: &settings,
+        router,
+        connections,
+        lifetime: &lifetime,
     };
-    let serve = futures::future::join(unix, tcp);
-    if let Some(addr) = tcp_address {
-        tracing::warn!(
-            %addr,
-            "compatibility TCP listener on: any local user can call modules through it"
-        );
-    }
-
+    let serve = serving.serve(&bound, control, tcp, budget);
     tracing::info!(
         pid = std::process::id(),
         socket = %bound.socket().display(),
@@ -188,7 +92,154 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
     spawn_autostart(host.clone(), settings.autostart.clone(), move || {
         ready.ready()
     });
+    until_exit(serve, &lifetime).await;
+    // Unlink the socket first so new clients start a fresh server instead of
+    // knocking on a closing one, then stop the modules, and only then let go
+    // of the lock (with `bound`): a successor waiting for it never runs a
+    // module while ours still runs.
+    bound.unlink();
+    host.stop_all().await;
+    drop(bound);
+    tracing::info!("norgopolis-server exited cleanly");
+    Ok(())
+}
 
+/// Takes the socket (and its lock) and binds the TCP listener if enabled.
+async fn bind(settings: &Settings) -> anyhow::Result<(Arc<Bound>, Option<TcpCompat>)> {
+    let bound = Arc::new(Bound::acquire(&settings.places, settings.lock_wait).await?);
+    let tcp = match settings.listen_tcp {
+        Some(addr) => Some(TcpCompat::bind(addr).await?),
+        None => None,
+    };
+    Ok((bound, tcp))
+}
+
+/// The module host, set up as the settings say.
+fn module_host(settings: &Settings) -> anyhow::Result<Arc<ModuleHost>> {
+    let host = ModuleHost::new(
+        settings.modules_dirs.clone(),
+        settings.places.socket.clone(),
+        InstanceOptions {
+            max_message_size: settings.max_message_size,
+            grace: settings.module_grace,
+            idle_unload: settings.idle_unload,
+            ping: Ping {
+                interval: settings.module_ping_interval,
+                timeout: settings.module_ping_timeout,
+            },
+            max_concurrent_calls: settings.max_calls_per_module,
+            stderr_lines_per_second: settings.stderr_lines_per_second,
+            failures: Arc::new(FailureLog::default()),
+            module_configs: Arc::new(settings.module_configs.clone()),
+        },
+    )
+    .context("cannot start the module spawner")?;
+    host.set_restart_policy(RestartPolicy::with_base(settings.restart_backoff));
+    Ok(Arc::new(host))
+}
+
+/// What both listeners are served with.
+struct Serving<'a> {
+    settings: &'a Settings,
+    router: Arc<Router>,
+    connections: Arc<Connections>,
+    lifetime: &'a Lifetime,
+}
+
+impl Serving<'_> {
+    /// Serves the socket (gRPC with Control, and lean) and the TCP listener
+    /// if bound (the public protocol only), until the exit is decided.
+    async fn serve(
+        &self,
+        bound: &Arc<Bound>,
+        control: ControlService,
+        tcp: Option<TcpCompat>,
+        budget: FdBudget,
+    ) {
+        let size = self.settings.max_message_size;
+        let unix_routes = Routes::new(self.forwarder()).add_service(
+            ControlServer::new(control)
+                .max_decoding_message_size(size)
+                .max_encoding_message_size(size),
+        );
+        let unix_cap = budget.unix_connections(self.settings.max_connections);
+        if unix_cap < self.settings.max_connections {
+            tracing::warn!(
+                "max_connections is {} but the open-file limit ({}) allows {unix_cap}",
+                self.settings.max_connections,
+                budget.limit
+            );
+        }
+        let unix = serve(
+            bound.incoming(),
+            unix_routes,
+            self.options(
+                "unix",
+                Some(self.router.clone()),
+                Admission::new("unix", "max_connections", unix_cap),
+            ),
+            self.connections.clone(),
+            self.lifetime.exit_watch(),
+        );
+        let tcp = async {
+            let Some(tcp) = tcp else { return };
+            tracing::warn!(
+                addr = %tcp.local,
+                "compatibility TCP listener on: any local user can call modules through it"
+            );
+            // The public protocol only: no sessions, control or shutdown.
+            let admission = Admission::new(
+                "tcp",
+                "max_tcp_connections",
+                self.settings.max_tcp_connections,
+            );
+            serve(
+                tcp.incoming(budget),
+                Routes::new(self.forwarder()),
+                self.options("tcp", None, admission),
+                self.connections.clone(),
+                self.lifetime.exit_watch(),
+            )
+            .await;
+        };
+        futures::future::join(unix, tcp).await;
+    }
+
+    /// `communication.Forwarder`, bounded by the message size.
+    fn forwarder(&self) -> SizedForwarder {
+        let forwarder = Arc::new(ForwarderService {
+            router: self.router.clone(),
+        });
+        SizedForwarder::new(forwarder, self.settings.max_message_size)
+    }
+
+    /// How one listener's connections are served.
+    fn options(
+        &self,
+        transport: &'static str,
+        lean: Option<Arc<Router>>,
+        admission: Arc<Admission>,
+    ) -> ServeOptions {
+        ServeOptions {
+            transport,
+            // A little above the call limit, so callers over it get a clear
+            // error.
+            max_streams: self.settings.max_calls_per_session.saturating_add(32),
+            keepalive: self
+                .settings
+                .keepalive_interval
+                .max(Duration::from_secs(10))
+                * 2,
+            lean,
+            admission,
+            first_call_timeout: self.settings.first_call_timeout,
+        }
+    }
+}
+
+/// Serves until the exit is decided, then gives open calls a bounded
+/// moment to finish.
+async fn until_exit(serve: impl std::future::Future<Output = ()>, lifetime: &Lifetime) {
     let mut exit = lifetime.exit_watch();
     tokio::pin!(serve);
     tokio::select! {
@@ -200,15 +251,6 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
             }
         }
     }
-    // Unlink the socket first so new clients start a fresh server instead of
-    // knocking on a closing one, then stop the modules, and only then let go
-    // of the lock (with `bound`): a successor waiting for it never runs a
-    // module while ours still runs.
-    bound.unlink();
-    host.stop_all().await;
-    drop(bound);
-    tracing::info!("norgopolis-server exited cleanly");
-    Ok(())
 }
 
 /// Raises the open-file limit as far as it goes and returns how it is
