@@ -17,7 +17,7 @@ use std::{
 
 use norgopolis_proto::{module_communication as mc, v1::ModuleStatus};
 use tokio::{
-    process::Child,
+    process::{Child, ChildStdin, ChildStdout},
     sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
@@ -260,101 +260,18 @@ impl Instance {
             .as_ref()
             .map(|m| m.transport)
             .unwrap_or_default();
-        let config = options.module_configs.json_for(&name).map_err(|e| {
-            Status::failed_precondition(format!("cannot start module '{name}': {e}"))
-        })?;
-        let mut child = spawner
-            .spawn(SpawnRequest {
-                name: name.clone(),
-                exec: located.exec.clone(),
-                args: located.args.clone(),
-                cwd: located.exec.parent().map(|p| p.to_path_buf()),
-                socket: socket.to_path_buf(),
-                transport,
-                config,
-            })
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "cannot start module '{name}' ({}): {e}",
-                    located.exec.display()
-                ))
-            })?;
+        let (child, stdin, stdout) = spawn(&located, transport, spawner, socket, options).await?;
         let pid = child.id().unwrap_or(0);
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            signal_group(pid, libc::SIGKILL);
-            return Err(Status::internal(format!(
-                "module '{name}': stdio pipes missing"
-            )));
-        };
-        tokio::spawn(stderr::drain(
-            name.clone(),
-            stderr,
-            options.stderr_lines_per_second,
-        ));
-
         let close = CloseSignal::default();
-        // On failure: the problem, and whether the module is probably
-        // exiting (then how it exited says more).
-        let connected = match transport {
-            Transport::Grpc => {
-                let io = ModuleIo::new(stdin, stdout, close.clone());
-                match conn::connect(io, close.clone(), options.ping, options.max_message_size).await
-                {
-                    Ok((client, mut task)) => {
-                        await_greeting(
-                            &close,
-                            &mut task,
-                            // As patient as with a running module's pings.
-                            options.ping.interval + options.ping.timeout,
-                        )
-                        .await
-                        .map(|()| (ModuleConn::Grpc(client), task))
-                    }
-                    Err(e) => Err((format!("cannot be talked to over its stdio ({e})"), true)),
+        let (client, conn_task) =
+            match connect(&name, transport, stdin, stdout, &close, options).await {
+                Ok(c) => c,
+                Err((problem, exiting)) => {
+                    let reason = abandon(child, pid, problem, exiting, options.grace).await;
+                    options.failures.record(&name, pid, &reason);
+                    return Err(Status::unavailable(format!("module '{name}' {reason}")));
                 }
-            }
-            Transport::Lean => lean::connect(
-                &name,
-                stdin,
-                stdout,
-                close.clone(),
-                options.ping,
-                options.max_message_size,
-            )
-            .await
-            .map(|(client, task)| (ModuleConn::Lean(client), task))
-            .map_err(|e| {
-                let exiting = matches!(e, lean::HelloError::Ended | lean::HelloError::Io(_));
-                (format!("declares transport = \"lean\" but {e}"), exiting)
-            }),
-        };
-        let (client, conn_task) = match connected {
-            Ok(c) => c,
-            Err((problem, exiting)) => {
-                // Usually the module died at once; say how. Either way
-                // nothing can reach it, so it must not stay behind. A module
-                // that wrote the wrong thing is still running: the problem
-                // is the reason, not how it ends once killed.
-                let reason = if exiting {
-                    match tokio::time::timeout(options.grace, child.wait()).await {
-                        Ok(Ok(status)) => format!("exited at start ({})", describe(status)),
-                        _ => problem,
-                    }
-                } else {
-                    problem
-                };
-                signal_group(pid, libc::SIGKILL);
-                tokio::spawn(async move {
-                    let _ = child.wait().await;
-                    super::process::guardian::forget(pid);
-                });
-                options.failures.record(&name, pid, &reason);
-                return Err(Status::unavailable(format!("module '{name}' {reason}")));
-            }
-        };
+            };
 
         let (parts, ends) = Parts::new(options);
         tokio::spawn(supervise(Supervised {
@@ -593,6 +510,127 @@ impl Instance {
             },
         }
     }
+}
+
+/// Spawns the module's process with its configuration and sends its
+/// stderr to the log; returns the process and its stdin and stdout.
+async fn spawn(
+    located: &Located,
+    transport: Transport,
+    spawner: &Spawner,
+    socket: &std::path::Path,
+    options: &InstanceOptions,
+) -> Result<(Child, ChildStdin, ChildStdout), Status> {
+    let name = &located.name;
+    let config = options
+        .module_configs
+        .json_for(name)
+        .map_err(|e| Status::failed_precondition(format!("cannot start module '{name}': {e}")))?;
+    let mut child = spawner
+        .spawn(SpawnRequest {
+            name: name.clone(),
+            exec: located.exec.clone(),
+            args: located.args.clone(),
+            cwd: located.exec.parent().map(|p| p.to_path_buf()),
+            socket: socket.to_path_buf(),
+            transport,
+            config,
+        })
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "cannot start module '{name}' ({}): {e}",
+                located.exec.display()
+            ))
+        })?;
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        signal_group(pid, libc::SIGKILL);
+        return Err(Status::internal(format!(
+            "module '{name}': stdio pipes missing"
+        )));
+    };
+    tokio::spawn(stderr::drain(
+        name.clone(),
+        stderr,
+        options.stderr_lines_per_second,
+    ));
+    Ok((child, stdin, stdout))
+}
+
+/// Opens the module's declared transport on its pipes. On failure: the
+/// problem, and whether the module is probably exiting (then how it
+/// exited says more).
+async fn connect(
+    name: &str,
+    transport: Transport,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    close: &CloseSignal,
+    options: &InstanceOptions,
+) -> Result<(ModuleConn, ConnTask), (String, bool)> {
+    match transport {
+        Transport::Grpc => {
+            let io = ModuleIo::new(stdin, stdout, close.clone());
+            match conn::connect(io, close.clone(), options.ping, options.max_message_size).await {
+                Ok((client, mut task)) => {
+                    await_greeting(
+                        close,
+                        &mut task,
+                        // As patient as with a running module's pings.
+                        options.ping.interval + options.ping.timeout,
+                    )
+                    .await
+                    .map(|()| (ModuleConn::Grpc(client), task))
+                }
+                Err(e) => Err((format!("cannot be talked to over its stdio ({e})"), true)),
+            }
+        }
+        Transport::Lean => lean::connect(
+            name,
+            stdin,
+            stdout,
+            close.clone(),
+            options.ping,
+            options.max_message_size,
+        )
+        .await
+        .map(|(client, task)| (ModuleConn::Lean(client), task))
+        .map_err(|e| {
+            let exiting = matches!(e, lean::HelloError::Ended | lean::HelloError::Io(_));
+            (format!("declares transport = \"lean\" but {e}"), exiting)
+        }),
+    }
+}
+
+/// Kills a module that could not be connected to and returns why it
+/// failed. Usually the module died at once; say how. Either way nothing
+/// can reach it, so it must not stay behind. A module that wrote the
+/// wrong thing is still running: the problem is the reason, not how it
+/// ends once killed.
+async fn abandon(
+    mut child: Child,
+    pid: u32,
+    problem: String,
+    exiting: bool,
+    grace: Duration,
+) -> String {
+    let reason = if exiting {
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => format!("exited at start ({})", describe(status)),
+            _ => problem,
+        }
+    } else {
+        problem
+    };
+    signal_group(pid, libc::SIGKILL);
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+        super::process::guardian::forget(pid);
+    });
+    reason
 }
 
 /// Everything the supervisor task owns.
