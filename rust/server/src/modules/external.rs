@@ -22,8 +22,9 @@ use tonic::Status;
 
 use super::{
     failures::FailureLog,
-    instance::{ExitInfo, Instance, InstanceOptions, Parts, Provided},
+    instance::{Instance, InstanceOptions, Parts, Provided},
     locate::Located,
+    process::supervisor::ExitInfo,
     transport::conn_end::{ConnEnd, ConnTask},
     transport::lean_pipe::{self as lean, Ends},
     transport::module_conn::ModuleConn,

@@ -30,6 +30,7 @@ use super::{
     manifest::Transport,
     process::spawner::{SpawnRequest, Spawner},
     process::stderr,
+    process::supervisor::{describe, signal_group, supervise, ExitInfo, Supervised},
     transport::conn_end::{ConnEnd, ConnTask, Ping},
     transport::http2 as conn,
     transport::lean_pipe as lean,
@@ -39,9 +40,6 @@ use super::{
 
 /// The `kind` `Status` shows for an external module.
 pub const EXTERNAL_KIND: &str = "external";
-
-/// How a module process ended, in words ("exit status 3", "signal 9 (SIGKILL)").
-pub type ExitInfo = String;
 
 /// How module processes are run; shared by every instance of a host.
 #[derive(Clone)]
@@ -633,122 +631,6 @@ async fn abandon(
     reason
 }
 
-/// Everything the supervisor task owns.
-struct Supervised {
-    name: String,
-    pid: u32,
-    child: Child,
-    conn: ConnTask,
-    stop: oneshot::Receiver<()>,
-    close: CloseSignal,
-    exit: watch::Sender<Option<ExitInfo>>,
-    failure: watch::Sender<Option<String>>,
-    slots: Arc<Semaphore>,
-    grace: Duration,
-    ping_timeout: Duration,
-    failures: Arc<FailureLog>,
-}
-
-impl Supervised {
-    /// Marks the module failed: callers waiting in line and new ones are
-    /// refused with the reason, and the process group is killed.
-    fn fail(&self, reason: String) {
-        self.failures.record(&self.name, self.pid, &reason);
-        let _ = self.failure.send(Some(reason));
-        self.slots.close();
-        self.close.raise();
-        signal_group(self.pid, libc::SIGKILL);
-    }
-}
-
-/// Drives the connection and waits for the process; on a stop request
-/// closes stdin, then escalates; on a broken or silent connection fails
-/// the module and kills it.
-async fn supervise(mut s: Supervised) {
-    let mut asked = false;
-    let status = tokio::select! {
-        status = s.child.wait() => status,
-        _ = &mut s.stop => {
-            asked = true;
-            stop_gracefully(&mut s).await
-        }
-        end = &mut s.conn => match end {
-            ConnEnd::Asked => s.child.wait().await,
-            ConnEnd::Closed(why) => {
-                // Usually the module is exiting; give it the grace period.
-                match tokio::time::timeout(s.grace, s.child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        s.fail(format!("closed its connection ({why}) but kept running"));
-                        s.child.wait().await
-                    }
-                }
-            }
-            ConnEnd::Broken(why) => {
-                s.fail(format!(
-                    "wrote something that is not HTTP/2 to stdout ({why}); \
-                     a stray print to stdout breaks the protocol"
-                ));
-                s.child.wait().await
-            }
-            ConnEnd::Garbled(why) => {
-                s.fail(format!(
-                    "wrote something that is not a lean frame to stdout ({why}); \
-                     a stray print to stdout breaks the protocol"
-                ));
-                s.child.wait().await
-            }
-            ConnEnd::Flooded(why) => {
-                s.fail(format!(
-                    "sent more small result frames than its callers read ({why})"
-                ));
-                s.child.wait().await
-            }
-            ConnEnd::Unanswered => {
-                s.fail(format!(
-                    "stopped answering (no reply to a ping within {} ms)",
-                    s.ping_timeout.as_millis()
-                ));
-                s.child.wait().await
-            }
-        },
-    };
-    // Whatever the module left behind in its group goes with it; the group
-    // is then empty and its number free for reuse.
-    signal_group(s.pid, libc::SIGKILL);
-    super::process::guardian::forget(s.pid);
-    let info = match &status {
-        Ok(st) => describe(*st),
-        Err(e) => format!("wait failed: {e}"),
-    };
-    let crashed =
-        !asked && s.failure.borrow().is_none() && !matches!(&status, Ok(st) if st.success());
-    if crashed {
-        s.failures
-            .record(&s.name, s.pid, &format!("exited ({info})"));
-    }
-    tracing::info!(module = %s.name, pid = s.pid, "module exited ({info})");
-    s.close.raise();
-    s.slots.close();
-    let _ = s.exit.send(Some(info));
-}
-
-/// Stdin closed, then SIGTERM, then SIGKILL, each after the grace period.
-async fn stop_gracefully(s: &mut Supervised) -> std::io::Result<std::process::ExitStatus> {
-    s.close.raise();
-    if let Ok(status) = tokio::time::timeout(s.grace, s.child.wait()).await {
-        return status;
-    }
-    tracing::info!(module = %s.name, "did not exit after stdin closed; sending SIGTERM");
-    signal_group(s.pid, libc::SIGTERM);
-    if let Ok(status) = tokio::time::timeout(s.grace, s.child.wait()).await {
-        return status;
-    }
-    tracing::warn!(module = %s.name, "ignored SIGTERM; sending SIGKILL");
-    signal_group(s.pid, libc::SIGKILL);
-    s.child.wait().await
-}
-
 /// Waits until the module greets on its stdout the way an HTTP/2 server
 /// does, driving the connection meanwhile, so that a program that does not
 /// speak the protocol fails its load with the reason instead of being
@@ -800,27 +682,5 @@ async fn await_greeting(
                 false,
             )),
         },
-    }
-}
-
-fn signal_group(pid: u32, signal: libc::c_int) {
-    if pid > 0 {
-        // SAFETY: kill has no memory effects; the group id is the module's pid
-        // (process_group(0)), which we have not reaped yet or just reaped.
-        unsafe { libc::kill(-(pid as libc::pid_t), signal) };
-    }
-}
-
-fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        format!("exit status {code}")
-    } else if let Some(sig) = status.signal() {
-        let name = nix::sys::signal::Signal::try_from(sig)
-            .map(|s| s.as_str())
-            .unwrap_or("?");
-        format!("killed by signal {sig} ({name})")
-    } else {
-        status.to_string()
     }
 }
