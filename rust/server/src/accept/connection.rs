@@ -12,6 +12,7 @@
 //! session within `first_call_timeout`.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -33,7 +34,6 @@ use tonic::service::Routes;
 use crate::{
     accept::admission::{Admission, Admitted, Unstarted},
     accept::client_conn::{Conn, Connections},
-    services::router::Router,
     sessions::lifetime::ExitReason,
 };
 
@@ -49,9 +49,23 @@ const REFUSALS_ANSWERED: usize = 8;
 /// How long a refused connection is kept for telling it why.
 const REFUSAL_TIME: Duration = Duration::from_secs(3);
 
-/// How connections of one listener are served.
+/// Serves the connections that open with the lean transport's hello (the
+/// lean calls service); given to [`serve`] so that accepting connections
+/// does not depend on what is served on them.
+pub trait LeanService<IO>: Clone + Send + Sync + 'static {
+    /// Serves `io`, whose hello has been read, as `conn` until the client
+    /// leaves or the exit is decided.
+    fn serve(
+        &self,
+        io: IO,
+        conn: Conn,
+        shutdown: watch::Receiver<Option<ExitReason>>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// How connections of one listener are served; `L` serves lean clients.
 #[derive(Clone)]
-pub struct ServeOptions {
+pub struct ServeOptions<L> {
     /// "unix" or "tcp", for logs.
     pub transport: &'static str,
     /// HTTP/2 streams a peer may open at once. Above the per-connection call
@@ -60,8 +74,8 @@ pub struct ServeOptions {
     pub max_streams: u32,
     /// HTTP/2 ping interval; a peer silent for as long again is dropped.
     pub keepalive: Duration,
-    /// Where clients may also speak the lean transport: its calls' router.
-    pub lean: Option<Arc<Router>>,
+    /// Where clients may also speak the lean transport: what serves them.
+    pub lean: Option<L>,
     /// Which connections this listener keeps.
     pub admission: Arc<Admission>,
     /// A connection that starts no call or session this long after it was
@@ -74,15 +88,16 @@ pub type Accepted<IO> = (IO, Option<u32>);
 
 /// Serves `routes` on every connection `incoming` yields until `shutdown`
 /// is decided, then lets open connections finish (the caller bounds that).
-pub async fn serve<IO, I>(
+pub async fn serve<IO, I, L>(
     incoming: I,
     routes: Routes,
-    options: ServeOptions,
+    options: ServeOptions<L>,
     connections: Arc<Connections>,
     mut shutdown: watch::Receiver<Option<ExitReason>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     I: Stream<Item = Accepted<IO>>,
+    L: LeanService<IO>,
 {
     let options = Arc::new(options);
     let mut tasks = JoinSet::new();
@@ -134,16 +149,17 @@ async fn exiting(shutdown: &mut watch::Receiver<Option<ExitReason>>) {
     let _ = shutdown.wait_for(Option::is_some).await;
 }
 
-async fn connection<IO>(
+async fn connection<IO, L>(
     io: IO,
     peer_pid: Option<u32>,
     admitted: Admitted,
     routes: Routes,
-    options: Arc<ServeOptions>,
+    options: Arc<ServeOptions<L>>,
     connections: Arc<Connections>,
     mut shutdown: watch::Receiver<Option<ExitReason>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    L: LeanService<IO>,
 {
     let transport = options.transport;
     let first_call_by = Instant::now() + options.first_call_timeout;
@@ -172,9 +188,9 @@ async fn connection<IO>(
     let id = conn.id;
     let io = match (opening, &options.lean) {
         (Opening::Http2(io), _) => io,
-        (Opening::Lean(io), Some(router)) => {
+        (Opening::Lean(io), Some(lean)) => {
             tokio::select! {
-                _ = crate::services::lean_calls::serve(io, conn, router.clone(), shutdown) => {}
+                _ = lean.serve(io, conn, shutdown) => {}
                 why = &mut unstarted => closed_unstarted(transport, why, &options),
             }
             return;
@@ -216,7 +232,7 @@ async fn connection<IO>(
 }
 
 /// Logs why a connection that started nothing is being closed.
-fn closed_unstarted(transport: &str, why: Unstarted, options: &ServeOptions) {
+fn closed_unstarted<L>(transport: &str, why: Unstarted, options: &ServeOptions<L>) {
     match why {
         Unstarted::Evicted => {
             tracing::debug!(

@@ -10,7 +10,7 @@
 //! `communication.Forwarder`, and the same per-call credit the router
 //! gives lean modules (a client that stops reading pauses its own call).
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use norgopolis_proto::{
     lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
@@ -24,7 +24,7 @@ use tokio::{
 use tonic::{Code, Status};
 
 use crate::{
-    accept::client_conn::Conn,
+    accept::{client_conn::Conn, connection::LeanService},
     modules::external::{self, Offer},
     services::router::{oversized_arguments, unless_panicked, Router},
     sessions::lifetime::ExitReason,
@@ -94,6 +94,20 @@ pub async fn serve<IO>(
     tracing::debug!(conn = conn.id, "lean client connection ends: {ended}");
     let calls_finish = shutdown.borrow().is_some();
     close(calls_finish, calls, tasks, out, writer, writer_done).await;
+}
+
+impl<IO> LeanService<IO> for Arc<Router>
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    fn serve(
+        &self,
+        io: IO,
+        conn: Conn,
+        shutdown: watch::Receiver<Option<ExitReason>>,
+    ) -> impl Future<Output = ()> + Send {
+        serve(io, conn, self.clone(), shutdown)
+    }
 }
 
 /// Why the connection's writer stopped, in words.

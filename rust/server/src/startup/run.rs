@@ -219,7 +219,7 @@ impl Serving<'_> {
         transport: &'static str,
         lean: Option<Arc<Router>>,
         admission: Arc<Admission>,
-    ) -> ServeOptions {
+    ) -> ServeOptions<Arc<Router>> {
         ServeOptions {
             transport,
             // A little above the call limit, so callers over it get a clear
