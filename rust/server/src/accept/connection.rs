@@ -1,5 +1,6 @@
-//! Serving gRPC on accepted connections, one HTTP/2 connection task per
-//! peer.
+//! Serving each accepted connection, one task per peer: its opening bytes
+//! tell gRPC (HTTP/2) from the lean transport, whose connections go to the
+//! listener's [`LeanService`]; gRPC is served here.
 //!
 //! We drive hyper ourselves rather than through tonic's server so that
 //! every request carries its connection's `Conn` (calls are limited per

@@ -1,11 +1,13 @@
-//! One running module process: its connection (gRPC, or the lean
-//! transport when its manifest asks for it), counters, call slots and
-//! supervisor.
+//! One running module: its connection (gRPC, or the lean transport when
+//! its manifest asks for it), counters and call slots, and how a spawned
+//! module is started (spawned, connected, handed to its supervisor).
 //!
-//! The supervisor owns the process and its HTTP/2 connection. A module
-//! that breaks the protocol on stdout (a stray print) or stops answering
-//! pings is marked failed, its callers get `Unavailable` with the reason,
-//! and its process group is killed; the host's next call starts it fresh.
+//! The supervisor (`process::supervisor`) owns the process and its
+//! connection. A module that breaks the protocol on stdout (a stray print)
+//! or stops answering pings is marked failed, its callers get
+//! `Unavailable` with the reason, and its process group is killed; the
+//! host's next call starts it fresh. An external module's instance is
+//! built in `external`.
 
 use std::{
     sync::{

@@ -1,4 +1,9 @@
-//! Module hosting: finding modules on disk, running them, and routing calls.
+//! Module hosting: finding modules on disk, the table of running ones
+//! (loading on first use, dependencies, autostart, restarts, idle unload),
+//! each instance with its call slots, external modules that register over
+//! the socket, and, below, their processes (`process`) and the transports
+//! that reach them (`transport`). Routing a client's call to an instance
+//! is `services::router`'s job.
 
 mod autostart;
 mod deps;
