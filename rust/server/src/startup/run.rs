@@ -78,7 +78,15 @@ pub async fn run(settings: Settings, mut ready: ReadyPipe) -> anyhow::Result<()>
         connections,
         lifetime: &lifetime,
     };
-    let serve = serving.serve(&bound, control, tcp, budget);
+    let tcp_address = tcp.as_ref().map(|t| t.local);
+    let unix_cap = unix_connections(&settings, &budget);
+    let serve = serving.serve(&bound, control, tcp, budget, unix_cap);
+    if let Some(addr) = tcp_address {
+        tracing::warn!(
+            %addr,
+            "compatibility TCP listener on: any local user can call modules through it"
+        );
+    }
     tracing::info!(
         pid = std::process::id(),
         socket = %bound.socket().display(),
@@ -147,14 +155,16 @@ struct Serving<'a> {
 }
 
 impl Serving<'_> {
-    /// Serves the socket (gRPC with Control, and lean) and the TCP listener
-    /// if bound (the public protocol only), until the exit is decided.
+    /// Serves the socket (gRPC with Control, and lean; at most `unix_cap`
+    /// connections) and the TCP listener if bound (the public protocol
+    /// only), until the exit is decided.
     async fn serve(
         &self,
         bound: &Arc<Bound>,
         control: ControlService,
         tcp: Option<TcpCompat>,
         budget: FdBudget,
+        unix_cap: u32,
     ) {
         let size = self.settings.max_message_size;
         let unix_routes = Routes::new(self.forwarder()).add_service(
@@ -162,14 +172,6 @@ impl Serving<'_> {
                 .max_decoding_message_size(size)
                 .max_encoding_message_size(size),
         );
-        let unix_cap = budget.unix_connections(self.settings.max_connections);
-        if unix_cap < self.settings.max_connections {
-            tracing::warn!(
-                "max_connections is {} but the open-file limit ({}) allows {unix_cap}",
-                self.settings.max_connections,
-                budget.limit
-            );
-        }
         let unix = serve(
             bound.incoming(),
             unix_routes,
@@ -183,10 +185,6 @@ impl Serving<'_> {
         );
         let tcp = async {
             let Some(tcp) = tcp else { return };
-            tracing::warn!(
-                addr = %tcp.local,
-                "compatibility TCP listener on: any local user can call modules through it"
-            );
             // The public protocol only: no sessions, control or shutdown.
             let admission = Admission::new(
                 "tcp",
@@ -251,6 +249,20 @@ async fn until_exit(serve: impl std::future::Future<Output = ()>, lifetime: &Lif
             }
         }
     }
+}
+
+/// How many connections the socket may keep: `max_connections`, unless
+/// the open-file limit allows fewer (then said in the log).
+fn unix_connections(settings: &Settings, budget: &FdBudget) -> u32 {
+    let unix_cap = budget.unix_connections(settings.max_connections);
+    if unix_cap < settings.max_connections {
+        tracing::warn!(
+            "max_connections is {} but the open-file limit ({}) allows {unix_cap}",
+            settings.max_connections,
+            budget.limit
+        );
+    }
+    unix_cap
 }
 
 /// Raises the open-file limit as far as it goes and returns how it is
