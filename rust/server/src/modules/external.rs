@@ -22,6 +22,7 @@ use tonic::Status;
 
 use super::{
     failures::FailureLog,
+    host::ModuleHost,
     instance::{Instance, InstanceOptions, Parts, Provided},
     locate::Located,
     process::supervisor::ExitInfo,
@@ -29,7 +30,6 @@ use super::{
     transport::lean_pipe::{self as lean, Ends},
     transport::module_conn::ModuleConn,
     transport::stdio::CloseSignal,
-    ModuleHost,
 };
 
 /// An external module's connection, as reasons name it.
@@ -148,19 +148,6 @@ fn located(name: &str, pid: u32) -> Located {
         manifest: None,
         origin: PathBuf::from(format!("external (pid {pid})")),
     }
-}
-
-/// The refusal of a provider whose name `running` already has.
-pub(super) fn taken(running: &Instance) -> Status {
-    let by = if running.is_external() {
-        "another process provides it"
-    } else {
-        "the server runs it as a module"
-    };
-    Status::already_exists(format!(
-        "module name '{}' is taken: {by} (pid {})",
-        running.name, running.pid
-    ))
 }
 
 /// Everything an external module's supervisor owns.
