@@ -24,8 +24,7 @@ use tokio::time::Instant;
 
 use crate::{
     exit::{lock_is_held, wait_for_server_exit},
-    find_server_binary,
-    http2,
+    find_server_binary, http2,
     session::{self, AttachFailure, Session},
     spawn::{binary_version, lock_spawn, spawn_server, SpawnLock, SpawnRequest},
     trust::ConnectFailure,

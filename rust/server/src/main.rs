@@ -4,31 +4,19 @@
 //! reach the spawning client), then the process detaches (before any thread
 //! exists, as `fork` requires), and only then is the tokio runtime built.
 
-mod admission;
-mod attach;
+mod accept;
 mod config;
-mod control;
-mod daemon;
-mod events;
-mod fds;
-mod forwarder;
-mod lean_client;
-mod lifetime;
-mod listener;
-mod logfile;
-mod memory;
-mod module_config;
 mod modules;
-mod ready;
-mod route;
-mod serve;
-mod server;
-mod settings;
-mod tcp;
+mod services;
+mod sessions;
+mod startup;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+
+use config::settings;
+use startup::{daemon, logfile, ready};
 
 /// `--check-config`: resolves the settings as a start would (config file
 /// included, with the same parser) and prints the outcome instead of serving.
@@ -103,7 +91,7 @@ fn main() -> ExitCode {
     };
     init_tracing(log);
     // Before any thread exists: the guardian is forked.
-    if let Err(e) = modules::guardian::start() {
+    if let Err(e) = modules::process::guardian::start(ready::close_without_report) {
         tracing::warn!("cannot start the group guardian (helpers modules start may outlive a killed server): {e}");
     }
     if settings.debug_panic {
@@ -125,7 +113,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(settings, ready)) {
+    match runtime.block_on(startup::run::run(settings, ready)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -22,16 +22,15 @@ use tokio::{
 use tonic::Status;
 
 use super::{
-    conn::{ConnEnd, ConnTask, ModuleConn},
     failures::FailureLog,
-    instance::{ExitInfo, Instance},
-    lean::{self, Ends},
-    stdio::CloseSignal,
-    ModuleHost,
+    host::ModuleHost,
+    instance::{Instance, InstanceOptions, Parts, Provided},
+    process::supervisor::ExitInfo,
+    transport::conn_end::{ConnEnd, ConnTask},
+    transport::lean_pipe::{self as lean, Ends},
+    transport::module_conn::ModuleConn,
+    transport::stdio::CloseSignal,
 };
-
-/// The `kind` `Status` shows for an external module.
-pub const KIND: &str = "external";
 
 /// An external module's connection, as reasons name it.
 const SOCKET: Ends = Ends {
@@ -76,7 +75,7 @@ where
         writer,
     } = offer;
     let pid = pid.unwrap_or(0);
-    let connect = |options: &super::InstanceOptions| {
+    let connect = |options: &InstanceOptions| {
         let _ = out.send(answer);
         let close = CloseSignal::default();
         let (client, conn) = lean::drive(
@@ -90,7 +89,7 @@ where
             &SOCKET,
         );
         tracing::info!(module = %name, pid, "external module registered");
-        Instance::external(
+        instance(
             name.clone(),
             pid,
             functions,
@@ -103,8 +102,45 @@ where
     host.provide(&name, connect).await
 }
 
+/// The instance of an external module: a running process that registered
+/// itself as `name` over the socket, served over `client`. It is never
+/// spawned, signalled or restarted: stopping it closes its connection,
+/// and it is gone when the connection ends.
+fn instance(
+    name: String,
+    pid: u32,
+    functions: Vec<String>,
+    client: ModuleConn,
+    conn: ConnTask,
+    close: CloseSignal,
+    options: &InstanceOptions,
+) -> Arc<Instance> {
+    let (parts, ends) = Parts::new(options);
+    tokio::spawn(supervise(Watched {
+        name: name.clone(),
+        pid,
+        conn,
+        stop: ends.stop,
+        close: close.clone(),
+        exit: ends.exit,
+        failure: ends.failure,
+        slots: parts.slots.clone(),
+        ping_timeout: options.ping.timeout,
+        failures: options.failures.clone(),
+    }));
+    let located = located(&name, pid);
+    parts.assemble(
+        name,
+        located,
+        pid,
+        client,
+        close,
+        Some(Provided { functions }),
+    )
+}
+
 /// Where `Status` and `list` say an external module comes from.
-pub(super) fn located(name: &str, pid: u32) -> Located {
+fn located(name: &str, pid: u32) -> Located {
     Located {
         name: name.to_string(),
         exec: PathBuf::new(),
@@ -114,21 +150,8 @@ pub(super) fn located(name: &str, pid: u32) -> Located {
     }
 }
 
-/// The refusal of a provider whose name `running` already has.
-pub(super) fn taken(running: &Instance) -> Status {
-    let by = if running.is_external() {
-        "another process provides it"
-    } else {
-        "the server runs it as a module"
-    };
-    Status::already_exists(format!(
-        "module name '{}' is taken: {by} (pid {})",
-        running.name, running.pid
-    ))
-}
-
 /// Everything an external module's supervisor owns.
-pub(super) struct Watched {
+struct Watched {
     pub name: String,
     pub pid: u32,
     pub conn: ConnTask,
@@ -145,7 +168,7 @@ pub(super) struct Watched {
 /// then reports how it ended (the instance's "exit"). A provider that
 /// breaks the protocol or stops answering pings is marked failed and its
 /// connection closed; it is never signalled.
-pub(super) async fn supervise(mut w: Watched) {
+async fn supervise(mut w: Watched) {
     let end = tokio::select! {
         end = &mut w.conn => end,
         // Asked (or the instance is gone): closing our end is all we do.

@@ -25,10 +25,10 @@ use super::{
     deps::{self, DepError, Found},
     idle,
     instance::{Instance, InstanceOptions},
+    process::spawner::Spawner,
     restart::{self, RestartPolicy},
-    spawner::Spawner,
 };
-use crate::events::{topic, EventHub};
+use crate::sessions::events::{topic, EventHub};
 
 /// Why a module is being started (reported in `module.loaded` events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +310,7 @@ impl ModuleHost {
             return Err(shutting_down());
         }
         if let Some(running) = slot.alive() {
-            return Err(super::external::taken(&running));
+            return Err(taken(&running));
         }
         let inst = connect(&self.shared.options);
         slot.set(Some(inst.clone()));
@@ -891,4 +891,17 @@ fn watch(
             shared.after_exit(slot, inst, status, lived).await;
         }
     })
+}
+
+/// The refusal of a provider whose name `running` already has.
+fn taken(running: &Instance) -> Status {
+    let by = if running.is_external() {
+        "another process provides it"
+    } else {
+        "the server runs it as a module"
+    };
+    Status::already_exists(format!(
+        "module name '{}' is taken: {by} (pid {})",
+        running.name, running.pid
+    ))
 }

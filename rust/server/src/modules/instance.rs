@@ -1,11 +1,13 @@
-//! One running module process: its connection (gRPC, or the lean
-//! transport when its manifest asks for it), counters, call slots and
-//! supervisor.
+//! One running module: its connection (gRPC, or the lean transport when
+//! its manifest asks for it), counters and call slots, and how a spawned
+//! module is started (spawned, connected, handed to its supervisor).
 //!
-//! The supervisor owns the process and its HTTP/2 connection. A module
-//! that breaks the protocol on stdout (a stray print) or stops answering
-//! pings is marked failed, its callers get `Unavailable` with the reason,
-//! and its process group is killed; the host's next call starts it fresh.
+//! The supervisor (`process::supervisor`) owns the process and its
+//! connection. A module that breaks the protocol on stdout (a stray print)
+//! or stops answering pings is marked failed, its callers get
+//! `Unavailable` with the reason, and its process group is killed; the
+//! host's next call starts it fresh. An external module's instance is
+//! built in `external`.
 
 use std::{
     sync::{
@@ -18,24 +20,27 @@ use std::{
 use norgopolis_catalog::{locate::Located, manifest::Transport};
 use norgopolis_proto::{module_communication as mc, v1::ModuleStatus};
 use tokio::{
-    process::Child,
+    process::{Child, ChildStdin, ChildStdout},
     sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
 use tonic::Status;
 
 use super::{
-    conn::{self, ConnEnd, ConnTask, ModuleConn, ModuleStream, Ping},
     failures::FailureLog,
     idle::Activity,
-    lean,
-    spawner::{SpawnRequest, Spawner},
-    stderr,
-    stdio::{CloseSignal, ModuleIo},
+    process::spawner::{SpawnRequest, Spawner},
+    process::stderr,
+    process::supervisor::{describe, signal_group, supervise, ExitInfo, Supervised},
+    transport::conn_end::{ConnEnd, ConnTask, Ping},
+    transport::http2 as conn,
+    transport::lean_pipe as lean,
+    transport::module_conn::{ModuleConn, ModuleStream},
+    transport::stdio::{CloseSignal, ModuleIo},
 };
 
-/// How a module process ended, in words ("exit status 3", "signal 9 (SIGKILL)").
-pub type ExitInfo = String;
+/// The `kind` `Status` shows for an external module.
+pub const EXTERNAL_KIND: &str = "external";
 
 /// How module processes are run; shared by every instance of a host.
 #[derive(Clone)]
@@ -55,12 +60,12 @@ pub struct InstanceOptions {
     /// Where failures are remembered for `Status`.
     pub failures: Arc<FailureLog>,
     /// Each module's configuration, looked up at its start.
-    pub module_configs: Arc<crate::module_config::ModuleConfigs>,
+    pub module_configs: Arc<crate::config::module_config::ModuleConfigs>,
 }
 
 impl Default for InstanceOptions {
     fn default() -> Self {
-        use crate::settings::defaults;
+        use crate::config::limits::defaults;
         InstanceOptions {
             max_message_size: defaults::MAX_MESSAGE_SIZE,
             grace: defaults::MODULE_GRACE,
@@ -115,8 +120,9 @@ pub struct Provided {
 }
 
 /// The channels between an instance and its supervisor, and its slots.
-struct Parts {
-    slots: Arc<Semaphore>,
+pub(super) struct Parts {
+    /// Call slots, closed by the supervisor when the module is gone.
+    pub(super) slots: Arc<Semaphore>,
     exit: watch::Receiver<Option<ExitInfo>>,
     failure: watch::Receiver<Option<String>>,
     stop: oneshot::Sender<()>,
@@ -124,14 +130,18 @@ struct Parts {
 }
 
 /// The supervisor's ends of [`Parts`].
-struct SupervisorEnds {
-    stop: oneshot::Receiver<()>,
-    exit: watch::Sender<Option<ExitInfo>>,
-    failure: watch::Sender<Option<String>>,
+pub(super) struct SupervisorEnds {
+    /// Fires when the server asks the module to stop.
+    pub(super) stop: oneshot::Receiver<()>,
+    /// Where the supervisor reports how the module ended.
+    pub(super) exit: watch::Sender<Option<ExitInfo>>,
+    /// Where the supervisor reports why the module failed.
+    pub(super) failure: watch::Sender<Option<String>>,
 }
 
 impl Parts {
-    fn new(options: &InstanceOptions) -> (Parts, SupervisorEnds) {
+    /// The parts of a new instance and its supervisor's ends.
+    pub(super) fn new(options: &InstanceOptions) -> (Parts, SupervisorEnds) {
         let (exit_tx, exit) = watch::channel(None);
         let (failure_tx, failure) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -150,7 +160,8 @@ impl Parts {
         (parts, ends)
     }
 
-    fn assemble(
+    /// The instance, once its connection is up.
+    pub(super) fn assemble(
         self,
         name: String,
         located: Located,
@@ -248,101 +259,18 @@ impl Instance {
             .as_ref()
             .map(|m| m.transport)
             .unwrap_or_default();
-        let config = options.module_configs.json_for(&name).map_err(|e| {
-            Status::failed_precondition(format!("cannot start module '{name}': {e}"))
-        })?;
-        let mut child = spawner
-            .spawn(SpawnRequest {
-                name: name.clone(),
-                exec: located.exec.clone(),
-                args: located.args.clone(),
-                cwd: located.exec.parent().map(|p| p.to_path_buf()),
-                socket: socket.to_path_buf(),
-                transport,
-                config,
-            })
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "cannot start module '{name}' ({}): {e}",
-                    located.exec.display()
-                ))
-            })?;
+        let (child, stdin, stdout) = spawn(&located, transport, spawner, socket, options).await?;
         let pid = child.id().unwrap_or(0);
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            signal_group(pid, libc::SIGKILL);
-            return Err(Status::internal(format!(
-                "module '{name}': stdio pipes missing"
-            )));
-        };
-        tokio::spawn(stderr::drain(
-            name.clone(),
-            stderr,
-            options.stderr_lines_per_second,
-        ));
-
         let close = CloseSignal::default();
-        // On failure: the problem, and whether the module is probably
-        // exiting (then how it exited says more).
-        let connected = match transport {
-            Transport::Grpc => {
-                let io = ModuleIo::new(stdin, stdout, close.clone());
-                match conn::connect(io, close.clone(), options.ping, options.max_message_size).await
-                {
-                    Ok((client, mut task)) => {
-                        await_greeting(
-                            &close,
-                            &mut task,
-                            // As patient as with a running module's pings.
-                            options.ping.interval + options.ping.timeout,
-                        )
-                        .await
-                        .map(|()| (ModuleConn::Grpc(client), task))
-                    }
-                    Err(e) => Err((format!("cannot be talked to over its stdio ({e})"), true)),
+        let (client, conn_task) =
+            match connect(&name, transport, stdin, stdout, &close, options).await {
+                Ok(c) => c,
+                Err((problem, exiting)) => {
+                    let reason = abandon(child, pid, problem, exiting, options.grace).await;
+                    options.failures.record(&name, pid, &reason);
+                    return Err(Status::unavailable(format!("module '{name}' {reason}")));
                 }
-            }
-            Transport::Lean => lean::connect(
-                &name,
-                stdin,
-                stdout,
-                close.clone(),
-                options.ping,
-                options.max_message_size,
-            )
-            .await
-            .map(|(client, task)| (ModuleConn::Lean(client), task))
-            .map_err(|e| {
-                let exiting = matches!(e, lean::HelloError::Ended | lean::HelloError::Io(_));
-                (format!("declares transport = \"lean\" but {e}"), exiting)
-            }),
-        };
-        let (client, conn_task) = match connected {
-            Ok(c) => c,
-            Err((problem, exiting)) => {
-                // Usually the module died at once; say how. Either way
-                // nothing can reach it, so it must not stay behind. A module
-                // that wrote the wrong thing is still running: the problem
-                // is the reason, not how it ends once killed.
-                let reason = if exiting {
-                    match tokio::time::timeout(options.grace, child.wait()).await {
-                        Ok(Ok(status)) => format!("exited at start ({})", describe(status)),
-                        _ => problem,
-                    }
-                } else {
-                    problem
-                };
-                signal_group(pid, libc::SIGKILL);
-                tokio::spawn(async move {
-                    let _ = child.wait().await;
-                    super::guardian::forget(pid);
-                });
-                options.failures.record(&name, pid, &reason);
-                return Err(Status::unavailable(format!("module '{name}' {reason}")));
-            }
-        };
+            };
 
         let (parts, ends) = Parts::new(options);
         tokio::spawn(supervise(Supervised {
@@ -361,43 +289,6 @@ impl Instance {
         }));
         tracing::info!(module = %name, pid, path = %located.exec.display(), "module started");
         Ok(parts.assemble(name, located, pid, client, close, None))
-    }
-
-    /// An external module: a running process that registered itself as
-    /// `name` over the socket (see `external`), served over `client`. It
-    /// is never spawned, signalled or restarted: stopping it closes its
-    /// connection, and it is gone when the connection ends.
-    pub(super) fn external(
-        name: String,
-        pid: u32,
-        functions: Vec<String>,
-        client: ModuleConn,
-        conn: ConnTask,
-        close: CloseSignal,
-        options: &InstanceOptions,
-    ) -> Arc<Self> {
-        let (parts, ends) = Parts::new(options);
-        tokio::spawn(super::external::supervise(super::external::Watched {
-            name: name.clone(),
-            pid,
-            conn,
-            stop: ends.stop,
-            close: close.clone(),
-            exit: ends.exit,
-            failure: ends.failure,
-            slots: parts.slots.clone(),
-            ping_timeout: options.ping.timeout,
-            failures: options.failures.clone(),
-        }));
-        let located = super::external::located(&name, pid);
-        parts.assemble(
-            name,
-            located,
-            pid,
-            client,
-            close,
-            Some(Provided { functions }),
-        )
     }
 
     /// Whether this is an external module (registered over the socket, not
@@ -612,7 +503,7 @@ impl Instance {
             path: self.located.origin.display().to_string(),
             failure: failure.unwrap_or_default(),
             kind: if self.is_external() {
-                super::external::KIND.into()
+                EXTERNAL_KIND.into()
             } else {
                 String::new()
             },
@@ -620,120 +511,125 @@ impl Instance {
     }
 }
 
-/// Everything the supervisor task owns.
-struct Supervised {
-    name: String,
-    pid: u32,
-    child: Child,
-    conn: ConnTask,
-    stop: oneshot::Receiver<()>,
-    close: CloseSignal,
-    exit: watch::Sender<Option<ExitInfo>>,
-    failure: watch::Sender<Option<String>>,
-    slots: Arc<Semaphore>,
-    grace: Duration,
-    ping_timeout: Duration,
-    failures: Arc<FailureLog>,
+/// Spawns the module's process with its configuration and sends its
+/// stderr to the log; returns the process and its stdin and stdout.
+async fn spawn(
+    located: &Located,
+    transport: Transport,
+    spawner: &Spawner,
+    socket: &std::path::Path,
+    options: &InstanceOptions,
+) -> Result<(Child, ChildStdin, ChildStdout), Status> {
+    let name = &located.name;
+    let config = options
+        .module_configs
+        .json_for(name)
+        .map_err(|e| Status::failed_precondition(format!("cannot start module '{name}': {e}")))?;
+    let mut child = spawner
+        .spawn(SpawnRequest {
+            name: name.clone(),
+            exec: located.exec.clone(),
+            args: located.args.clone(),
+            cwd: located.exec.parent().map(|p| p.to_path_buf()),
+            socket: socket.to_path_buf(),
+            transport,
+            config,
+        })
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "cannot start module '{name}' ({}): {e}",
+                located.exec.display()
+            ))
+        })?;
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        signal_group(pid, libc::SIGKILL);
+        return Err(Status::internal(format!(
+            "module '{name}': stdio pipes missing"
+        )));
+    };
+    tokio::spawn(stderr::drain(
+        name.clone(),
+        stderr,
+        options.stderr_lines_per_second,
+    ));
+    Ok((child, stdin, stdout))
 }
 
-impl Supervised {
-    /// Marks the module failed: callers waiting in line and new ones are
-    /// refused with the reason, and the process group is killed.
-    fn fail(&self, reason: String) {
-        self.failures.record(&self.name, self.pid, &reason);
-        let _ = self.failure.send(Some(reason));
-        self.slots.close();
-        self.close.raise();
-        signal_group(self.pid, libc::SIGKILL);
-    }
-}
-
-/// Drives the connection and waits for the process; on a stop request
-/// closes stdin, then escalates; on a broken or silent connection fails
-/// the module and kills it.
-async fn supervise(mut s: Supervised) {
-    let mut asked = false;
-    let status = tokio::select! {
-        status = s.child.wait() => status,
-        _ = &mut s.stop => {
-            asked = true;
-            stop_gracefully(&mut s).await
-        }
-        end = &mut s.conn => match end {
-            ConnEnd::Asked => s.child.wait().await,
-            ConnEnd::Closed(why) => {
-                // Usually the module is exiting; give it the grace period.
-                match tokio::time::timeout(s.grace, s.child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        s.fail(format!("closed its connection ({why}) but kept running"));
-                        s.child.wait().await
-                    }
+/// Opens the module's declared transport on its pipes. On failure: the
+/// problem, and whether the module is probably exiting (then how it
+/// exited says more).
+async fn connect(
+    name: &str,
+    transport: Transport,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    close: &CloseSignal,
+    options: &InstanceOptions,
+) -> Result<(ModuleConn, ConnTask), (String, bool)> {
+    match transport {
+        Transport::Grpc => {
+            let io = ModuleIo::new(stdin, stdout, close.clone());
+            match conn::connect(io, close.clone(), options.ping, options.max_message_size).await {
+                Ok((client, mut task)) => {
+                    await_greeting(
+                        close,
+                        &mut task,
+                        // As patient as with a running module's pings.
+                        options.ping.interval + options.ping.timeout,
+                    )
+                    .await
+                    .map(|()| (ModuleConn::Grpc(client), task))
                 }
+                Err(e) => Err((format!("cannot be talked to over its stdio ({e})"), true)),
             }
-            ConnEnd::Broken(why) => {
-                s.fail(format!(
-                    "wrote something that is not HTTP/2 to stdout ({why}); \
-                     a stray print to stdout breaks the protocol"
-                ));
-                s.child.wait().await
-            }
-            ConnEnd::Garbled(why) => {
-                s.fail(format!(
-                    "wrote something that is not a lean frame to stdout ({why}); \
-                     a stray print to stdout breaks the protocol"
-                ));
-                s.child.wait().await
-            }
-            ConnEnd::Flooded(why) => {
-                s.fail(format!(
-                    "sent more small result frames than its callers read ({why})"
-                ));
-                s.child.wait().await
-            }
-            ConnEnd::Unanswered => {
-                s.fail(format!(
-                    "stopped answering (no reply to a ping within {} ms)",
-                    s.ping_timeout.as_millis()
-                ));
-                s.child.wait().await
-            }
-        },
-    };
-    // Whatever the module left behind in its group goes with it; the group
-    // is then empty and its number free for reuse.
-    signal_group(s.pid, libc::SIGKILL);
-    super::guardian::forget(s.pid);
-    let info = match &status {
-        Ok(st) => describe(*st),
-        Err(e) => format!("wait failed: {e}"),
-    };
-    let crashed =
-        !asked && s.failure.borrow().is_none() && !matches!(&status, Ok(st) if st.success());
-    if crashed {
-        s.failures
-            .record(&s.name, s.pid, &format!("exited ({info})"));
+        }
+        Transport::Lean => lean::connect(
+            name,
+            stdin,
+            stdout,
+            close.clone(),
+            options.ping,
+            options.max_message_size,
+        )
+        .await
+        .map(|(client, task)| (ModuleConn::Lean(client), task))
+        .map_err(|e| {
+            let exiting = matches!(e, lean::HelloError::Ended | lean::HelloError::Io(_));
+            (format!("declares transport = \"lean\" but {e}"), exiting)
+        }),
     }
-    tracing::info!(module = %s.name, pid = s.pid, "module exited ({info})");
-    s.close.raise();
-    s.slots.close();
-    let _ = s.exit.send(Some(info));
 }
 
-/// Stdin closed, then SIGTERM, then SIGKILL, each after the grace period.
-async fn stop_gracefully(s: &mut Supervised) -> std::io::Result<std::process::ExitStatus> {
-    s.close.raise();
-    if let Ok(status) = tokio::time::timeout(s.grace, s.child.wait()).await {
-        return status;
-    }
-    tracing::info!(module = %s.name, "did not exit after stdin closed; sending SIGTERM");
-    signal_group(s.pid, libc::SIGTERM);
-    if let Ok(status) = tokio::time::timeout(s.grace, s.child.wait()).await {
-        return status;
-    }
-    tracing::warn!(module = %s.name, "ignored SIGTERM; sending SIGKILL");
-    signal_group(s.pid, libc::SIGKILL);
-    s.child.wait().await
+/// Kills a module that could not be connected to and returns why it
+/// failed. Usually the module died at once; say how. Either way nothing
+/// can reach it, so it must not stay behind. A module that wrote the
+/// wrong thing is still running: the problem is the reason, not how it
+/// ends once killed.
+async fn abandon(
+    mut child: Child,
+    pid: u32,
+    problem: String,
+    exiting: bool,
+    grace: Duration,
+) -> String {
+    let reason = if exiting {
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => format!("exited at start ({})", describe(status)),
+            _ => problem,
+        }
+    } else {
+        problem
+    };
+    signal_group(pid, libc::SIGKILL);
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+        super::process::guardian::forget(pid);
+    });
+    reason
 }
 
 /// Waits until the module greets on its stdout the way an HTTP/2 server
@@ -787,27 +683,5 @@ async fn await_greeting(
                 false,
             )),
         },
-    }
-}
-
-fn signal_group(pid: u32, signal: libc::c_int) {
-    if pid > 0 {
-        // SAFETY: kill has no memory effects; the group id is the module's pid
-        // (process_group(0)), which we have not reaped yet or just reaped.
-        unsafe { libc::kill(-(pid as libc::pid_t), signal) };
-    }
-}
-
-fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        format!("exit status {code}")
-    } else if let Some(sig) = status.signal() {
-        let name = nix::sys::signal::Signal::try_from(sig)
-            .map(|s| s.as_str())
-            .unwrap_or("?");
-        format!("killed by signal {sig} ({name})")
-    } else {
-        status.to_string()
     }
 }

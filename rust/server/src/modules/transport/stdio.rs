@@ -1,4 +1,5 @@
-//! A module's stdin/stdout as one duplex byte stream for HTTP/2.
+//! A module's stdin/stdout as one duplex byte stream for HTTP/2, and the
+//! close signal both transports end a module's connection with.
 //!
 //! Closing stdin is how we ask a module to stop, but the HTTP/2 connection
 //! owns the stream; so the stream carries a [`CloseSignal`] that, once

@@ -23,7 +23,7 @@ use tokio::{
 use tonic::Status;
 
 use super::{
-    conn::{ConnEnd, ConnTask, Ping},
+    conn_end::{ConnEnd, ConnTask, Ping},
     stdio::CloseSignal,
 };
 

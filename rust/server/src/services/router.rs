@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::{
-    lifetime::{CallGuard, Lifetime},
+    accept::client_conn::{Conn, ConnCall},
     modules::{Busy, InFlight, Instance, ModuleHost, ModuleStream},
-    serve::{Conn, ConnCall},
+    sessions::lifetime::{CallGuard, Lifetime},
 };
 
 /// The longest deadline a caller may set; anything longer is a wire value

@@ -37,7 +37,9 @@ static TO_GUARDIAN: OnceLock<Mutex<File>> = OnceLock::new();
 /// Forks the guardian. Must run while the process has one thread (a
 /// forked child of a threaded process may not allocate). Without a
 /// guardian modules still die with the server; only their helpers may not.
-pub fn start() -> std::io::Result<()> {
+/// `in_child` runs first thing in the forked child, to let go of what the
+/// guardian must not hold (the readiness pipe).
+pub fn start(in_child: fn()) -> std::io::Result<()> {
     let (read, write) = nix::unistd::pipe()?;
     // Modules must not inherit the write end: the guardian would never see
     // EOF while one of them lives.
@@ -46,7 +48,7 @@ pub fn start() -> std::io::Result<()> {
     match unsafe { fork() }? {
         ForkResult::Child => {
             drop(write);
-            crate::ready::close_without_report();
+            in_child();
             // SAFETY: still single-threaded in this child.
             if let Ok(ForkResult::Parent { .. }) = unsafe { fork() } {
                 // The middle process: its exit reparents the guardian.

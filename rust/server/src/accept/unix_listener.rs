@@ -91,7 +91,9 @@ impl Bound {
 
     /// Accepted connections from our own user; others are logged and dropped.
     /// Re-creates the socket if it is deleted meanwhile (see the module docs).
-    pub fn incoming(self: &Arc<Self>) -> impl Stream<Item = crate::serve::Accepted<UnixStream>> {
+    pub fn incoming(
+        self: &Arc<Self>,
+    ) -> impl Stream<Item = crate::accept::connection::Accepted<UnixStream>> {
         let me = my_uid();
         let mut check = tokio::time::interval(SOCKET_CHECK_INTERVAL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -6,15 +6,15 @@
 //! wrote something that is not HTTP/2 (a stray print to stdout), stopped
 //! answering pings, or closed its end.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin};
 
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use norgopolis_proto::module_communication::{self as mc, invoker_client::InvokerClient};
+use norgopolis_proto::module_communication::invoker_client::InvokerClient;
 use tonic::body::BoxBody;
 
 use super::{
-    lean::{LeanClient, LeanStream},
+    conn_end::{ConnEnd, ConnTask, Ping},
     stdio::{CloseSignal, ModuleIo},
 };
 
@@ -56,63 +56,6 @@ impl tower::Service<http::Request<BoxBody>> for ModuleChannel {
     fn call(&mut self, request: http::Request<BoxBody>) -> Self::Future {
         Box::pin(self.0.send_request(request))
     }
-}
-
-/// The connection to a module, over the transport it declared.
-#[derive(Clone)]
-pub enum ModuleConn {
-    /// gRPC over HTTP/2 (every module unless it declares otherwise).
-    Grpc(ModuleClient),
-    /// The lean transport (modules built with our SDK that ask for it).
-    Lean(LeanClient),
-}
-
-/// One call's results, from either transport.
-pub enum ModuleStream {
-    /// A gRPC response stream (boxed: it is much larger than a lean call).
-    Grpc(Box<tonic::Streaming<mc::MessagePack>>),
-    /// A lean call.
-    Lean(LeanStream),
-}
-
-impl ModuleStream {
-    /// The next result; `None` after the last; an error ends the call.
-    /// Dropping the stream before the end cancels the call in the module.
-    pub async fn message(&mut self) -> Result<Option<mc::MessagePack>, tonic::Status> {
-        match self {
-            ModuleStream::Grpc(s) => s.message().await,
-            ModuleStream::Lean(s) => Ok(s.message().await?.map(|data| mc::MessagePack { data })),
-        }
-    }
-}
-
-/// How a module connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnEnd {
-    /// We closed it (stopping the module).
-    Asked,
-    /// The module closed its stdout or the pipe broke: usually it is exiting.
-    Closed(String),
-    /// The module sent bytes that are not valid HTTP/2.
-    Broken(String),
-    /// A ping went unanswered for the keep-alive timeout.
-    Unanswered,
-    /// Our HTTP/2 stack refused to buffer more of the module's small frames.
-    Flooded(String),
-    /// The module sent bytes that are not valid lean frames.
-    Garbled(String),
-}
-
-/// The connection task's future: drives the connection, tells how it ended.
-pub type ConnTask = Pin<Box<dyn Future<Output = ConnEnd> + Send + 'static>>;
-
-/// Ping settings for module connections.
-#[derive(Debug, Clone, Copy)]
-pub struct Ping {
-    /// How often an idle connection is pinged.
-    pub interval: Duration,
-    /// How long a ping may go unanswered.
-    pub timeout: Duration,
 }
 
 /// Opens HTTP/2 on the module's pipes. The returned task must be polled

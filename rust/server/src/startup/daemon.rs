@@ -9,7 +9,7 @@ use std::{fs::OpenOptions, os::fd::AsRawFd, path::Path};
 use anyhow::Context;
 use nix::unistd::{dup2, fork, setsid, ForkResult};
 
-use crate::logfile::RotatingLog;
+use crate::startup::logfile::RotatingLog;
 
 /// Opens the log (rotated at `max_log` bytes), forks; the parent exits at
 /// once (the spawner reaps it), the child goes on in a new session with

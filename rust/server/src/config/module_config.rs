@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::config::{Config, ConfigError};
+use crate::config::file::{Config, ConfigError};
 
 /// One `--module-config NAME=JSON` flag.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +68,7 @@ impl ModuleConfigs {
                 let mut parsed = Config::load(file)?;
                 match parsed
                     .modules
-                    .remove(&crate::config::ModuleName(name.to_string()))
+                    .remove(&crate::config::file::ModuleName(name.to_string()))
                 {
                     Some(table) => object_from_toml(table.0),
                     None => Map::new(),

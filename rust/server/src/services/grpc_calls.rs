@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
-    route::{oversized_arguments, unless_panicked, RoutedCall, Router},
-    serve::Conn,
+    accept::client_conn::Conn,
+    services::router::{oversized_arguments, unless_panicked, RoutedCall, Router},
 };
 
 /// Routes calls to modules and streams their results back item by item.

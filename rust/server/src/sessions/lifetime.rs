@@ -326,130 +326,192 @@ async fn run(
     timing: Timing,
     max_sessions: u32,
 ) {
-    let Timing {
-        linger,
-        idle_timeout,
-        retire_drain,
-    } = timing;
-    // Set while retiring: when to exit even with calls still running.
-    let mut retire_by: Option<Instant> = None;
-    let mut next_id: u64 = 1;
-    let mut sessions: u32 = 0;
-    let mut keeping_sessions: u32 = 0;
-    let mut had_session = false;
-    let mut closing = false;
-    let mut deadline: Option<Instant> = Some(Instant::now() + idle_timeout);
-
+    let mut decider = Decider {
+        deadline: Some(Instant::now() + timing.idle_timeout),
+        call_count,
+        exit,
+        timing,
+        max_sessions,
+        retire_by: None,
+        next_id: 1,
+        sessions: 0,
+        keeping_sessions: 0,
+        had_session: false,
+        closing: false,
+    };
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            _ = sleep_until(retire_by) => {
-                retire_by = None;
-                let reason = format!(
-                    "retired for a newer norgopolis with {} calls still running after {} ms",
-                    call_count.calls(),
-                    retire_drain.as_millis()
-                );
-                tracing::warn!("exiting: {reason}");
-                let _ = exit.send(Some(reason));
+            _ = sleep_until(decider.retire_by) => {
+                decider.retire_drain_passed();
                 continue;
             }
-            _ = sleep_until(deadline) => {
-                if !call_count.close_if_idle() {
-                    // A call started just now; its CallsChanged is on the
-                    // way and will set the timer again when it ends.
-                    deadline = None;
-                    continue;
-                }
-                let reason = if had_session {
-                    format!("last client left {} ms ago", linger.as_millis())
-                } else {
-                    format!("no client for {} s", idle_timeout.as_secs())
-                };
-                tracing::info!("exiting: {reason}");
-                closing = true;
-                deadline = None;
-                let _ = exit.send(Some(reason));
+            _ = sleep_until(decider.deadline) => {
+                decider.deadline_passed();
                 continue;
             }
         };
         let Some(msg) = msg else { return };
+        if decider.handle(msg) {
+            decider.settle();
+        }
+    }
+}
+
+/// The lifetime task's state: sessions, timers and whether the exit (or
+/// retirement) has begun.
+struct Decider {
+    call_count: Arc<CallCount>,
+    exit: watch::Sender<Option<ExitReason>>,
+    timing: Timing,
+    max_sessions: u32,
+    /// Set while retiring: when to exit even with calls still running.
+    retire_by: Option<Instant>,
+    next_id: u64,
+    sessions: u32,
+    keeping_sessions: u32,
+    had_session: bool,
+    closing: bool,
+    /// When the linger or idle timeout runs out, if it runs.
+    deadline: Option<Instant>,
+}
+
+impl Decider {
+    /// Retiring took too long: exit with the calls still running.
+    fn retire_drain_passed(&mut self) {
+        self.retire_by = None;
+        let reason = format!(
+            "retired for a newer norgopolis with {} calls still running after {} ms",
+            self.call_count.calls(),
+            self.timing.retire_drain.as_millis()
+        );
+        tracing::warn!("exiting: {reason}");
+        let _ = self.exit.send(Some(reason));
+    }
+
+    /// The linger or idle timeout ran out: exit unless a call just started.
+    fn deadline_passed(&mut self) {
+        if !self.call_count.close_if_idle() {
+            // A call started just now; its CallsChanged is on the way and
+            // will set the timer again when it ends.
+            self.deadline = None;
+            return;
+        }
+        let reason = if self.had_session {
+            format!("last client left {} ms ago", self.timing.linger.as_millis())
+        } else {
+            format!("no client for {} s", self.timing.idle_timeout.as_secs())
+        };
+        tracing::info!("exiting: {reason}");
+        self.closing = true;
+        self.deadline = None;
+        let _ = self.exit.send(Some(reason));
+    }
+
+    /// Acts on one message; true when sessions or calls may have changed,
+    /// so that the retirement and the timers must be looked at again.
+    fn handle(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::Open { keeps_alive, reply } => {
-                if closing {
-                    let _ = reply.send(Err(Refused::ShuttingDown));
-                    continue;
-                }
-                if sessions >= max_sessions {
-                    let _ = reply.send(Err(Refused::TooManySessions(max_sessions)));
-                    continue;
-                }
-                let id = next_id;
-                next_id += 1;
-                sessions += 1;
-                if keeps_alive {
-                    keeping_sessions += 1;
-                    had_session = true;
-                }
-                if reply.send(Ok(id)).is_err() {
-                    // The attach gave up before hearing back; its guard was
-                    // never built, so undo the count here.
-                    sessions -= 1;
-                    keeping_sessions -= u32::from(keeps_alive);
-                }
-            }
+            Msg::Open { keeps_alive, reply } => return self.open(keeps_alive, reply),
             Msg::Close { id, keeps_alive } => {
-                sessions = sessions.saturating_sub(1);
+                self.sessions = self.sessions.saturating_sub(1);
                 if keeps_alive {
-                    keeping_sessions = keeping_sessions.saturating_sub(1);
+                    self.keeping_sessions = self.keeping_sessions.saturating_sub(1);
                 }
                 tracing::debug!(session = id, "session closed");
             }
             Msg::CallsChanged => {}
             Msg::Retire => {
-                if !closing {
-                    closing = true;
-                    deadline = None;
-                    retire_by = Some(Instant::now() + retire_drain);
+                if !self.closing {
+                    self.closing = true;
+                    self.deadline = None;
+                    self.retire_by = Some(Instant::now() + self.timing.retire_drain);
                     tracing::info!(
-                        calls = call_count.calls(),
+                        calls = self.call_count.calls(),
                         "retiring for a newer norgopolis: refusing new sessions and calls"
                     );
                 }
             }
             Msg::Shutdown { reason } => {
-                if !closing || retire_by.is_some() {
+                if !self.closing || self.retire_by.is_some() {
                     tracing::info!("exiting: {reason}");
-                    closing = true;
-                    deadline = None;
-                    retire_by = None;
-                    let _ = exit.send(Some(reason));
+                    self.closing = true;
+                    self.deadline = None;
+                    self.retire_by = None;
+                    let _ = self.exit.send(Some(reason));
                 }
-                continue;
+                return false;
             }
             Msg::Counts { reply } => {
-                let calls = call_count.calls();
-                let _ = reply.send(Counts { sessions, calls });
-                continue;
+                let calls = self.call_count.calls();
+                let _ = reply.send(Counts {
+                    sessions: self.sessions,
+                    calls,
+                });
+                return false;
             }
         }
-        if retire_by.is_some() && call_count.calls() == 0 && sessions == 0 {
+        true
+    }
+
+    /// Opens a session unless exiting or full; true if one was counted.
+    fn open(&mut self, keeps_alive: bool, reply: oneshot::Sender<Result<u64, Refused>>) -> bool {
+        if self.closing {
+            let _ = reply.send(Err(Refused::ShuttingDown));
+            return false;
+        }
+        if self.sessions >= self.max_sessions {
+            let _ = reply.send(Err(Refused::TooManySessions(self.max_sessions)));
+            return false;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.sessions += 1;
+        if keeps_alive {
+            self.keeping_sessions += 1;
+            self.had_session = true;
+        }
+        if reply.send(Ok(id)).is_err() {
+            // The attach gave up before hearing back; its guard was never
+            // built, so undo the count here.
+            self.sessions -= 1;
+            self.keeping_sessions -= u32::from(keeps_alive);
+        }
+        true
+    }
+
+    /// Completes a retirement whose calls and sessions are all gone, and
+    /// (unless exiting) starts, keeps or stops the linger/idle timer.
+    fn settle(&mut self) {
+        if self.retire_by.is_some() && self.call_count.calls() == 0 && self.sessions == 0 {
             // The last call in flight is done and every client has seen the
             // goodbye (see attach.rs): the retirement is complete.
-            retire_by = None;
+            self.retire_by = None;
             let reason = "retired for a newer norgopolis".to_string();
             tracing::info!("exiting: {reason}");
-            let _ = exit.send(Some(reason));
+            let _ = self.exit.send(Some(reason));
         }
-        if closing {
-            continue;
+        if self.closing {
+            return;
         }
-        let idle = keeping_sessions == 0 && call_count.calls() == 0;
-        deadline = match (idle, deadline) {
+        let idle = self.keeping_sessions == 0 && self.call_count.calls() == 0;
+        let Timing {
+            linger,
+            idle_timeout,
+            ..
+        } = self.timing;
+        self.deadline = match (idle, self.deadline) {
             // Still idle: keep the running timer, except that a finished call
             // restarts the idle timeout of a server that never had a session.
-            (true, Some(d)) if had_session => Some(d),
-            (true, _) => Some(Instant::now() + if had_session { linger } else { idle_timeout }),
+            (true, Some(d)) if self.had_session => Some(d),
+            (true, _) => Some(
+                Instant::now()
+                    + if self.had_session {
+                        linger
+                    } else {
+                        idle_timeout
+                    },
+            ),
             (false, _) => None,
         };
     }

@@ -1,8 +1,9 @@
-//! Serving gRPC on accepted connections, one HTTP/2 connection task per
-//! peer.
+//! Serving each accepted connection, one task per peer: its opening bytes
+//! tell gRPC (HTTP/2) from the lean transport, whose connections go to the
+//! listener's [`LeanService`]; gRPC is served here.
 //!
 //! We drive hyper ourselves rather than through tonic's server so that
-//! every request carries its connection's [`Conn`] (calls are limited per
+//! every request carries its connection's `Conn` (calls are limited per
 //! connection), a peer that does not open with the HTTP/2 preface is
 //! dropped at once (garbage, HTTP/1, port scanners) or after a short
 //! silence, and the caller's `grpc-timeout` reaches the forwarder intact
@@ -12,11 +13,9 @@
 //! session within `first_call_timeout`.
 
 use std::{
+    future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicU32, AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -34,9 +33,9 @@ use tokio::{
 use tonic::service::Routes;
 
 use crate::{
-    admission::{Admission, Admitted, Setup, Unstarted},
-    lifetime::ExitReason,
-    route::Router,
+    accept::admission::{Admission, Admitted, Unstarted},
+    accept::client_conn::{Conn, Connections},
+    sessions::lifetime::ExitReason,
 };
 
 /// What every HTTP/2 client sends first (RFC 9113, section 3.4).
@@ -51,75 +50,23 @@ const REFUSALS_ANSWERED: usize = 8;
 /// How long a refused connection is kept for telling it why.
 const REFUSAL_TIME: Duration = Duration::from_secs(3);
 
-/// Counts of open connections, for `Status`.
-#[derive(Default)]
-pub struct Connections {
-    open: AtomicU32,
-    next_id: AtomicU64,
+/// Serves the connections that open with the lean transport's hello (the
+/// lean calls service); given to [`serve`] so that accepting connections
+/// does not depend on what is served on them.
+pub trait LeanService<IO>: Clone + Send + Sync + 'static {
+    /// Serves `io`, whose hello has been read, as `conn` until the client
+    /// leaves or the exit is decided.
+    fn serve(
+        &self,
+        io: IO,
+        conn: Conn,
+        shutdown: watch::Receiver<Option<ExitReason>>,
+    ) -> impl Future<Output = ()> + Send;
 }
 
-impl Connections {
-    /// Connections currently open (past the preface).
-    pub fn open(&self) -> u32 {
-        self.open.load(Ordering::Relaxed)
-    }
-}
-
-/// One client connection; present in every request's extensions.
-#[derive(Clone, Debug)]
-pub struct Conn {
-    /// Unique for the server's life.
-    pub id: u64,
-    /// The peer's process id, from the socket's credentials (Unix sockets
-    /// only): how the forwarder recognises calls made by a module.
-    pub peer_pid: Option<u32>,
-    /// Whether the peer is one of our modules, judged on its first call.
-    from_module: Arc<std::sync::OnceLock<bool>>,
-    calls: Arc<AtomicU32>,
-    /// Whether a call or session has started here (see [`Admission`]).
-    setup: Arc<Setup>,
-}
-
-/// A call counted against its connection; dropping it ends the count.
-pub struct ConnCall(Arc<AtomicU32>);
-
-impl Drop for ConnCall {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Conn {
-    /// Whether this connection comes from one of our module processes;
-    /// `is_module` is asked once per connection (a peer never changes).
-    pub fn is_from_module(&self, is_module: impl FnOnce(u32) -> bool) -> bool {
-        *self
-            .from_module
-            .get_or_init(|| self.peer_pid.is_some_and(is_module))
-    }
-
-    /// Notes that the connection is in use though it starts no call (an
-    /// external module's): it is no longer closed as idle.
-    pub fn mark_started(&self) {
-        self.setup.mark_started();
-    }
-
-    /// Counts a call unless `limit` calls are already running here.
-    pub fn begin_call(&self, limit: u32) -> Option<ConnCall> {
-        // Lean connections start calls only through here.
-        self.setup.mark_started();
-        self.calls
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ConnCall(self.calls.clone()))
-    }
-}
-
-/// How connections of one listener are served.
+/// How connections of one listener are served; `L` serves lean clients.
 #[derive(Clone)]
-pub struct ServeOptions {
+pub struct ServeOptions<L> {
     /// "unix" or "tcp", for logs.
     pub transport: &'static str,
     /// HTTP/2 streams a peer may open at once. Above the per-connection call
@@ -128,8 +75,8 @@ pub struct ServeOptions {
     pub max_streams: u32,
     /// HTTP/2 ping interval; a peer silent for as long again is dropped.
     pub keepalive: Duration,
-    /// Where clients may also speak the lean transport: its calls' router.
-    pub lean: Option<Arc<Router>>,
+    /// Where clients may also speak the lean transport: what serves them.
+    pub lean: Option<L>,
     /// Which connections this listener keeps.
     pub admission: Arc<Admission>,
     /// A connection that starts no call or session this long after it was
@@ -142,15 +89,16 @@ pub type Accepted<IO> = (IO, Option<u32>);
 
 /// Serves `routes` on every connection `incoming` yields until `shutdown`
 /// is decided, then lets open connections finish (the caller bounds that).
-pub async fn serve<IO, I>(
+pub async fn serve<IO, I, L>(
     incoming: I,
     routes: Routes,
-    options: ServeOptions,
+    options: ServeOptions<L>,
     connections: Arc<Connections>,
     mut shutdown: watch::Receiver<Option<ExitReason>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     I: Stream<Item = Accepted<IO>>,
+    L: LeanService<IO>,
 {
     let options = Arc::new(options);
     let mut tasks = JoinSet::new();
@@ -202,25 +150,17 @@ async fn exiting(shutdown: &mut watch::Receiver<Option<ExitReason>>) {
     let _ = shutdown.wait_for(Option::is_some).await;
 }
 
-/// Decrements the open count when a connection ends.
-struct OpenGuard(Arc<Connections>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn connection<IO>(
+async fn connection<IO, L>(
     io: IO,
     peer_pid: Option<u32>,
     admitted: Admitted,
     routes: Routes,
-    options: Arc<ServeOptions>,
+    options: Arc<ServeOptions<L>>,
     connections: Arc<Connections>,
     mut shutdown: watch::Receiver<Option<ExitReason>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    L: LeanService<IO>,
 {
     let transport = options.transport;
     let first_call_by = Instant::now() + options.first_call_timeout;
@@ -244,21 +184,14 @@ async fn connection<IO>(
         },
         _ = exiting(&mut shutdown) => return,
     };
-    connections.open.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenGuard(connections.clone());
-    let conn = Conn {
-        id: connections.next_id.fetch_add(1, Ordering::Relaxed) + 1,
-        peer_pid,
-        from_module: Arc::default(),
-        calls: Arc::default(),
-        setup: admitted.setup(),
-    };
+    let _open = connections.opened();
+    let conn = Conn::new(connections.next_id(), peer_pid, admitted.setup());
     let id = conn.id;
     let io = match (opening, &options.lean) {
         (Opening::Http2(io), _) => io,
-        (Opening::Lean(io), Some(router)) => {
+        (Opening::Lean(io), Some(lean)) => {
             tokio::select! {
-                _ = crate::lean_client::serve(io, conn, router.clone(), shutdown) => {}
+                _ = lean.serve(io, conn, shutdown) => {}
                 why = &mut unstarted => closed_unstarted(transport, why, &options),
             }
             return;
@@ -269,7 +202,7 @@ async fn connection<IO>(
     let service = tower::ServiceBuilder::new()
         .map_request(move |request: http::Request<hyper::body::Incoming>| {
             // Any request counts: an Attach, a control call or a call.
-            conn.setup.mark_started();
+            conn.mark_started();
             let mut request = request.map(tonic::body::boxed);
             request.extensions_mut().insert(conn.clone());
             request
@@ -300,7 +233,7 @@ async fn connection<IO>(
 }
 
 /// Logs why a connection that started nothing is being closed.
-fn closed_unstarted(transport: &str, why: Unstarted, options: &ServeOptions) {
+fn closed_unstarted<L>(transport: &str, why: Unstarted, options: &ServeOptions<L>) {
     match why {
         Unstarted::Evicted => {
             tracing::debug!(
@@ -509,21 +442,5 @@ mod tests {
             .unwrap();
         let err = read_opening(b, false).await.err().unwrap();
         assert!(err.contains("not HTTP/2"), "{err}");
-    }
-
-    #[test]
-    fn call_limit_per_connection() {
-        let conn = Conn {
-            id: 1,
-            peer_pid: None,
-            from_module: Arc::default(),
-            calls: Arc::default(),
-            setup: Arc::default(),
-        };
-        let a = conn.begin_call(2).unwrap();
-        let _b = conn.begin_call(2).unwrap();
-        assert!(conn.begin_call(2).is_none());
-        drop(a);
-        assert!(conn.begin_call(2).is_some());
     }
 }

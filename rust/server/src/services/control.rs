@@ -13,11 +13,11 @@ use norgopolis_proto::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    attach::{attach, AttachConfig},
-    events::{EventHub, SERVER_MODULE},
-    lifetime::{Lifetime, RETIRE_DRAIN},
+    accept::client_conn::Connections,
     modules::ModuleHost,
-    serve::Connections,
+    sessions::attach::{attach, AttachConfig},
+    sessions::events::{EventHub, SERVER_MODULE},
+    sessions::lifetime::{Lifetime, RETIRE_DRAIN},
 };
 
 /// Event (module `norgopolis`) sent to every session when the server
@@ -48,7 +48,7 @@ pub struct ControlService {
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    type AttachStream = crate::events::SessionStream;
+    type AttachStream = crate::sessions::events::SessionStream;
 
     async fn attach(
         &self,

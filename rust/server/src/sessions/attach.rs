@@ -11,9 +11,11 @@ use norgopolis_proto::{
 };
 use tonic::{Status, Streaming};
 
+use tokio::sync::watch;
+
 use crate::{
-    events::{session_queue, EventHub, Queued, SessionStream},
-    lifetime::{Lifetime, Refused, RETIRE_DRAIN},
+    sessions::events::{session_queue, EventHub, Queued, SessionSender, SessionStream},
+    sessions::lifetime::{ExitReason, Lifetime, Refused, SessionGuard, RETIRE_DRAIN},
 };
 
 /// How long a client has to send its Hello.
@@ -73,65 +75,87 @@ pub async fn attach(
         .map_err(|_| Status::cancelled("client left during the handshake"))?;
     hub.join(id, tx.clone());
 
-    let mut exit = lifetime.exit_watch();
-    let mut retiring = lifetime.retire_watch();
-    let hub = hub.clone();
-    let timeout = config.client_timeout;
-    tokio::spawn(async move {
-        let _guard = guard;
-        let mut retired = false;
-        let why = loop {
-            tokio::select! {
-                next = tokio::time::timeout(timeout, inbound.message()) => match next {
-                    Ok(Ok(Some(ClientMessage { kind: Some(client_message::Kind::Ping(p)) }))) => {
-                        let _ = tx.try_send(Queued::own(message(Kind::Pong(Pong { nonce: p.nonce }))));
-                    }
-                    Ok(Ok(Some(_))) => {}
-                    Ok(Ok(None)) => break "client detached".to_string(),
-                    // A client that exits or dies without detaching (Neovim
-                    // quitting, a killed script) shows up as a broken stream.
-                    Ok(Err(e)) => break connection_lost(&e),
-                    Err(_) => {
-                        let reason = format!("no keepalive for {} s", timeout.as_secs());
-                        let _ = tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
-                        break reason;
-                    }
-                },
-                successor = retiring.wait_for(Option::is_some) => {
-                    // Told at once (after the `server.retiring` event), so
-                    // that the client's next call goes to the successor; its
-                    // calls in flight here go on.
-                    let successor = successor.ok().and_then(|s| s.clone()).unwrap_or_default();
-                    let reason = norgopolis_common::version::retiring_message(&successor);
-                    let _ = tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
-                    retired = true;
-                    break reason;
-                }
-                reason = exit.wait_for(Option::is_some) => {
-                    let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
-                    // The reserved `server.shutdown` event, then the Goodbye.
-                    let _ = tx.try_send(Queued::own(hub.shutdown_event(&reason)));
-                    let _ = tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye {
-                        reason: format!("server shutting down: {reason}"),
-                    }))));
-                    break reason;
-                }
-            }
-        };
-        hub.leave(id);
-        if retired {
-            // The session (and so the retirement) lasts until the client
-            // ends its half: it has then seen the goodbye, and its calls no
-            // longer come here, so none can be cut off by our exit. Bounded
-            // like the calls in flight.
-            let _ = tokio::time::timeout(RETIRE_DRAIN, async {
-                while let Ok(Some(_)) = inbound.message().await {}
-            })
-            .await;
-        }
-        tracing::info!(session = id, "session ended: {why}");
-    });
+    tokio::spawn(run_session(Session {
+        inbound,
+        tx,
+        hub: hub.clone(),
+        exit: lifetime.exit_watch(),
+        retiring: lifetime.retire_watch(),
+        timeout: config.client_timeout,
+        guard,
+    }));
     Ok(rx)
+}
+
+/// A session once welcomed, as its task owns it.
+struct Session {
+    inbound: Streaming<ClientMessage>,
+    tx: SessionSender,
+    hub: Arc<EventHub>,
+    exit: watch::Receiver<Option<ExitReason>>,
+    retiring: watch::Receiver<Option<String>>,
+    /// Silence after which the session is dropped.
+    timeout: Duration,
+    /// Counts the session with the lifetime task while it lives; last, so
+    /// that it is let go of after everything else.
+    guard: SessionGuard,
+}
+
+/// Serves a session until the client's stream ends, it falls silent, the
+/// server retires (then until the client ends its half) or exits.
+async fn run_session(mut s: Session) {
+    let id = s.guard.id();
+    let mut retired = false;
+    let why = loop {
+        tokio::select! {
+            next = tokio::time::timeout(s.timeout, s.inbound.message()) => match next {
+                Ok(Ok(Some(ClientMessage { kind: Some(client_message::Kind::Ping(p)) }))) => {
+                    let _ = s.tx.try_send(Queued::own(message(Kind::Pong(Pong { nonce: p.nonce }))));
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => break "client detached".to_string(),
+                // A client that exits or dies without detaching (Neovim
+                // quitting, a killed script) shows up as a broken stream.
+                Ok(Err(e)) => break connection_lost(&e),
+                Err(_) => {
+                    let reason = format!("no keepalive for {} s", s.timeout.as_secs());
+                    let _ = s.tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
+                    break reason;
+                }
+            },
+            successor = s.retiring.wait_for(Option::is_some) => {
+                // Told at once (after the `server.retiring` event), so
+                // that the client's next call goes to the successor; its
+                // calls in flight here go on.
+                let successor = successor.ok().and_then(|s| s.clone()).unwrap_or_default();
+                let reason = norgopolis_common::version::retiring_message(&successor);
+                let _ = s.tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye { reason: reason.clone() }))));
+                retired = true;
+                break reason;
+            }
+            reason = s.exit.wait_for(Option::is_some) => {
+                let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
+                // The reserved `server.shutdown` event, then the Goodbye.
+                let _ = s.tx.try_send(Queued::own(s.hub.shutdown_event(&reason)));
+                let _ = s.tx.try_send(Queued::own(message(Kind::Goodbye(Goodbye {
+                    reason: format!("server shutting down: {reason}"),
+                }))));
+                break reason;
+            }
+        }
+    };
+    s.hub.leave(id);
+    if retired {
+        // The session (and so the retirement) lasts until the client
+        // ends its half: it has then seen the goodbye, and its calls no
+        // longer come here, so none can be cut off by our exit. Bounded
+        // like the calls in flight.
+        let _ = tokio::time::timeout(RETIRE_DRAIN, async {
+            while let Ok(Some(_)) = s.inbound.message().await {}
+        })
+        .await;
+    }
+    tracing::info!(session = id, "session ended: {why}");
 }
 
 async fn read_hello(inbound: &mut Streaming<ClientMessage>) -> Result<Hello, Status> {

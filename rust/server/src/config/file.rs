@@ -12,10 +12,9 @@ use std::{
 
 use serde::{de::Error as _, Deserialize, Deserializer};
 
-use crate::{
-    settings::{duration_from_secs, parse_duration, positive},
-    tcp::parse_loopback,
-};
+use norgopolis_common::duration::{duration_from_secs, parse_duration, positive};
+
+use crate::config::{limits::ranges, listen_addr::parse_loopback};
 
 /// Smallest accepted `log_max_size`: below this a rotated log holds too
 /// little to be useful.
@@ -366,15 +365,15 @@ fn count_in<'de, D: Deserializer<'de>>(
 }
 
 fn unix_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    count_in(d, crate::settings::limits::MAX_CONNECTIONS)
+    count_in(d, ranges::MAX_CONNECTIONS)
 }
 
 fn tcp_connections<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    count_in(d, crate::settings::limits::MAX_TCP_CONNECTIONS)
+    count_in(d, ranges::MAX_TCP_CONNECTIONS)
 }
 
 fn first_call_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let range = crate::settings::limits::FIRST_CALL_TIMEOUT;
+    let range = ranges::FIRST_CALL_TIMEOUT;
     match duration(d)? {
         Some(t) if !range.contains(&t) => Err(D::Error::custom(format!(
             "{} ms is out of range: use {} ms to {} s",

@@ -10,7 +10,7 @@
 //! `communication.Forwarder`, and the same per-call credit the router
 //! gives lean modules (a client that stops reading pauses its own call).
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use norgopolis_proto::{
     lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
@@ -19,15 +19,15 @@ use norgopolis_proto::{
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::{mpsc, watch, Semaphore},
-    task::JoinSet,
+    task::{JoinHandle, JoinSet},
 };
 use tonic::{Code, Status};
 
 use crate::{
-    lifetime::ExitReason,
+    accept::{client_conn::Conn, connection::LeanService},
     modules::external::{self, Offer},
-    route::{oversized_arguments, unless_panicked, Router},
-    serve::Conn,
+    services::router::{oversized_arguments, unless_panicked, Router},
+    sessions::lifetime::ExitReason,
 };
 
 /// Serves one lean client whose hello has been read, until it closes the
@@ -51,7 +51,6 @@ pub async fn serve<IO>(
     // Clients send calls and credit, mostly small: a small buffer, as
     // thousands of connections may be open.
     let mut frames = FrameReader::with_buffer(reader, limit, 8 * 1024);
-    let id = conn.id;
     let mut writer_done = false;
     let ended = loop {
         let incoming = tokio::select! {
@@ -59,86 +58,19 @@ pub async fn serve<IO>(
             _ = shutdown.wait_for(Option::is_some) => break Ending::Closed("the server is exiting".to_string()),
             written = &mut writer => {
                 writer_done = true;
-                break Ending::Closed(match written {
-                Ok(Ok(())) => "its writer stopped".to_string(),
-                Ok(Err(e)) => format!("writing to it failed: {e}"),
-                Err(e) => format!("writer task: {e}"),
-                });
+                break Ending::Closed(writer_ended(written));
             }
         };
         // Reap finished calls as we go (not in the select above: a frame
         // half read must not be abandoned).
         while tasks.try_join_next().is_some() {}
-        let frame = match incoming {
-            Ok(Some(Incoming::Frame(frame))) => frame,
-            Ok(Some(Incoming::Oversized { id, len })) => {
-                // Its arguments were skipped unread; the connection goes on.
-                let _ = out.send(error_frame(
-                    id,
-                    Code::ResourceExhausted,
-                    oversized_arguments(Some(len), limit),
-                ));
-                continue;
-            }
-            Ok(None) => break Ending::Closed("it closed the connection".to_string()),
-            Err(FrameError::Io(e)) => break Ending::Closed(format!("reading failed: {e}")),
-            Err(FrameError::Truncated) => {
-                break Ending::Closed("it closed the connection mid-frame".to_string())
-            }
-            Err(e) => break Ending::Closed(format!("it broke the lean protocol: {e}")),
+        let frame = match received(incoming, &out, limit) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => continue,
+            Err(ended) => break ended,
         };
-        match frame {
-            // Its results could not be told from the running call's.
-            Frame::Route { id, .. } if calls.is_running(id) => {
-                break Ending::Closed(format!(
-                    "it reused call id {id} while that call was running"
-                ));
-            }
-            Frame::Route {
-                id,
-                module,
-                function,
-                args,
-                deadline_ms,
-            } => {
-                let call = Started {
-                    id,
-                    module,
-                    function,
-                    args,
-                    timeout: deadline_ms.map(Duration::from_millis),
-                };
-                start(call, &conn, &router, &out, &calls, &mut tasks);
-            }
-            Frame::Cancel { id } => {
-                calls.cancel(id);
-            }
-            Frame::Credit { id, items } => calls.grant(id, items),
-            Frame::Ping { nonce } => {
-                let _ = out.send(Outgoing::Frame(Frame::Pong { nonce }));
-            }
-            // Its calls' results would share the connection with its
-            // module's frames.
-            Frame::Provide { .. } if !tasks.is_empty() => {
-                break Ending::Closed("it sent PROVIDE while its calls ran".to_string());
-            }
-            Frame::Provide {
-                id,
-                module,
-                functions,
-            } => {
-                break Ending::Provide {
-                    id,
-                    module,
-                    functions,
-                }
-            }
-            other => {
-                break Ending::Closed(format!(
-                    "it sent a {} frame, which clients do not send",
-                    other.kind_name()
-                ));
-            }
+        if let Some(ended) = dispatch(frame, &conn, &router, &out, &calls, &mut tasks) {
+            break ended;
         }
     };
     let ended = match ended {
@@ -159,23 +91,151 @@ pub async fn serve<IO>(
             return provide(offer, call, &conn, &router, shutdown).await;
         }
     };
-    tracing::debug!(conn = id, "lean client connection ends: {ended}");
-    if shutdown.borrow().is_some() {
-        // Calls in flight finish (the server bounds how long it waits).
+    tracing::debug!(conn = conn.id, "lean client connection ends: {ended}");
+    let calls_finish = shutdown.borrow().is_some();
+    close(calls_finish, calls, tasks, out, writer, writer_done).await;
+}
+
+impl<IO> LeanService<IO> for Arc<Router>
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    fn serve(
+        &self,
+        io: IO,
+        conn: Conn,
+        shutdown: watch::Receiver<Option<ExitReason>>,
+    ) -> impl Future<Output = ()> + Send {
+        serve(io, conn, self.clone(), shutdown)
+    }
+}
+
+/// Why the connection's writer stopped, in words.
+fn writer_ended(written: Result<Result<(), FrameError>, tokio::task::JoinError>) -> String {
+    match written {
+        Ok(Ok(())) => "its writer stopped".to_string(),
+        Ok(Err(e)) => format!("writing to it failed: {e}"),
+        Err(e) => format!("writer task: {e}"),
+    }
+}
+
+/// What one read from the client gives: a frame, nothing to act on (an
+/// oversized call, answered here; the connection goes on), or the end.
+fn received(
+    incoming: Result<Option<Incoming>, FrameError>,
+    out: &mpsc::UnboundedSender<Outgoing>,
+    limit: usize,
+) -> Result<Option<Frame>, Ending> {
+    match incoming {
+        Ok(Some(Incoming::Frame(frame))) => Ok(Some(frame)),
+        Ok(Some(Incoming::Oversized { id, len })) => {
+            // Its arguments were skipped unread.
+            let _ = out.send(error_frame(
+                id,
+                Code::ResourceExhausted,
+                oversized_arguments(Some(len), limit),
+            ));
+            Ok(None)
+        }
+        Ok(None) => Err(Ending::Closed("it closed the connection".to_string())),
+        Err(FrameError::Io(e)) => Err(Ending::Closed(format!("reading failed: {e}"))),
+        Err(FrameError::Truncated) => Err(Ending::Closed(
+            "it closed the connection mid-frame".to_string(),
+        )),
+        Err(e) => Err(Ending::Closed(format!("it broke the lean protocol: {e}"))),
+    }
+}
+
+/// Acts on one frame from the client; `Some` ends the connection's loop.
+fn dispatch(
+    frame: Frame,
+    conn: &Conn,
+    router: &Arc<Router>,
+    out: &mpsc::UnboundedSender<Outgoing>,
+    calls: &CallTable,
+    tasks: &mut JoinSet<()>,
+) -> Option<Ending> {
+    match frame {
+        // Its results could not be told from the running call's.
+        Frame::Route { id, .. } if calls.is_running(id) => Some(Ending::Closed(format!(
+            "it reused call id {id} while that call was running"
+        ))),
+        Frame::Route {
+            id,
+            module,
+            function,
+            args,
+            deadline_ms,
+        } => {
+            let call = Started {
+                id,
+                module,
+                function,
+                args,
+                timeout: deadline_ms.map(Duration::from_millis),
+            };
+            start(call, conn, router, out, calls, tasks);
+            None
+        }
+        Frame::Cancel { id } => {
+            calls.cancel(id);
+            None
+        }
+        Frame::Credit { id, items } => {
+            calls.grant(id, items);
+            None
+        }
+        Frame::Ping { nonce } => {
+            let _ = out.send(Outgoing::Frame(Frame::Pong { nonce }));
+            None
+        }
+        // Its calls' results would share the connection with its
+        // module's frames.
+        Frame::Provide { .. } if !tasks.is_empty() => Some(Ending::Closed(
+            "it sent PROVIDE while its calls ran".to_string(),
+        )),
+        Frame::Provide {
+            id,
+            module,
+            functions,
+        } => Some(Ending::Provide {
+            id,
+            module,
+            functions,
+        }),
+        other => Some(Ending::Closed(format!(
+            "it sent a {} frame, which clients do not send",
+            other.kind_name()
+        ))),
+    }
+}
+
+/// Ends a client connection: its calls finish first when the server is
+/// exiting (`calls_finish`; the server bounds how long it waits), else
+/// they are cancelled; what they queued is written before the socket
+/// closes, within a second.
+async fn close(
+    calls_finish: bool,
+    calls: CallTable,
+    mut tasks: JoinSet<()>,
+    out: mpsc::UnboundedSender<Outgoing>,
+    mut writer: JoinHandle<Result<(), FrameError>>,
+    writer_done: bool,
+) {
+    if calls_finish {
         while tasks.join_next().await.is_some() {}
     }
     calls.cancel_all();
     tasks.shutdown().await;
     drop(out);
-    // Whatever the calls queued goes out before the socket closes (a
-    // finished writer must not be polled again).
+    // A finished writer must not be polled again.
     if !writer_done {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
     }
     // A writer stuck on a client that stopped reading goes now, with
     // everything still queued for it.
     writer.abort();
-    crate::memory::trim_soon();
+    crate::services::memory::trim_soon();
 }
 
 /// Why the loop over a client's frames ended.
