@@ -45,7 +45,7 @@ pub enum Transport {
     /// including those built on the public `norgopolis-module` crate.
     #[default]
     Grpc,
-    /// Length-prefixed frames (`norgopolis_proto::lean`): cheaper, spoken
+    /// Length-prefixed frames (`norgopolis_proto::lean_frame`): cheaper, spoken
     /// only by modules built with our SDK.
     Lean,
 }

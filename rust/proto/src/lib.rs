@@ -5,12 +5,9 @@
 //! between serde values and the MessagePack bytes every call carries;
 //! [`lean_frame`] is the framing of the opt-in lean module transport.
 
-pub mod lean_frame;
-/// The old name of [`lean_frame`], kept so that users of `norgopolis_proto::lean_frame` build unchanged.
-#[doc(hidden)]
-pub use lean_frame as lean;
 pub mod lean_callee;
 pub mod lean_caller;
+pub mod lean_frame;
 pub mod msgpack;
 
 /// Front end <-> router protocol of the public norgopolis.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use norgopolis_client::{CallStream, Client, ClientError, ConnectOptions, Transport};
-use norgopolis_proto::lean::{Frame, Incoming};
+use norgopolis_proto::lean_frame::{Frame, Incoming};
 use norgopolis_tests::*;
 use rmpv::Value;
 use support::{client_with, map, raw_lean, send, WAIT};

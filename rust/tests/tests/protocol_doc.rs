@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use norgopolis_proto::lean::{decode, encode, Frame, HEADER_LEN};
+use norgopolis_proto::lean_frame::{decode, encode, Frame, HEADER_LEN};
 
 /// One example: the frame its comment line describes, and its bytes.
 struct Example {
@@ -190,11 +190,11 @@ fn every_byte_example_in_the_protocol_document_matches_the_codec() {
 #[test]
 fn the_document_states_the_codecs_constants() {
     let doc = document();
-    let credit = norgopolis_proto::lean::INITIAL_CREDIT.to_string();
+    let credit = norgopolis_proto::lean_frame::INITIAL_CREDIT.to_string();
     assert!(
         doc.contains(&format!("starts at **{credit}**")),
         "the initial credit in docs/protocol.md is not {credit}"
     );
-    let magic = std::str::from_utf8(norgopolis_proto::lean::MAGIC).unwrap();
+    let magic = std::str::from_utf8(norgopolis_proto::lean_frame::MAGIC).unwrap();
     assert!(doc.contains(&format!("`{magic}`")));
 }

@@ -16,7 +16,7 @@ use std::{
 
 use norgopolis_proto::{
     communication::{forwarder_client::ForwarderClient, Invocation},
-    lean::{Frame, FrameReader, Incoming},
+    lean_frame::{Frame, FrameReader, Incoming},
 };
 use norgopolis_tests::*;
 use rmpv::Value;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use norgopolis_proto::lean::{Frame, INITIAL_CREDIT, MAGIC};
+use norgopolis_proto::lean_frame::{Frame, INITIAL_CREDIT, MAGIC};
 use rmpv::Value;
 
 use super::{
@@ -61,7 +61,7 @@ fn error_text(outcome: &Outcome) -> String {
 /// The module's first bytes are the lean hello.
 pub async fn hello(m: &mut ModuleConn) -> Verdict {
     match m.hello(Duration::from_secs(10)).await {
-        Ok(bytes) if bytes == norgopolis_proto::lean::hello_bytes() => {
+        Ok(bytes) if bytes == norgopolis_proto::lean_frame::hello_bytes() => {
             Verdict::Pass(format!("{:?}", std::str::from_utf8(MAGIC).unwrap_or("")))
         }
         Ok(bytes) if bytes.is_empty() => {

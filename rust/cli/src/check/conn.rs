@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-use norgopolis_proto::lean::{self, Frame, FrameReader, Incoming};
+use norgopolis_proto::lean_frame::{self as lean, Frame, FrameReader, Incoming};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     process::{Child, ChildStdin, ChildStdout, Command},

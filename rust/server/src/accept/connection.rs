@@ -293,7 +293,7 @@ async fn read_opening<IO: AsyncRead + Unpin>(
     mut io: IO,
     lean: bool,
 ) -> Result<Opening<IO>, String> {
-    let hello = norgopolis_proto::lean::hello_bytes();
+    let hello = norgopolis_proto::lean_frame::hello_bytes();
     let mut got = [0u8; PREFACE.len()];
     let mut expected: &[u8] = PREFACE;
     let mut filled = 0;
@@ -422,7 +422,7 @@ mod tests {
     #[tokio::test]
     async fn the_lean_hello_is_recognised_and_nothing_after_it_is_read() {
         let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(&norgopolis_proto::lean::hello_bytes())
+        a.write_all(&norgopolis_proto::lean_frame::hello_bytes())
             .await
             .unwrap();
         a.write_all(b"next frame").await.unwrap();
@@ -437,7 +437,7 @@ mod tests {
     #[tokio::test]
     async fn the_lean_hello_is_refused_where_lean_is_off() {
         let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(&norgopolis_proto::lean::hello_bytes())
+        a.write_all(&norgopolis_proto::lean_frame::hello_bytes())
             .await
             .unwrap();
         let err = read_opening(b, false).await.err().unwrap();

@@ -13,7 +13,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use norgopolis_catalog::locate::Located;
-use norgopolis_proto::lean::{FrameError, FrameReader, Outgoing};
+use norgopolis_proto::lean_frame::{FrameError, FrameReader, Outgoing};
 use tokio::{
     io::AsyncRead,
     sync::{mpsc, oneshot, watch, Semaphore},

@@ -1,5 +1,5 @@
 //! Serving a client that speaks the lean transport on the server's socket
-//! (`norgopolis_proto::lean`; our client crate and Neovim plugin do).
+//! (`norgopolis_proto::lean_frame`; our client crate and Neovim plugin do).
 //!
 //! It exists for speed: a call over it costs the client and the server a
 //! fraction of the CPU of a gRPC call over HTTP/2, which is most of a
@@ -13,8 +13,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use norgopolis_proto::{
-    lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
     lean_callee::{error_frame, CallTable},
+    lean_frame::{self as lean, Frame, FrameError, FrameReader, Incoming, Outgoing},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},

@@ -107,7 +107,8 @@ where
             Ok(Handle::Http2(send))
         }
         Mode::Lean => {
-            io.write_all(&norgopolis_proto::lean::hello_bytes()).await?;
+            io.write_all(&norgopolis_proto::lean_frame::hello_bytes())
+                .await?;
             tokio::spawn(async move {
                 // The server's hello, then nothing until it closes.
                 let mut buf = [0u8; 256];

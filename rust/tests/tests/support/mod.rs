@@ -237,22 +237,22 @@ pub fn signal(pid: u32, sig: libc::c_int) {
 pub async fn raw_lean(
     socket: &Path,
 ) -> (
-    norgopolis_proto::lean::FrameReader<tokio::net::unix::OwnedReadHalf>,
+    norgopolis_proto::lean_frame::FrameReader<tokio::net::unix::OwnedReadHalf>,
     tokio::net::unix::OwnedWriteHalf,
 ) {
     let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
     let (read, mut write) = stream.into_split();
-    tokio::io::AsyncWriteExt::write_all(&mut write, &norgopolis_proto::lean::hello_bytes())
+    tokio::io::AsyncWriteExt::write_all(&mut write, &norgopolis_proto::lean_frame::hello_bytes())
         .await
         .unwrap();
-    let mut frames = norgopolis_proto::lean::FrameReader::new(read, 1 << 20);
+    let mut frames = norgopolis_proto::lean_frame::FrameReader::new(read, 1 << 20);
     let hello = frames
-        .read_prefix(norgopolis_proto::lean::HEADER_LEN + 4)
+        .read_prefix(norgopolis_proto::lean_frame::HEADER_LEN + 4)
         .await
         .unwrap();
     assert_eq!(
         hello,
-        norgopolis_proto::lean::hello_bytes(),
+        norgopolis_proto::lean_frame::hello_bytes(),
         "the server greets back"
     );
     (frames, write)
@@ -260,10 +260,10 @@ pub async fn raw_lean(
 
 pub async fn send(
     write: &mut tokio::net::unix::OwnedWriteHalf,
-    frame: norgopolis_proto::lean::Frame,
+    frame: norgopolis_proto::lean_frame::Frame,
 ) {
     let mut buf = Vec::new();
-    norgopolis_proto::lean::encode(&frame, &mut buf).unwrap();
+    norgopolis_proto::lean_frame::encode(&frame, &mut buf).unwrap();
     tokio::io::AsyncWriteExt::write_all(write, &buf)
         .await
         .unwrap();

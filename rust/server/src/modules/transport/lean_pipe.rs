@@ -1,5 +1,5 @@
 //! The lean transport's connection to one module (frames from
-//! `norgopolis_proto::lean` on the module's stdin/stdout).
+//! `norgopolis_proto::lean_frame` on the module's stdin/stdout).
 //!
 //! One writer task gathers queued frames into single writes; one reader
 //! task hands the module's results to the calling end shared with our
@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use norgopolis_proto::{
-    lean::{self, Frame, FrameError, FrameReader, Incoming, Outgoing},
     lean_caller::{CallStream, Caller, KeepAlive},
+    lean_frame::{self as lean, Frame, FrameError, FrameReader, Incoming, Outgoing},
 };
 use tokio::{
     io::AsyncRead,
