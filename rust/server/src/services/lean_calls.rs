@@ -167,7 +167,7 @@ fn dispatch(
             args,
             deadline_ms,
         } => {
-            let call = Started {
+            let call = Requested {
                 id,
                 module,
                 function,
@@ -285,8 +285,8 @@ async fn provide<R>(
     }
 }
 
-/// A `ROUTE` frame's call.
-struct Started {
+/// A call a `ROUTE` frame asks for, not yet started.
+struct Requested {
     id: u32,
     module: String,
     function: String,
@@ -300,7 +300,7 @@ fn status_frame(id: u32, status: &Status) -> Outgoing {
 
 /// Starts `call` in a task of its own, registered for cancellation.
 fn start(
-    call: Started,
+    call: Requested,
     conn: &Conn,
     router: &Arc<Router>,
     out: &mpsc::UnboundedSender<Outgoing>,
@@ -324,7 +324,7 @@ fn start(
 
 /// Runs one call, sending its items; returns its last frame.
 async fn run(
-    call: Started,
+    call: Requested,
     conn: &Conn,
     router: &Router,
     allowed: &Semaphore,
