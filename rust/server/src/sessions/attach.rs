@@ -168,7 +168,10 @@ async fn read_hello(inbound: &mut Streaming<ClientMessage>) -> Result<Hello, Sta
         )),
         Ok(Ok(None)) => Err(Status::cancelled("client left before saying Hello")),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(Status::deadline_exceeded("no Hello within 5 s of Attach")),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no Hello within {} s of Attach",
+            HELLO_TIMEOUT.as_secs()
+        ))),
     }
 }
 
