@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::{expand_home, normalize},
-    index::Doc,
+    index::{Doc, Index},
     norg::TaskState,
     notes::{Notes, SyncReport},
 };
@@ -154,26 +154,34 @@ async fn search(notes: &Notes, a: SearchArgs, out: &Emitter) -> Result<(), Error
     }
     notes.scope(a.workspace.as_deref())?;
     let limit = a.limit.unwrap_or(DEFAULT_LIMIT);
-    let results: Vec<Encoded> = {
-        let index = notes.index();
-        let hits = index.search(&query, limit, a.workspace.as_deref());
-        hits.iter()
-            .filter_map(|h| {
-                let doc = index.doc(h.doc)?;
-                let r = SearchResult {
-                    workspace: &doc.workspace,
-                    path: doc.path.display().to_string(),
-                    line: h.line,
-                    title: &doc.title,
-                    heading: heading_at(doc, h.line),
-                    snippet: snippet(&doc.path, h.line),
-                    score: h.score,
-                };
-                to_value(&r)
-            })
-            .collect()
-    };
+    let results = search_results(&notes.index(), &query, limit, a.workspace.as_deref());
     send_all(out, results).await
+}
+
+/// The best `limit` documents for `query`, each encoded as the result
+/// `search` sends.
+pub fn search_results(
+    index: &Index,
+    query: &str,
+    limit: usize,
+    workspace: Option<&str>,
+) -> Vec<Encoded> {
+    let hits = index.search(query, limit, workspace);
+    hits.iter()
+        .filter_map(|h| {
+            let doc = index.doc(h.doc)?;
+            let r = SearchResult {
+                workspace: &doc.workspace,
+                path: doc.path.display().to_string(),
+                line: h.line,
+                title: &doc.title,
+                heading: heading_at(doc, h.line),
+                snippet: snippet(&doc.path, h.line),
+                score: h.score,
+            };
+            to_value(&r)
+        })
+        .collect()
 }
 
 /// The heading a line sits under.
@@ -308,7 +316,7 @@ async fn links(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Error> {
 /// The indexed document at `path`, or an error saying why there is none.
 fn indexed<'i>(
     notes: &Notes,
-    index: &'i crate::index::Index,
+    index: &'i Index,
     path: &Path,
 ) -> Result<&'i Doc, Error> {
     if let Some(doc) = index.get(path) {
@@ -432,7 +440,7 @@ fn by_path<'i>(docs: impl Iterator<Item = &'i Doc>) -> Vec<&'i Doc> {
 }
 
 fn in_workspace<'i>(
-    index: &'i crate::index::Index,
+    index: &'i Index,
     workspace: Option<&'i str>,
 ) -> impl Iterator<Item = &'i Doc> {
     index
@@ -539,7 +547,7 @@ fn to_value<T: Serialize>(v: &T) -> Option<Encoded> {
 }
 
 /// A result already encoded as MessagePack.
-struct Encoded(Vec<u8>);
+pub struct Encoded(pub Vec<u8>);
 
 async fn send_all(out: &Emitter, results: Vec<Encoded>) -> Result<(), Error> {
     for r in results {
