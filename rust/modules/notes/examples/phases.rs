@@ -67,7 +67,13 @@ fn main() {
     // The bench's queries: a common word and a rarer word's first 4 letters.
     let given: Vec<String> = args.collect();
     let queries: Vec<&str> = if given.is_empty() {
-        vec!["volo suzu", "misa zupe", "kalo rudo", "lolo pesu", "sumi kaka"]
+        vec![
+            "volo suzu",
+            "misa zupe",
+            "kalo rudo",
+            "lolo pesu",
+            "sumi kaka",
+        ]
     } else {
         given.iter().map(String::as_str).collect()
     };

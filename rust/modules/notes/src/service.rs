@@ -314,11 +314,7 @@ async fn links(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Error> {
 }
 
 /// The indexed document at `path`, or an error saying why there is none.
-fn indexed<'i>(
-    notes: &Notes,
-    index: &'i Index,
-    path: &Path,
-) -> Result<&'i Doc, Error> {
+fn indexed<'i>(notes: &Notes, index: &'i Index, path: &Path) -> Result<&'i Doc, Error> {
     if let Some(doc) = index.get(path) {
         return Ok(doc);
     }
@@ -439,10 +435,7 @@ fn by_path<'i>(docs: impl Iterator<Item = &'i Doc>) -> Vec<&'i Doc> {
     docs
 }
 
-fn in_workspace<'i>(
-    index: &'i Index,
-    workspace: Option<&'i str>,
-) -> impl Iterator<Item = &'i Doc> {
+fn in_workspace<'i>(index: &'i Index, workspace: Option<&'i str>) -> impl Iterator<Item = &'i Doc> {
     index
         .docs()
         .filter(move |d| workspace.map_or(true, |w| w == d.workspace))
