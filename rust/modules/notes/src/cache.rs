@@ -59,7 +59,10 @@ pub fn save(index: &Index, path: &Path) -> Result<(), CacheError> {
     out.extend_from_slice(MAGIC);
     out.u32(FORMAT_VERSION);
     out.u64(index.docs.len() as u64);
-    docs::write(&index.docs, &mut out);
+    let mut docs = Vec::with_capacity(1024 * index.docs.len());
+    docs::write(&index.docs, &mut docs);
+    out.u64(docs.len() as u64);
+    out.extend_from_slice(&docs);
     postings::write(&index.terms, &mut out);
     write_resolved(index, &mut out);
     out.extend_from_slice(TRAILER);
@@ -88,13 +91,21 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
         )));
     }
     let doc_count = r.u64()? as usize;
-    let chunks = docs::chunks(&mut r)?;
+    let docs_len = r.u64()? as usize;
+    let docs_bytes = r.take(docs_len)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Documents and postings are decoded side by side; the documents,
-    // the larger part, on every core.
+    // Documents and postings are decoded side by side, each in chunks on
+    // every core.
     let (docs, terms) = std::thread::scope(|s| {
-        let docs = s.spawn(|| docs::read(&chunks, threads));
-        let terms = postings::read(&mut r, doc_count);
+        let docs = s.spawn(|| {
+            let mut r = Reader::new(docs_bytes);
+            let docs = docs::read(&mut r, threads)?;
+            if !r.is_done() {
+                return Err(bad("the documents do not end where they should"));
+            }
+            Ok(docs)
+        });
+        let terms = postings::read(&mut r, doc_count, threads);
         let docs = docs
             .join()
             .map_err(|_| bad("decoding the documents failed"))?;

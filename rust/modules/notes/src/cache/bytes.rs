@@ -170,6 +170,82 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Writes `items` in chunks of `per_chunk`: the count of chunks, each
+/// chunk's length, then the chunks, so that a reader can hand them to
+/// separate threads.
+pub(crate) fn write_chunks<T>(
+    items: &[T],
+    per_chunk: usize,
+    out: &mut Vec<u8>,
+    put: impl Fn(&T, &mut Vec<u8>),
+) {
+    let chunks: Vec<Vec<u8>> = items
+        .chunks(per_chunk.max(1))
+        .map(|part| {
+            let mut chunk = Vec::new();
+            for item in part {
+                put(item, &mut chunk);
+            }
+            chunk
+        })
+        .collect();
+    out.u64(chunks.len() as u64);
+    for chunk in &chunks {
+        out.u64(chunk.len() as u64);
+    }
+    for chunk in &chunks {
+        out.extend_from_slice(chunk);
+    }
+}
+
+/// Decodes what [`write_chunks`] wrote, each item with `get`, the chunks
+/// shared out over `threads` threads; the items come back in order.
+pub(crate) fn read_chunks<'a, T: Send>(
+    r: &mut Reader<'a>,
+    threads: usize,
+    get: impl Fn(&mut Reader<'a>) -> Result<T, CacheError> + Sync,
+) -> Result<Vec<T>, CacheError> {
+    let count = r.u64()? as usize;
+    if count > r.left() / 8 {
+        return Err(bad("the chunk count is larger than the file"));
+    }
+    let lengths = (0..count)
+        .map(|_| r.u64().map(|n| n as usize))
+        .collect::<Result<Vec<_>, _>>()?;
+    let chunks = lengths
+        .into_iter()
+        .map(|n| r.take(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let per_thread = chunks.len().div_ceil(threads.max(1)).max(1);
+    let get = &get;
+    let parts: Vec<Result<Vec<T>, CacheError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = chunks
+            .chunks(per_thread)
+            .map(|group| {
+                s.spawn(move || {
+                    let mut items = Vec::new();
+                    for chunk in group {
+                        let mut r = Reader::new(chunk);
+                        while !r.is_done() {
+                            items.push(get(&mut r)?);
+                        }
+                    }
+                    Ok(items)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(bad("decoding failed"))))
+            .collect()
+    });
+    let mut items = Vec::new();
+    for part in parts {
+        items.append(&mut part?);
+    }
+    Ok(items)
+}
+
 fn utf8(b: &[u8]) -> Result<&str, CacheError> {
     std::str::from_utf8(b).map_err(|_| bad("a string is not UTF-8"))
 }

@@ -6,7 +6,7 @@ use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::PathBuf};
 
 use super::{
     bad,
-    bytes::{Put, Reader},
+    bytes::{read_chunks, write_chunks, Put, Reader},
     CacheError,
 };
 use crate::{
@@ -18,82 +18,24 @@ use crate::{
 /// few enough that the chunks share out evenly.
 const CHUNK_DOCS: usize = 256;
 
-/// Writes `docs` (dead slots included, so ids stay) as the count of
-/// chunks, each chunk's length, then the chunks.
+/// Writes `docs` (dead slots included, so ids stay), in chunks.
 pub(crate) fn write(docs: &[Option<Doc>], out: &mut Vec<u8>) {
-    let chunks: Vec<Vec<u8>> = docs
-        .chunks(CHUNK_DOCS)
-        .map(|part| {
-            let mut chunk = Vec::with_capacity(part.len() * 1024);
-            for slot in part {
-                match slot {
-                    None => chunk.push(0),
-                    Some(doc) => {
-                        chunk.push(1);
-                        put_doc(doc, &mut chunk);
-                    }
-                }
-            }
-            chunk
-        })
-        .collect();
-    out.u64(chunks.len() as u64);
-    for chunk in &chunks {
-        out.u64(chunk.len() as u64);
-    }
-    for chunk in &chunks {
-        out.extend_from_slice(chunk);
-    }
-}
-
-/// Cuts the section written by [`write`] into its chunks.
-pub(crate) fn chunks<'a>(r: &mut Reader<'a>) -> Result<Vec<&'a [u8]>, CacheError> {
-    let count = r.u64()? as usize;
-    if count > r.left() / 8 {
-        return Err(bad("the chunk count is larger than the file"));
-    }
-    let lengths = (0..count)
-        .map(|_| r.u64().map(|n| n as usize))
-        .collect::<Result<Vec<_>, _>>()?;
-    lengths.into_iter().map(|n| r.take(n)).collect()
-}
-
-/// Decodes `chunks` on `threads` threads, in order.
-pub(crate) fn read(chunks: &[&[u8]], threads: usize) -> Result<Vec<Option<Doc>>, CacheError> {
-    let per_thread = chunks.len().div_ceil(threads.max(1)).max(1);
-    let parts: Vec<Result<Vec<Option<Doc>>, CacheError>> = std::thread::scope(|s| {
-        let workers: Vec<_> = chunks
-            .chunks(per_thread)
-            .map(|group| s.spawn(move || read_group(group)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(bad("decoding the documents failed")))
-            })
-            .collect()
-    });
-    let mut docs = Vec::with_capacity(chunks.len() * CHUNK_DOCS);
-    for part in parts {
-        docs.append(&mut part?);
-    }
-    Ok(docs)
-}
-
-fn read_group(group: &[&[u8]]) -> Result<Vec<Option<Doc>>, CacheError> {
-    let mut docs = Vec::with_capacity(group.len() * CHUNK_DOCS);
-    for chunk in group {
-        let mut r = Reader::new(chunk);
-        while !r.is_done() {
-            docs.push(match r.u8()? {
-                0 => None,
-                1 => Some(get_doc(&mut r)?),
-                _ => return Err(bad("a document slot is neither live nor dead")),
-            });
+    write_chunks(docs, CHUNK_DOCS, out, |slot, chunk| match slot {
+        None => chunk.push(0),
+        Some(doc) => {
+            chunk.push(1);
+            put_doc(doc, chunk);
         }
-    }
-    Ok(docs)
+    });
+}
+
+/// Reads what [`write`] wrote, on `threads` threads.
+pub(crate) fn read(r: &mut Reader<'_>, threads: usize) -> Result<Vec<Option<Doc>>, CacheError> {
+    read_chunks(r, threads, |r| match r.u8()? {
+        0 => Ok(None),
+        1 => get_doc(r).map(Some),
+        _ => Err(bad("a document slot is neither live nor dead")),
+    })
 }
 
 fn put_doc(d: &Doc, out: &mut Vec<u8>) {
