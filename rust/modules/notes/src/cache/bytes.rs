@@ -163,9 +163,13 @@ impl<'a> Reader<'a> {
     /// What [`Put::opt_str`] wrote.
     #[inline]
     pub(crate) fn opt_str(&mut self) -> Result<Option<&'a str>, CacheError> {
-        match self.count()? {
+        // Not `count`: length + 1 may be one more than the bytes left.
+        match self.var()? {
             0 => Ok(None),
-            n => self.take(n - 1).and_then(utf8).map(Some),
+            n => {
+                let len = usize::try_from(n - 1).map_err(|_| bad("truncated"))?;
+                self.take(len).and_then(utf8).map(Some)
+            }
         }
     }
 }
