@@ -310,9 +310,9 @@ impl Index {
 /// The order of [`Path`]'s `Ord` for the clean absolute paths the index
 /// holds, on their bytes: a separator sorts below every other byte, as the
 /// end of a component does. Ranking compares paths of equal scores, often
-/// thousands of times per query, and `Path`'s comparison splits both into
-/// components each time.
-fn path_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+/// thousands of times per query, and results are sorted by path; `Path`'s
+/// comparison splits both into components each time.
+pub fn path_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     let rank = |c: u8| if c == b'/' { 0 } else { u16::from(c) + 1 };
     match a.iter().zip(b).position(|(x, y)| x != y) {
         Some(i) => rank(a[i]).cmp(&rank(b[i])),

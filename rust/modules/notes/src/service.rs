@@ -3,6 +3,7 @@
 //! it points into a file, a 1-based `line`.
 
 use std::{
+    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::{expand_home, normalize},
-    index::{Doc, Index},
+    index::{path_order, Doc, Index},
     norg::TaskState,
     notes::{Notes, SyncReport},
 };
@@ -295,9 +296,18 @@ async fn backlinks(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Erro
     notes.scope(None)?;
     let results: Vec<Encoded> = {
         let index = notes.index();
-        by_path(index.docs())
+        // Indexed paths and the argument are both normalised, so equal
+        // files have equal bytes; comparing those is what keeps this fast
+        // over hundreds of thousands of links (`Path`'s equality walks
+        // components).
+        let target = target.as_os_str();
+        let links_here = |f: Option<&Path>| f.is_some_and(|f| f.as_os_str() == target);
+        let linking = index
+            .docs()
+            .filter(|d| d.resolved.iter().any(|f| links_here(f.as_deref())));
+        by_path(linking)
             .into_iter()
-            .flat_map(|d| link_results(d, |f| f == Some(target.as_path()), true))
+            .flat_map(|d| link_results(d, links_here, true))
             .collect()
     };
     send_all(out, results).await
@@ -431,7 +441,7 @@ async fn tasks(notes: &Notes, a: TaskArgs, out: &Emitter) -> Result<(), Error> {
 /// Documents in path order, so results come in a stable order.
 fn by_path<'i>(docs: impl Iterator<Item = &'i Doc>) -> Vec<&'i Doc> {
     let mut docs: Vec<&Doc> = docs.collect();
-    docs.sort_by(|a, b| a.path.cmp(&b.path));
+    docs.sort_by(|a, b| path_order(a.path.as_os_str().as_bytes(), b.path.as_os_str().as_bytes()));
     docs
 }
 
