@@ -228,35 +228,88 @@ pub async fn measure(
     let server = place.start_server()?;
     let client = place.client().await?;
 
+    let cold = cold_index(&client).await?;
+    let (restart_index_ms, restart_first_answer_ms) = restart(&client).await?;
+    let pid = module_pid(&client).await?;
+    let qs = queries(50);
+    let search_rust = rust_search(&client, &qs, reps, calls).await?;
+    let search_lua = match nvim {
+        Some(setup) => {
+            crate::step("notes: search from Lua");
+            lua_search(setup, &place, &qs, reps, calls)?
+        }
+        None => Latency::from_reps(&[], 0),
+    };
+    let write_to_backlinks_ms = write_to_backlinks(&client, &ws).await?;
+    let after_kib = rss_kib(pid)?;
+
+    client.detach().await;
+    place.stop_any_server().await?;
+    drop(server);
+    Ok(NotesResults {
+        workspace: generated,
+        cold_index_ms: cold.index_ms,
+        cold_first_answer_ms: cold.first_answer_ms,
+        restart_index_ms,
+        restart_first_answer_ms,
+        search_lua,
+        search_rust,
+        write_to_backlinks_ms,
+        module_kib: (cold.kib, after_kib),
+    })
+}
+
+/// What the cold index measured.
+struct Cold {
+    index_ms: f64,
+    first_answer_ms: f64,
+    kib: u64,
+}
+
+/// Loads the module on a workspace it has no cache of.
+async fn cold_index(client: &Client) -> anyhow::Result<Cold> {
     crate::step("notes: cold index");
     let t = Instant::now();
     client
         .load("notes", None)
         .await
         .map_err(|e| anyhow!("load notes: {e}"))?;
-    let (stats, _) = timed_stats(&client).await?;
-    let cold_first_answer_ms = ms(t.elapsed());
+    let (stats, _) = timed_stats(client).await?;
+    let first_answer_ms = ms(t.elapsed());
     if field(&stats, "cache").as_str() != Some("absent") {
         bail!("cold index found a cache: {stats}");
     }
-    let cold_index_ms = field(&stats, "index_ms").as_f64().unwrap_or(f64::NAN);
-    let pid = module_pid(&client).await?;
-    let cold_kib = rss_kib(pid)?;
+    Ok(Cold {
+        index_ms: field(&stats, "index_ms").as_f64().unwrap_or(f64::NAN),
+        first_answer_ms,
+        kib: rss_kib(module_pid(client).await?)?,
+    })
+}
 
+/// Stops the module and times a call that starts it again from its
+/// cache: the module's own timing and the call's, ms.
+async fn restart(client: &Client) -> anyhow::Result<(f64, f64)> {
     crate::step("notes: restart from the cache");
     client
         .unload("notes")
         .await
         .map_err(|e| anyhow!("unload: {e}"))?;
-    let (stats, took) = timed_stats(&client).await?;
+    let (stats, took) = timed_stats(client).await?;
     if field(&stats, "cache").as_str() != Some("loaded") {
         bail!("the restart did not use the cache: {stats}");
     }
-    let restart_index_ms = field(&stats, "index_ms").as_f64().unwrap_or(f64::NAN);
-    let pid = module_pid(&client).await?;
+    let index_ms = field(&stats, "index_ms").as_f64().unwrap_or(f64::NAN);
+    Ok((index_ms, ms(took)))
+}
 
+/// `search` top-20 from the Rust client, `reps` times `calls` calls.
+async fn rust_search(
+    client: &Client,
+    qs: &[String],
+    reps: usize,
+    calls: usize,
+) -> anyhow::Result<Latency> {
     crate::step("notes: search from Rust");
-    let qs = queries(50);
     let mut rust_reps = Vec::new();
     for _ in 0..reps {
         let mut samples = Vec::with_capacity(calls);
@@ -264,7 +317,7 @@ pub async fn measure(
         for i in 0..calls {
             let t = Instant::now();
             call(
-                &client,
+                client,
                 "search",
                 serde_json::json!({ "query": qs[i % qs.len()], "limit": 20 }),
             )
@@ -273,18 +326,14 @@ pub async fn measure(
         }
         rust_reps.push(Rep::from_samples(&mut samples, wall.elapsed()));
     }
-    let search_rust = Latency::from_reps(&rust_reps, calls);
+    Ok(Latency::from_reps(&rust_reps, calls))
+}
 
-    let search_lua = match nvim {
-        Some(setup) => {
-            crate::step("notes: search from Lua");
-            lua_search(setup, &place, &qs, reps, calls)?
-        }
-        None => Latency::from_reps(&[], 0),
-    };
-
+/// Writes 20 files linking to the first note and polls `backlinks` until
+/// each shows: p50 and max, ms.
+async fn write_to_backlinks(client: &Client, ws: &Path) -> anyhow::Result<(f64, f64)> {
     crate::step("notes: a written file in backlinks");
-    let target = note_path(&ws, 0);
+    let target = note_path(ws, 0);
     let mut delays = Vec::new();
     for i in 0..20 {
         let path = ws.join(format!("written{i}.norg"));
@@ -295,7 +344,7 @@ pub async fn measure(
         )?;
         let t = Instant::now();
         loop {
-            let back = call(&client, "backlinks", serde_json::json!({ "path": target })).await?;
+            let back = call(client, "backlinks", serde_json::json!({ "path": target })).await?;
             if back
                 .iter()
                 .any(|b| field(b, "path").as_str() == Some(wanted.as_str()))
@@ -309,26 +358,10 @@ pub async fn measure(
         delays.push(t.elapsed());
     }
     delays.sort_unstable();
-    let write_to_backlinks_ms = (
+    Ok((
         ms(percentile(&delays, 50.0)),
         ms(*delays.last().unwrap_or(&Duration::ZERO)),
-    );
-    let after_kib = rss_kib(pid)?;
-
-    client.detach().await;
-    place.stop_any_server().await?;
-    drop(server);
-    Ok(NotesResults {
-        workspace: generated,
-        cold_index_ms,
-        cold_first_answer_ms,
-        restart_index_ms,
-        restart_first_answer_ms: ms(took),
-        search_lua,
-        search_rust,
-        write_to_backlinks_ms,
-        module_kib: (cold_kib, after_kib),
-    })
+    ))
 }
 
 #[derive(serde::Deserialize)]

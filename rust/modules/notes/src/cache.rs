@@ -1,13 +1,20 @@
 //! The index on disk, so that a restart re-reads only changed files.
 //!
 //! One file, `index.bin` in the cache dir: a versioned header, the
-//! documents as MessagePack, then the postings in a plain binary layout
-//! (they are most of the bytes, and reading them must be fast), then the
-//! files links resolve to: a table of distinct paths, and per document one
-//! table entry (or none) per link, so that a restart shares them again. Written to
-//! a temporary file and renamed over the old one, so a crash leaves either.
-//! Anything unexpected on reading is an error the caller answers by
-//! rebuilding from the files.
+//! documents as flat records in chunks ([`docs`]), then the postings, then
+//! the files links resolve to: a table of distinct paths, and per document
+//! one table entry (or none) per link, so that a restart shares them again.
+//! Everything is plain binary read without a generic decoder, since a
+//! restart waits for it. Written to a temporary file and renamed over the
+//! old one, so a crash leaves either. Anything unexpected on reading is an
+//! error the caller answers by rebuilding from the files.
+
+mod bytes;
+mod docs;
+mod mapped;
+mod postings;
+
+use bytes::{Put, Reader};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,12 +25,12 @@ use std::{
     sync::Arc,
 };
 
-use crate::index::{Doc, Index, Posting};
+use crate::index::{Doc, Index};
 
 /// First bytes of the file.
 const MAGIC: &[u8; 8] = b"NPNOTES\0";
 /// Bumped whenever the layout or what is stored changes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Last bytes of a complete file.
 const TRAILER: &[u8; 4] = b"END\0";
 
@@ -48,24 +55,15 @@ pub fn save(index: &Index, path: &Path) -> Result<(), CacheError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let docs =
-        rmp_serde::to_vec(&index.docs).map_err(|e| CacheError::Format(format!("encode: {e}")))?;
-    let mut out = Vec::with_capacity(docs.len() + 64 * index.terms.len());
+    let mut out = Vec::with_capacity(2048 * index.docs.len() + 64 * index.terms.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(docs.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(index.docs.len() as u64).to_le_bytes());
+    out.u32(FORMAT_VERSION);
+    out.u64(index.docs.len() as u64);
+    let mut docs = Vec::with_capacity(1024 * index.docs.len());
+    docs::write(&index.docs, &mut docs);
+    out.u64(docs.len() as u64);
     out.extend_from_slice(&docs);
-    out.extend_from_slice(&(index.terms.len() as u64).to_le_bytes());
-    for (term, postings) in &index.terms {
-        out.extend_from_slice(&(term.len() as u32).to_le_bytes());
-        out.extend_from_slice(term.as_bytes());
-        out.extend_from_slice(&(postings.len() as u32).to_le_bytes());
-        for p in postings {
-            out.extend_from_slice(&p.doc.to_le_bytes());
-            out.extend_from_slice(&p.packed().to_le_bytes());
-        }
-    }
+    postings::write(&index.terms, &mut out);
     write_resolved(index, &mut out);
     out.extend_from_slice(TRAILER);
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -80,12 +78,9 @@ pub fn save(index: &Index, path: &Path) -> Result<(), CacheError> {
 /// Reads the index saved at `path`.
 pub fn load(path: &Path) -> Result<Index, CacheError> {
     let started = std::time::Instant::now();
-    let bytes = std::fs::read(path)?;
+    let bytes = mapped::Mapped::open(path)?;
     let read_at = started.elapsed();
-    let mut r = Reader {
-        bytes: &bytes,
-        at: 0,
-    };
+    let mut r = Reader::new(&bytes);
     if r.take(MAGIC.len())? != MAGIC {
         return Err(bad("not a notes cache"));
     }
@@ -95,17 +90,22 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
             "format version {version}, this module reads {FORMAT_VERSION}"
         )));
     }
-    let docs_len = r.u64()? as usize;
     let doc_count = r.u64()? as usize;
+    let docs_len = r.u64()? as usize;
     let docs_bytes = r.take(docs_len)?;
-    // Documents and postings are decoded side by side: they are about
-    // half of the work each.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Documents and postings are decoded side by side, each in chunks on
+    // every core.
     let (docs, terms) = std::thread::scope(|s| {
         let docs = s.spawn(|| {
-            rmp_serde::from_slice::<Vec<Option<Doc>>>(docs_bytes)
-                .map_err(|e| bad(format!("documents: {e}")))
+            let mut r = Reader::new(docs_bytes);
+            let docs = docs::read(&mut r, threads)?;
+            if !r.is_done() {
+                return Err(bad("the documents do not end where they should"));
+            }
+            Ok(docs)
         });
-        let terms = read_postings(&mut r, doc_count);
+        let terms = postings::read(&mut r, doc_count, threads);
         let docs = docs
             .join()
             .map_err(|_| bad("decoding the documents failed"))?;
@@ -117,7 +117,7 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
     }
     let mut docs = docs;
     let files = read_resolved(&mut r, &mut docs)?;
-    if r.take(TRAILER.len())? != TRAILER || r.at != bytes.len() {
+    if r.take(TRAILER.len())? != TRAILER || !r.is_done() {
         return Err(bad("the file does not end where it should"));
     }
     let mut by_path = HashMap::with_capacity(docs.len());
@@ -145,34 +145,6 @@ pub fn load(path: &Path) -> Result<Index, CacheError> {
         started.elapsed() - decoded_at
     );
     Ok(index)
-}
-
-/// The term → postings section, checked against the number of documents.
-fn read_postings(
-    r: &mut Reader<'_>,
-    doc_count: usize,
-) -> Result<Vec<(String, Vec<Posting>)>, CacheError> {
-    let term_count = r.u64()? as usize;
-    let mut terms = Vec::with_capacity(term_count.min(r.bytes.len()));
-    for _ in 0..term_count {
-        let len = r.u32()? as usize;
-        let term = std::str::from_utf8(r.take(len)?)
-            .map_err(|_| bad("a term is not UTF-8"))?
-            .to_owned();
-        let n = r.u32()? as usize;
-        let raw = r.take(n.checked_mul(8).ok_or_else(|| bad("posting count"))?)?;
-        let mut postings = Vec::with_capacity(n);
-        for chunk in raw.chunks_exact(8) {
-            let doc = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            if doc as usize >= doc_count {
-                return Err(bad("a posting names no document"));
-            }
-            let packed = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-            postings.push(Posting::from_parts(doc, packed));
-        }
-        terms.push((term, postings));
-    }
-    Ok(terms)
 }
 
 /// Entry of a link that resolves to no file.
@@ -212,7 +184,7 @@ fn read_resolved(
     docs: &mut [Option<Doc>],
 ) -> Result<std::collections::HashSet<Arc<Path>>, CacheError> {
     let count = r.u64()? as usize;
-    let mut table: Vec<Arc<Path>> = Vec::with_capacity(count.min(r.bytes.len()));
+    let mut table: Vec<Arc<Path>> = Vec::with_capacity(count.min(r.left()));
     for _ in 0..count {
         let len = r.u32()? as usize;
         table.push(Arc::from(Path::new(OsStr::from_bytes(r.take(len)?))));
@@ -239,36 +211,6 @@ fn read_resolved(
 
 fn bad(why: impl Into<String>) -> CacheError {
     CacheError::Format(why.into())
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CacheError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| bad("truncated"))?;
-        let slice = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(slice)
-    }
-
-    fn u32(&mut self) -> Result<u32, CacheError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, CacheError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
 }
 
 #[cfg(test)]
@@ -303,6 +245,61 @@ mod tests {
         assert_eq!(back.docs, ix.docs);
         assert_eq!(back.terms, ix.terms);
         assert_eq!(back.search("two", 5, None), ix.search("two", 5, None));
+    }
+
+    #[test]
+    fn every_field_and_dead_slots_round_trip() {
+        use crate::norg::{Link, LinkKind, Meta, TaskState};
+        let mut ix = sample();
+        // Replacing a document leaves a dead slot; ids must stay.
+        let ws = Workspace {
+            name: "n".into(),
+            root: "/n".into(),
+        };
+        let path = PathBuf::from("/n/0.norg");
+        let (doc, terms) = build_doc(&ws, std::slice::from_ref(&ws), &path, (3, 4), "* Again\n");
+        ix.upsert(doc, terms);
+        let mut full = ix.docs().next().cloned().expect("doc");
+        full.path = "/n/full.norg".into();
+        full.parsed.meta = Meta {
+            title: Some("T".into()),
+            description: Some("d".into()),
+            categories: vec!["a".into(), "é".into()],
+            created: Some("c".into()),
+            updated: Some(String::new()),
+        };
+        full.parsed.links = LinkKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| Link {
+                line: i as u32 + 1,
+                target: format!("t{i}"),
+                kind,
+                file: (i % 2 == 0).then(|| format!("f{i}")),
+                level: (i % 3 == 0).then_some(i as u8),
+                name: (i % 2 == 1).then(|| "n".into()),
+                description: Some("x".into()),
+            })
+            .collect();
+        full.parsed.tasks = TaskState::ALL
+            .iter()
+            .map(|&state| crate::norg::Task {
+                line: u32::MAX,
+                state,
+                text: "t".into(),
+            })
+            .collect();
+        full.mtime_ns = u64::MAX;
+        full.size = u64::MAX;
+        ix.upsert(full, crate::text::Terms::default());
+        assert!(ix.docs.iter().any(Option::is_none));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = file(dir.path());
+        save(&ix, &file).expect("save");
+        let back = load(&file).expect("load");
+        assert_eq!(back.docs, ix.docs);
+        assert_eq!(back.terms, ix.terms);
+        assert_eq!(back.len(), ix.len());
     }
 
     #[test]

@@ -168,6 +168,21 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
+    /// Every kind, in the order above (the cache stores the position).
+    pub const ALL: [LinkKind; 11] = [
+        LinkKind::File,
+        LinkKind::Heading,
+        LinkKind::Generic,
+        LinkKind::Definition,
+        LinkKind::Footnote,
+        LinkKind::Wiki,
+        LinkKind::ExternalFile,
+        LinkKind::Line,
+        LinkKind::Timestamp,
+        LinkKind::Extendable,
+        LinkKind::Url,
+    ];
+
     /// The name callers see (`"external_file"`).
     pub fn name(self) -> &'static str {
         match self {

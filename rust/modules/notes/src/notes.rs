@@ -554,6 +554,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// A cache written by the previous format (4, MessagePack documents)
+    /// is rebuilt from the files, and replaced by one this format reads.
+    #[test]
+    fn a_format_4_cache_is_rebuilt_and_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("ws");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::write(root.join("one.norg"), "* One\n  {:two:} words\n").expect("write");
+        let config = Config {
+            workspaces: vec![Workspace {
+                name: "w".into(),
+                root: root.clone(),
+            }],
+            cache_dir: dir.path().join("cache"),
+        };
+        let file = cache::file(&config.cache_dir);
+        std::fs::create_dir_all(&config.cache_dir).expect("mkdir");
+        std::fs::write(&file, include_bytes!("../tests/fixtures/index-v4.bin")).expect("write");
+        let notes = Notes::new(config.clone());
+        notes.initial_index();
+        let timing = notes.timing();
+        assert_eq!((timing.cache.as_str(), timing.parsed), ("rebuilt", 1));
+        let why = timing.cache_error.unwrap_or_default();
+        assert!(why.contains("format version 4"), "{why}");
+        assert_eq!(notes.index().search("words", 5, None).len(), 1);
+        let again = Notes::new(config);
+        again.initial_index();
+        assert_eq!(
+            (again.timing().cache.as_str(), again.timing().parsed),
+            ("loaded", 0)
+        );
+    }
+
     /// A first build large enough to be saved and read back answers as
     /// the build did, and keeps taking changes.
     #[test]

@@ -3,13 +3,14 @@
 use std::{
     fs::Metadata,
     io,
+    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     time::UNIX_EPOCH,
 };
 
 use crate::{
     config::Workspace,
-    index::Doc,
+    index::{path_order, Doc},
     norg::{self, weight},
     resolve, text,
 };
@@ -150,6 +151,8 @@ pub fn walk(root: &Path) -> io::Result<Vec<PathBuf>> {
             }
         }
     }
-    files.sort();
+    // Path order, on bytes (see `path_order`): sorting 10,000 paths with
+    // `Path`'s comparison was a tenth of a restart's walk.
+    files.sort_unstable_by(|a, b| path_order(a.as_os_str().as_bytes(), b.as_os_str().as_bytes()));
     Ok(files)
 }

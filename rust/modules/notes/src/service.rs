@@ -3,6 +3,7 @@
 //! it points into a file, a 1-based `line`.
 
 use std::{
+    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::{expand_home, normalize},
-    index::Doc,
+    index::{path_order, Doc, Index},
     norg::TaskState,
     notes::{Notes, SyncReport},
 };
@@ -154,26 +155,34 @@ async fn search(notes: &Notes, a: SearchArgs, out: &Emitter) -> Result<(), Error
     }
     notes.scope(a.workspace.as_deref())?;
     let limit = a.limit.unwrap_or(DEFAULT_LIMIT);
-    let results: Vec<Encoded> = {
-        let index = notes.index();
-        let hits = index.search(&query, limit, a.workspace.as_deref());
-        hits.iter()
-            .filter_map(|h| {
-                let doc = index.doc(h.doc)?;
-                let r = SearchResult {
-                    workspace: &doc.workspace,
-                    path: doc.path.display().to_string(),
-                    line: h.line,
-                    title: &doc.title,
-                    heading: heading_at(doc, h.line),
-                    snippet: snippet(&doc.path, h.line),
-                    score: h.score,
-                };
-                to_value(&r)
-            })
-            .collect()
-    };
+    let results = search_results(&notes.index(), &query, limit, a.workspace.as_deref());
     send_all(out, results).await
+}
+
+/// The best `limit` documents for `query`, each encoded as the result
+/// `search` sends.
+pub fn search_results(
+    index: &Index,
+    query: &str,
+    limit: usize,
+    workspace: Option<&str>,
+) -> Vec<Encoded> {
+    let hits = index.search(query, limit, workspace);
+    hits.iter()
+        .filter_map(|h| {
+            let doc = index.doc(h.doc)?;
+            let r = SearchResult {
+                workspace: &doc.workspace,
+                path: doc.path.display().to_string(),
+                line: h.line,
+                title: &doc.title,
+                heading: heading_at(doc, h.line),
+                snippet: snippet(&doc.path, h.line),
+                score: h.score,
+            };
+            to_value(&r)
+        })
+        .collect()
 }
 
 /// The heading a line sits under.
@@ -287,9 +296,18 @@ async fn backlinks(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Erro
     notes.scope(None)?;
     let results: Vec<Encoded> = {
         let index = notes.index();
-        by_path(index.docs())
+        // Indexed paths and the argument are both normalised, so equal
+        // files have equal bytes; comparing those is what keeps this fast
+        // over hundreds of thousands of links (`Path`'s equality walks
+        // components).
+        let target = target.as_os_str();
+        let links_here = |f: Option<&Path>| f.is_some_and(|f| f.as_os_str() == target);
+        let linking = index
+            .docs()
+            .filter(|d| d.resolved.iter().any(|f| links_here(f.as_deref())));
+        by_path(linking)
             .into_iter()
-            .flat_map(|d| link_results(d, |f| f == Some(target.as_path()), true))
+            .flat_map(|d| link_results(d, links_here, true))
             .collect()
     };
     send_all(out, results).await
@@ -306,11 +324,7 @@ async fn links(notes: &Notes, a: PathArgs, out: &Emitter) -> Result<(), Error> {
 }
 
 /// The indexed document at `path`, or an error saying why there is none.
-fn indexed<'i>(
-    notes: &Notes,
-    index: &'i crate::index::Index,
-    path: &Path,
-) -> Result<&'i Doc, Error> {
+fn indexed<'i>(notes: &Notes, index: &'i Index, path: &Path) -> Result<&'i Doc, Error> {
     if let Some(doc) = index.get(path) {
         return Ok(doc);
     }
@@ -427,14 +441,11 @@ async fn tasks(notes: &Notes, a: TaskArgs, out: &Emitter) -> Result<(), Error> {
 /// Documents in path order, so results come in a stable order.
 fn by_path<'i>(docs: impl Iterator<Item = &'i Doc>) -> Vec<&'i Doc> {
     let mut docs: Vec<&Doc> = docs.collect();
-    docs.sort_by(|a, b| a.path.cmp(&b.path));
+    docs.sort_by(|a, b| path_order(a.path.as_os_str().as_bytes(), b.path.as_os_str().as_bytes()));
     docs
 }
 
-fn in_workspace<'i>(
-    index: &'i crate::index::Index,
-    workspace: Option<&'i str>,
-) -> impl Iterator<Item = &'i Doc> {
+fn in_workspace<'i>(index: &'i Index, workspace: Option<&'i str>) -> impl Iterator<Item = &'i Doc> {
     index
         .docs()
         .filter(move |d| workspace.map_or(true, |w| w == d.workspace))
@@ -539,7 +550,7 @@ fn to_value<T: Serialize>(v: &T) -> Option<Encoded> {
 }
 
 /// A result already encoded as MessagePack.
-struct Encoded(Vec<u8>);
+pub struct Encoded(pub Vec<u8>);
 
 async fn send_all(out: &Emitter, results: Vec<Encoded>) -> Result<(), Error> {
     for r in results {
