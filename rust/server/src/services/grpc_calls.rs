@@ -54,7 +54,8 @@ impl Forwarder for ForwarderService {
             .await?;
         let (tx, rx) = mpsc::channel(RESULTS_AHEAD);
         let failed = tx.clone();
-        tokio::spawn(unless_panicked(pump(call, tx), move |status| {
+        // Boxed for the same reason as a lean call's task (lean_calls::start).
+        tokio::spawn(unless_panicked(Box::pin(pump(call, tx)), move |status| {
             let _ = failed.try_send(Err(status));
         }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -314,7 +314,9 @@ fn start(
     let registered = calls.clone();
     calls.start(id, |allowed| {
         tasks.spawn(async move {
-            let running = run(call, &conn, &router, &allowed, &out);
+            // Boxed: the call's state machine is kilobytes, and tokio moves
+            // a task's future (and its stage) several times per call.
+            let running = Box::pin(run(call, &conn, &router, &allowed, &out));
             let last = unless_panicked(running, |status| status_frame(id, &status)).await;
             registered.finished(id);
             let _ = out.send(last);
