@@ -3,10 +3,8 @@
 //! `communication` and `module_communication` are the public norgopolis
 //! protocol, unchanged; `v1` holds our extensions. [`msgpack`] converts
 //! between serde values and the MessagePack bytes every call carries;
-//! [`lean_frame`] is the framing of the opt-in lean module transport;
-//! [`gathered_writes`] sends each runtime pass's HTTP/2 frames in one write.
+//! [`lean_frame`] is the framing of the opt-in lean module transport.
 
-pub mod gathered_writes;
 pub mod lean_callee;
 pub mod lean_caller;
 pub mod lean_frame;

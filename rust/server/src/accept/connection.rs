@@ -25,7 +25,6 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use norgopolis_proto::gathered_writes::GatheredWrites;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     sync::{watch, Semaphore},
@@ -216,10 +215,7 @@ async fn connection<IO, L>(
         .keep_alive_timeout(options.keepalive)
         .max_concurrent_streams(options.max_streams)
         .max_header_list_size(MAX_HEADER_LIST);
-    let served = builder.serve_connection(
-        TokioIo::new(GatheredWrites::new(io)),
-        TowerToHyperService::new(service),
-    );
+    let served = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(served);
     tokio::select! {
         result = served.as_mut() => {

@@ -10,9 +10,7 @@ use std::{future::Future, pin::Pin};
 
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use norgopolis_proto::{
-    gathered_writes::GatheredWrites, module_communication::invoker_client::InvokerClient,
-};
+use norgopolis_proto::module_communication::invoker_client::InvokerClient;
 use tonic::body::BoxBody;
 
 use super::{
@@ -76,9 +74,7 @@ pub async fn connect(
         .keep_alive_interval(ping.interval)
         .keep_alive_timeout(ping.timeout)
         .keep_alive_while_idle(true);
-    let (send, connection) = builder
-        .handshake(TokioIo::new(GatheredWrites::new(io)))
-        .await?;
+    let (send, connection) = builder.handshake(TokioIo::new(io)).await?;
     let task: ConnTask = Box::pin(async move {
         let result = connection.await;
         classify(result, &close)
