@@ -22,6 +22,7 @@ mod nvim;
 mod payload;
 mod place;
 mod public;
+mod reach;
 mod report;
 mod routed;
 mod scaling;
@@ -93,6 +94,10 @@ enum Internal {
     /// The far end of the raw-socket ping-pong (started by the bench itself).
     #[command(hide = true)]
     Peer { socket: PathBuf },
+    /// A `Forwarder` that answers every call at once (started by the bench:
+    /// the public client measured without a router).
+    #[command(hide = true)]
+    StubForwarder,
     /// The module side of the lean transport model (started by the bench).
     #[command(hide = true)]
     LeanPeer,
@@ -177,7 +182,7 @@ impl Sizing {
                 concurrent_calls: 500 / d as u64,
                 stream_items: STREAM_ITEMS,
             },
-            scaling_calls: 4096 / d,
+            scaling_calls: 16_384 / d,
         }
     }
 }
@@ -193,6 +198,7 @@ fn main() -> anyhow::Result<()> {
     match &args.command {
         Some(Internal::Peer { socket }) => return floor::peer(socket),
         Some(Internal::LeanPeer) => return lean_model::peer(),
+        Some(Internal::StubForwarder) => return reach::stub_forwarder(),
         Some(Internal::GenerateNotes { dir, notes }) => {
             let g = notes::generate(dir, *notes)?;
             println!("{} notes, {} bytes in {}", g.notes, g.bytes, dir.display());

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cpu::Usage,
+    direct::DirectModule,
     figures::{mib, rate, us},
     place::{rss_kib, Place},
+    reach::{self, Ends, Reach, StubServer},
     stats::median,
 };
 
@@ -100,6 +102,9 @@ pub struct SideBySide {
     pub ours: Vec<f64>,
     /// The goal for ours ÷ public, if there is one.
     pub goal: Option<f64>,
+    /// For rows with a goal: the best figure any server could give in each
+    /// repetition, from the ends measured alone (see `reach`).
+    pub best: Vec<f64>,
 }
 
 impl SideBySide {
@@ -131,6 +136,15 @@ impl SideBySide {
         }
     }
 
+    /// The best any server could do ÷ public, in each repetition.
+    pub fn best_ratios(&self) -> Vec<f64> {
+        self.best
+            .iter()
+            .zip(&self.public)
+            .map(|(b, p)| b / p)
+            .collect()
+    }
+
     /// Whether the median ratio meets the goal.
     pub fn met(&self) -> Option<bool> {
         let r = median(self.ratios());
@@ -148,6 +162,11 @@ pub struct PublicRun {
     pub rss_kib: (u64, u64),
     /// 1-minute load average before and after.
     pub load: (f64, f64),
+    /// The ends measured alone, per repetition.
+    #[serde(skip)]
+    pub ends: Vec<Ends>,
+    /// Cores the best throughput was computed for.
+    pub cores: usize,
 }
 
 /// What `compat-bench echo` prints.
@@ -310,6 +329,10 @@ pub async fn measure(bins: &PublicBins, plan: PublicPlan) -> anyhow::Result<Publ
     let ours = OurServer::start(bins).await?;
     let ports = [PUBLIC_PORT, ours.port];
     let pids = [public.pid(), ours.server.pid];
+    let stub = StubServer::start(&std::env::current_exe()?)?;
+    let module = DirectModule::start(&bins.module).await?;
+    let cores = crate::machine::Machine::probe().cores;
+    let mut ends = Vec::with_capacity(plan.reps);
     let mut rows = SideRows::new(&plan);
     for rep in 0..plan.reps {
         crate::step(&format!("public path side by side, repetition {}", rep + 1));
@@ -334,7 +357,12 @@ pub async fn measure(bins: &PublicBins, plan: PublicPlan) -> anyhow::Result<Publ
                 rows.measure(bins, port, side, [pids[side], module], &plan)
             })?;
         }
+        let alone = measure_ends(bins, &stub, &module, &plan).await?;
+        rows.put_reach(alone.reach(cores));
+        ends.push(alone);
     }
+    module.stop().await;
+    drop(stub);
     let rss = (rss_kib(public.pid())?, rss_kib(ours.server.pid)?);
     ours.place.stop_any_server().await?;
     drop(ours);
@@ -343,7 +371,51 @@ pub async fn measure(bins: &PublicBins, plan: PublicPlan) -> anyhow::Result<Publ
         rows: rows.into_rows(),
         rss_kib: rss,
         load: (load_start, crate::machine::load_average()),
+        ends,
+        cores,
     })
+}
+
+/// The public client against the stub, and the public module called
+/// directly, with the calls of a side's repetition.
+async fn measure_ends(
+    bins: &PublicBins,
+    stub: &StubServer,
+    module: &DirectModule,
+    plan: &PublicPlan,
+) -> anyhow::Result<Ends> {
+    crate::step("public path: the client and the module alone");
+    let mut ends = Ends::default();
+    let sizes = [(SMALL, plan.small_calls), (LARGE, plan.large_calls)];
+    for (i, (chars, calls)) in sizes.into_iter().enumerate() {
+        let before = Usage::of(stub.pid());
+        let e: EchoFigures = tokio::task::block_in_place(|| {
+            drive(
+                bins,
+                stub.port,
+                &strings(&[&"echo", &chars, &30, &calls, &1]),
+            )
+        })?;
+        let after = Usage::of(stub.pid());
+        ends.client_p50_us[i] = e.p50_us;
+        let stub_ns = after.cpu_ns.saturating_sub(before.cpu_ns) as f64;
+        ends.stub_cpu_us[i] = stub_ns / 1e3 / (calls + 30) as f64;
+        let payload = crate::payload::string_of(chars);
+        (ends.module_p50_us[i], ends.caller_cpu_us[i]) =
+            reach::module_alone(module, &payload, calls as usize).await?;
+    }
+    let e: EchoFigures = tokio::task::block_in_place(|| {
+        drive(
+            bins,
+            stub.port,
+            &strings(&[&"echo", &SMALL, &50, &plan.concurrent_calls, &CLIENTS]),
+        )
+    })?;
+    ends.many_cpu_us[0] = e.cpu_us;
+    let payload = crate::payload::string_of(SMALL);
+    ends.many_cpu_us[1] =
+        reach::module_cpu_under_load(module, &payload, CLIENTS, plan.concurrent_calls).await?;
+    Ok(ends)
 }
 
 /// Index of the public server's side in [`measure`]'s pairs.
@@ -356,8 +428,10 @@ struct SideRows {
     small: SideBySide,
     large: SideBySide,
     many: SideBySide,
-    /// Client, server, module.
+    /// Client, server, module, sequential calls.
     cpu: [SideBySide; 3],
+    /// Client, server, module, [`CLIENTS`] clients at once.
+    cpu_many: [SideBySide; 3],
     first: SideBySide,
     items: SideBySide,
 }
@@ -378,6 +452,10 @@ impl SideRows {
                 SideBySide::new("CPU per 64 B call: server", "µs", true, None),
                 SideBySide::new("CPU per 64 B call: module", "µs", true, None),
             ],
+            cpu_many: ["client", "server", "module"].map(|who| {
+                let what = format!("CPU per 64 B call, {CLIENTS} clients: {who}");
+                SideBySide::new(&what, "µs", true, None)
+            }),
             first: SideBySide::new(
                 &format!("first item of a {}-item stream", plan.stream_items),
                 "ms",
@@ -432,16 +510,32 @@ impl SideRows {
             &strings(&[&"echo", &LARGE, &30, &plan.large_calls, &1]),
         )?;
         put(&mut self.large, e.p50_us);
+        let before = processes.map(Usage::of);
         let e: EchoFigures = drive(
             bins,
             port,
             &strings(&[&"echo", &SMALL, &50, &plan.concurrent_calls, &CLIENTS]),
         )?;
+        let after = processes.map(Usage::of);
         put(&mut self.many, e.per_s);
+        put(&mut self.cpu_many[0], e.cpu_us);
+        // The warm-up calls count here too: 50 per client.
+        let made = (plan.concurrent_calls + 50) * CLIENTS as u64;
+        for i in 0..2 {
+            let ns = after[i].cpu_ns.saturating_sub(before[i].cpu_ns);
+            put(&mut self.cpu_many[i + 1], ns as f64 / 1e3 / made as f64);
+        }
         let s: StreamFigures = drive(bins, port, &strings(&[&"stream", &plan.stream_items, &3]))?;
         put(&mut self.first, s.first_item_ms);
         put(&mut self.items, s.items_per_s);
         Ok(())
+    }
+
+    /// The best figures any server could give in this repetition.
+    fn put_reach(&mut self, reach: Reach) {
+        self.small.best.push(reach.small_p50_us);
+        self.large.best.push(reach.large_p50_us);
+        self.many.best.push(reach.many_per_s);
     }
 
     /// The rows in the table's order.
@@ -449,48 +543,167 @@ impl SideRows {
         [self.small, self.large, self.many, self.first, self.items]
             .into_iter()
             .chain(self.cpu)
+            .chain(self.cpu_many)
             .collect()
     }
 }
+
+/// One figure of the ends alone, at 64 B and 64 KiB.
+type EndsFigure = fn(&Ends) -> [f64; 2];
 
 impl PublicRun {
     /// The side-by-side table with each repetition's ratio.
     pub fn markdown(&self) -> String {
         let mut out = format!(
             "\n### Public client and module: public norgopolis-server 0.1.4 vs ours (--listen-tcp), interleaved\n\n\
-             Load average {} at the start, {} at the end. Ratio = ours ÷ public per repetition.\n\n\
-             | Measurement | Public server (median) | Ours (median) | Ratio (median) | Ratios per repetition | Goal |\n\
-             |---|---|---|---|---|---|\n",
+             Load average {} at the start, {} at the end. Ratio = ours ÷ public per repetition. \
+             Reach = the best any server could give ÷ public (the ends alone, below).\n\n\
+             | Measurement | Public server (median) | Ours (median) | Ratio (median) | Ratios per repetition | Goal | Reach (median) |\n\
+             |---|---|---|---|---|---|---|\n",
             self.load.0, self.load.1
         );
         for row in &self.rows {
-            let ratios = row.ratios();
-            let goal = match (row.goal, row.met()) {
-                (Some(g), Some(met)) => format!(
-                    "{} {g}× {}",
-                    if row.lower_is_better { "≤" } else { "≥" },
-                    if met { "✅" } else { "❌" }
-                ),
-                _ => "—".into(),
-            };
-            out += &format!(
-                "| {} | {} | {} | {:.2} | {} | {goal} |\n",
-                row.what,
-                row.figure(median(row.public.clone())),
-                row.figure(median(row.ours.clone())),
-                median(ratios.clone()),
-                ratios
-                    .iter()
-                    .map(|r| format!("{r:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(" · "),
-            );
+            out += &row.markdown_line();
         }
         out += &format!(
             "\nRSS after the run: public server {}, ours {} (each with the module loaded).\n",
             mib(self.rss_kib.0 as f64),
             mib(self.rss_kib.1 as f64)
         );
+        out += &self.ends_markdown();
         out
+    }
+
+    /// What the ends cost alone, the medians over repetitions.
+    fn ends_markdown(&self) -> String {
+        let m = |f: &dyn Fn(&Ends) -> f64| median(self.ends.iter().map(f));
+        let mut out = format!(
+            "\nThe ends alone (medians of {} repetitions): the public client against a stub that \
+             answers at once, the public module called directly over its pipes. The best p50 \
+             = both p50s less the CPU the stub and the direct caller spent per call; the best \
+             throughput = {} cores ÷ (client + module CPU per call with {CLIENTS} callers).\n\n\
+             | Ends alone | 64 B | 64 KiB |\n|---|---|---|\n",
+            self.ends.len(),
+            self.cores
+        );
+        let pairs: [(&str, EndsFigure); 4] = [
+            ("client against the stub, p50", |e| e.client_p50_us),
+            ("stub's CPU per call", |e| e.stub_cpu_us),
+            ("module called directly, p50", |e| e.module_p50_us),
+            ("direct caller's CPU per call", |e| e.caller_cpu_us),
+        ];
+        for (what, f) in pairs {
+            out += &format!(
+                "| {what} | {} | {} |\n",
+                us(m(&|e| f(e)[0])),
+                us(m(&|e| f(e)[1]))
+            );
+        }
+        out += &format!(
+            "\nCPU per 64 B call with {CLIENTS} callers: client {}, module {}.\n",
+            us(m(&|e| e.many_cpu_us[0])),
+            us(m(&|e| e.many_cpu_us[1]))
+        );
+        out += &self.budget_markdown();
+        out
+    }
+
+    /// What a server may spend per call and still meet each goal, beside
+    /// what the bare ends' helpers spend (the stub plus the direct caller:
+    /// about what the least a router must do costs).
+    fn budget_markdown(&self) -> String {
+        let m = |f: &dyn Fn(&Ends) -> f64| median(self.ends.iter().map(f));
+        let mut out = String::from(
+            "\n| Goal | A server that costs nothing | One as lean as the stub plus the direct caller | Budget for the server at the goal | Server CPU per call, public · ours |\n\
+             |---|---|---|---|---|\n",
+        );
+        for (i, row) in self.rows.iter().take(2).enumerate() {
+            let (Some(goal), false) = (row.goal, row.best.is_empty()) else {
+                continue;
+            };
+            let public = median(row.public.clone());
+            let nothing = median(row.best.clone());
+            let lean = m(&|e| e.client_p50_us[i] + e.module_p50_us[i]);
+            out += &format!(
+                "| {}: ≤ {goal}× ({}) | {} ({:.2}×) | {} ({:.2}×) | {} of CPU on the call's path | {} |\n",
+                row.what,
+                us(goal * public),
+                us(nothing),
+                nothing / public,
+                us(lean),
+                lean / public,
+                us(goal * public - nothing),
+                if i == 0 { self.server_cpu(": server") } else { "—".into() },
+            );
+        }
+        if let Some(row) = self.rows.get(2).filter(|r| !r.best.is_empty()) {
+            let goal = row.goal.unwrap_or(1.0);
+            let public = median(row.public.clone());
+            let nothing = median(row.best.clone());
+            let ends_cpu = m(&|e| e.many_cpu_us[0] + e.many_cpu_us[1]);
+            let budget = self.cores as f64 * 1e6 / (goal * public) - ends_cpu;
+            out += &format!(
+                "| {}: ≥ {goal}× ({}) | {} ({:.2}×) | — | {} of CPU per call | {} |\n",
+                row.what,
+                row.figure(goal * public),
+                row.figure(nothing),
+                nothing / public,
+                us(budget),
+                self.server_cpu("clients: server"),
+            );
+        }
+        out
+    }
+
+    /// The medians of the server CPU row whose name ends with `suffix`:
+    /// "public · ours".
+    fn server_cpu(&self, suffix: &str) -> String {
+        self.rows
+            .iter()
+            .find(|r| r.what.ends_with(suffix))
+            .map(|r| {
+                format!(
+                    "{} · {}",
+                    us(median(r.public.clone())),
+                    us(median(r.ours.clone()))
+                )
+            })
+            .unwrap_or_else(|| "—".into())
+    }
+}
+
+impl SideBySide {
+    /// This row of the side-by-side table.
+    fn markdown_line(&self) -> String {
+        let ratios = self.ratios();
+        let goal = match (self.goal, self.met()) {
+            (Some(g), Some(met)) => format!(
+                "{} {g}× {}",
+                if self.lower_is_better { "≤" } else { "≥" },
+                if met { "✅" } else { "❌" }
+            ),
+            _ => "—".into(),
+        };
+        let reach = if self.best.is_empty() {
+            "—".into()
+        } else {
+            format!(
+                "{:.2} ({})",
+                median(self.best_ratios()),
+                self.figure(median(self.best.clone()))
+            )
+        };
+        format!(
+            "| {} | {} | {} | {:.2} | {} | {goal} | {reach} |\n",
+            self.what,
+            self.figure(median(self.public.clone())),
+            self.figure(median(self.ours.clone())),
+            median(ratios.clone()),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" · "),
+        )
     }
 }
