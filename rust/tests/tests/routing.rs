@@ -118,6 +118,36 @@ async fn module_errors_keep_code_and_message_after_items() {
     assert!(err.message().contains("no-such-function"), "{err:?}");
 }
 
+/// The items a module had sent before its error, all there when the call
+/// starts, reach the caller in order, the error last (the server hands
+/// what is already there on with the response headers, the rest later).
+#[tokio::test]
+async fn items_sent_before_an_error_arrive_first_then_the_error() {
+    let sb = Sandbox::new();
+    let _server = sb.start_server(&[]);
+    let ch = sb.channel().await.unwrap();
+    for (n, fail_after) in [(5, 3), (40, 20), (3, 0)] {
+        let args = map(&[("n", n.into()), ("fail_after", fail_after.into())]);
+        let mut stream = call(&ch, "echo", "count", args).await.unwrap();
+        let mut items = vec![];
+        let err = loop {
+            match stream.next().await {
+                Some(Ok(item)) => items.push(value(&item)),
+                Some(Err(status)) => break status,
+                None => panic!("the call ended without its error after {items:?}"),
+            }
+        };
+        assert_eq!(items, (0..fail_after).map(Value::from).collect::<Vec<_>>());
+        assert_eq!(err.code(), Code::Aborted, "{err:?}");
+        assert!(
+            err.message()
+                .contains(&format!("failed after {fail_after} items")),
+            "{err:?}"
+        );
+        assert!(stream.next().await.is_none(), "nothing after the error");
+    }
+}
+
 #[tokio::test]
 async fn bad_module_names_are_refused_before_touching_disk() {
     let sb = Sandbox::new();

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use norgopolis_proto::communication::{
     forwarder_server::{Forwarder, ForwarderServer},
     Invocation, InvocationOverride, MessagePack, OverrideStatus,
@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     accept::client_conn::Conn,
-    services::router::{oversized_arguments, unless_panicked, RoutedCall, Router},
+    services::router::{oversized_arguments, unless_panicked, Ready, RoutedCall, Router},
 };
 
 /// Routes calls to modules and streams their results back item by item.
@@ -48,17 +48,25 @@ impl Forwarder for ForwarderService {
         let conn = request.extensions().get::<Conn>().cloned();
         let inv = request.into_inner();
         let args = inv.args.map(|a| a.data).unwrap_or_default();
-        let call = self
+        let mut call = self
             .router
             .start(conn.as_ref(), &inv.module, inv.function_name, args, timeout)
             .await?;
+        let (ready, ended) = take_ready(&mut call);
+        let ready = futures::stream::iter(ready);
+        if ended {
+            // All here: it leaves with the headers, and no task is needed.
+            return Ok(Response::new(Box::pin(ready)));
+        }
         let (tx, rx) = mpsc::channel(RESULTS_AHEAD);
         let failed = tx.clone();
         // Boxed for the same reason as a lean call's task (lean_calls::start).
         tokio::spawn(unless_panicked(Box::pin(pump(call, tx)), move |status| {
             let _ = failed.try_send(Err(status));
         }));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ready.chain(ReceiverStream::new(rx)),
+        )))
     }
 
     async fn r#override(
@@ -142,6 +150,23 @@ fn name_the_limit(headers: &mut http::HeaderMap, limit: usize) {
 /// Results queued for a gRPC caller beyond what HTTP/2 has taken; a full
 /// queue means the caller stopped reading.
 const RESULTS_AHEAD: usize = 16;
+
+/// The results the module has already sent (at most [`RESULTS_AHEAD`],
+/// as the queue would hold), and whether the call has ended. HTTP/2 sends
+/// them in the same write as the response headers, so the caller is woken
+/// once for a one-result call instead of once for the headers and again
+/// for the result (what the public server does too).
+fn take_ready(call: &mut RoutedCall) -> (Vec<Result<MessagePack, Status>>, bool) {
+    let mut ready = Vec::new();
+    while ready.len() < RESULTS_AHEAD {
+        match call.take_ready() {
+            Ready::Item(data) => ready.push(Ok(MessagePack { data })),
+            Ready::Ended => return (ready, true),
+            Ready::NotYet => break,
+        }
+    }
+    (ready, false)
+}
 
 /// Hands the call's results to the caller's stream. The call lives here:
 /// when the caller goes away (the stream is dropped) it is dropped, which

@@ -7,7 +7,12 @@
 //! items are handed on one for one. Dropping a [`RoutedCall`] (the caller
 //! went away) cancels the call in the module.
 
-use std::{future::Future, sync::Arc, task::Poll, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use tokio::time::Instant;
 use tonic::Status;
@@ -49,6 +54,19 @@ pub struct RoutedCall {
     timeout: Option<(Duration, &'static str)>,
     max_message_size: usize,
     stall_timeout: Duration,
+    /// An error [`RoutedCall::take_ready`] took from the module, for
+    /// [`RoutedCall::next`] to explain and report.
+    early_error: Option<Status>,
+}
+
+/// What [`RoutedCall::take_ready`] found.
+pub enum Ready {
+    /// A result the module had already sent.
+    Item(Vec<u8>),
+    /// The call ended well.
+    Ended,
+    /// Nothing yet, or an error (left for [`RoutedCall::next`]).
+    NotYet,
 }
 
 /// The module's results and what keeps the call counted; dropping it ends
@@ -135,6 +153,7 @@ impl Router {
             timeout,
             max_message_size: self.max_message_size,
             stall_timeout: self.stall_timeout,
+            early_error: None,
         })
     }
 }
@@ -197,15 +216,16 @@ impl RoutedCall {
         // round to dropping it: a finished call no longer counts, and one
         // past its deadline is cancelled in the module at once.
         let inner = &mut self.active.as_mut()?.inner;
-        let next = match self.deadline {
-            Some(d) => match tokio::time::timeout_at(d, inner.message()).await {
+        let next = match (self.early_error.take(), self.deadline) {
+            (Some(status), _) => Err(status),
+            (None, Some(d)) => match tokio::time::timeout_at(d, inner.message()).await {
                 Ok(next) => next,
                 Err(_) => {
                     let what = format!("call to module '{}' cancelled", self.instance.name);
                     return self.end(Some(expired(self.timeout, &what)));
                 }
             },
-            None => inner.message().await,
+            (None, None) => inner.message().await,
         };
         match next {
             Ok(Some(item)) => Some(Ok(item.data)),
@@ -214,6 +234,33 @@ impl RoutedCall {
                 let status = self.instance.explain(status).await;
                 let status = clarify(status, &self.instance.name, self.max_message_size);
                 self.end(Some(status))
+            }
+        }
+    }
+
+    /// Takes a result the module has already sent, without waiting: what
+    /// is here when the call starts can leave with the response headers
+    /// (a one-result call is usually all here), with no task to pump it.
+    pub fn take_ready(&mut self) -> Ready {
+        let Some(active) = self.active.as_mut() else {
+            return Ready::Ended;
+        };
+        if self.early_error.is_some() {
+            return Ready::NotYet;
+        }
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        // Cancel-safe: both transports keep what they read in the stream.
+        let polled = std::pin::pin!(active.inner.message()).poll(&mut cx);
+        match polled {
+            Poll::Pending => Ready::NotYet,
+            Poll::Ready(Ok(Some(item))) => Ready::Item(item.data),
+            Poll::Ready(Ok(None)) => {
+                self.end(None);
+                Ready::Ended
+            }
+            Poll::Ready(Err(status)) => {
+                self.early_error = Some(status);
+                Ready::NotYet
             }
         }
     }
