@@ -152,11 +152,27 @@ impl CloseSignal {
 }
 
 /// The module's pipes, read from stdout and written to stdin.
+///
+/// Writes are held until a flush, and a flush with something held lets
+/// the runtime's ready tasks run once first: hyper sends a request's
+/// HEADERS from its connection task and its DATA from the task that pipes
+/// the body, two writes and two wake-ups of the module for one call. Held
+/// back one turn, both leave in one write (as the public server sends
+/// them).
 pub struct ModuleIo {
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     close: CloseSignal,
+    held: Vec<u8>,
+    /// Bytes of `held` already written.
+    sent: usize,
+    /// The flush of what is held has let the other tasks run once.
+    waited: bool,
 }
+
+/// Above this many held bytes, writes go out without waiting for a flush,
+/// so a large argument is never held whole.
+const HOLD_AT_MOST: usize = 128 * 1024;
 
 impl ModuleIo {
     /// Joins the pipes; `close` ends the stream when raised.
@@ -165,7 +181,27 @@ impl ModuleIo {
             stdin: Some(stdin),
             stdout,
             close,
+            held: Vec::new(),
+            sent: 0,
+            waited: false,
         }
+    }
+
+    /// Writes out everything held.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.sent < self.held.len() {
+            let Some(stdin) = self.stdin.as_mut() else {
+                return Poll::Ready(Err(broken_pipe()));
+            };
+            let n = std::task::ready!(Pin::new(stdin).poll_write(cx, &self.held[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.held.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
     }
 
     fn closed(&mut self, cx: &mut Context<'_>) -> bool {
@@ -211,16 +247,27 @@ impl AsyncWrite for ModuleIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if self.closed(cx) {
+        if self.closed(cx) || self.stdin.is_none() {
             return Poll::Ready(Err(broken_pipe()));
         }
-        match self.stdin.as_mut() {
-            Some(stdin) => Pin::new(stdin).poll_write(cx, buf),
-            None => Poll::Ready(Err(broken_pipe())),
+        if self.held.len() >= HOLD_AT_MOST {
+            std::task::ready!(self.poll_send_held(cx))?;
         }
+        self.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.held.len() > self.sent {
+            if !self.waited {
+                // Behind the tasks already queued (the body's among them).
+                self.waited = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            std::task::ready!(self.poll_send_held(cx))?;
+        }
+        self.waited = false;
         match self.stdin.as_mut() {
             Some(stdin) => Pin::new(stdin).poll_flush(cx),
             None => Poll::Ready(Ok(())),
@@ -228,6 +275,10 @@ impl AsyncWrite for ModuleIo {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.stdin.is_some() {
+            // What is held still goes; a module gone meanwhile is no error.
+            let _ = std::task::ready!(self.poll_send_held(cx));
+        }
         match self.stdin.as_mut() {
             Some(stdin) => Pin::new(stdin).poll_shutdown(cx),
             None => Poll::Ready(Ok(())),
