@@ -17,7 +17,7 @@
 //!   call), each read under the same concurrency.
 
 use std::{
-    io::{BufRead, Write},
+    io::BufRead,
     path::Path,
     process::{Child, Command, Stdio},
 };
@@ -109,10 +109,8 @@ impl StubServer {
 
 impl Drop for StubServer {
     fn drop(&mut self) {
-        // Closing stdin is its cue to leave.
-        if let Some(mut stdin) = self.child.stdin.take() {
-            let _ = stdin.flush();
-        }
+        // Closing stdin is its cue to leave; killed in case it lingers.
+        drop(self.child.stdin.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
