@@ -45,6 +45,12 @@ impl Usage {
         }
         total
     }
+
+    /// CPU microseconds per call spent between `before` and this reading,
+    /// over `calls` calls.
+    pub fn cpu_us_per_call_since(&self, before: &Usage, calls: u64) -> f64 {
+        self.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e3 / calls.max(1) as f64
+    }
 }
 
 /// Cost of one call in one process.
@@ -78,7 +84,7 @@ where
         .zip(before.iter().zip(&after))
         .map(|((name, _), (b, a))| PerCall {
             process: name.to_string(),
-            cpu_us: a.cpu_ns.saturating_sub(b.cpu_ns) as f64 / 1e3 / n,
+            cpu_us: a.cpu_us_per_call_since(b, calls as u64),
             switches: a.switches.saturating_sub(b.switches) as f64 / n,
         })
         .collect())

@@ -398,8 +398,7 @@ async fn measure_ends(
         })?;
         let after = Usage::of(stub.pid());
         ends.client_p50_us[i] = e.p50_us;
-        let stub_ns = after.cpu_ns.saturating_sub(before.cpu_ns) as f64;
-        ends.stub_cpu_us[i] = stub_ns / 1e3 / (calls + 30) as f64;
+        ends.stub_cpu_us[i] = after.cpu_us_per_call_since(&before, calls + 30);
         let payload = crate::payload::string_of(chars);
         (ends.module_p50_us[i], ends.caller_cpu_us[i]) =
             reach::module_alone(module, &payload, calls as usize).await?;
@@ -495,15 +494,21 @@ impl SideRows {
             &strings(&[&"echo", &SMALL, &0, &plan.small_calls, &1]),
         )?;
         let after = processes.map(Usage::of);
+        // The client (its own reading), then the server and the module.
+        let put_cpu = |rows: &mut [SideBySide; 3],
+                       client_us: f64,
+                       [before, after]: [[Usage; 2]; 2],
+                       calls: u64| {
+            put(&mut rows[0], client_us);
+            for i in 0..2 {
+                put(
+                    &mut rows[i + 1],
+                    after[i].cpu_us_per_call_since(&before[i], calls),
+                );
+            }
+        };
         put(&mut self.small, e.p50_us);
-        put(&mut self.cpu[0], e.cpu_us);
-        for i in 0..2 {
-            let ns = after[i].cpu_ns.saturating_sub(before[i].cpu_ns);
-            put(
-                &mut self.cpu[i + 1],
-                ns as f64 / 1e3 / plan.small_calls as f64,
-            );
-        }
+        put_cpu(&mut self.cpu, e.cpu_us, [before, after], plan.small_calls);
         let e: EchoFigures = drive(
             bins,
             port,
@@ -518,13 +523,10 @@ impl SideRows {
         )?;
         let after = processes.map(Usage::of);
         put(&mut self.many, e.per_s);
-        put(&mut self.cpu_many[0], e.cpu_us);
-        // The warm-up calls count here too: 50 per client.
+        // The server's and module's readings count the warm-up calls too:
+        // 50 per client.
         let made = (plan.concurrent_calls + 50) * CLIENTS as u64;
-        for i in 0..2 {
-            let ns = after[i].cpu_ns.saturating_sub(before[i].cpu_ns);
-            put(&mut self.cpu_many[i + 1], ns as f64 / 1e3 / made as f64);
-        }
+        put_cpu(&mut self.cpu_many, e.cpu_us, [before, after], made);
         let s: StreamFigures = drive(bins, port, &strings(&[&"stream", &plan.stream_items, &3]))?;
         put(&mut self.first, s.first_item_ms);
         put(&mut self.items, s.items_per_s);

@@ -29,7 +29,11 @@ use norgopolis_proto::communication::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{cpu::Usage, direct::DirectModule, series::Plan};
+use crate::{
+    cpu::{per_call, Usage},
+    direct::DirectModule,
+    series::Plan,
+};
 
 /// The best figures any server could give in one repetition, in the units
 /// of the side-by-side rows.
@@ -181,9 +185,9 @@ pub async fn module_alone(
     };
     let before = Usage::of(me);
     let latency = module.echo_series(payload, plan).await?;
-    let after = Usage::of(me);
-    let made = (plan.warmup + plan.calls + 1) as f64;
-    let caller = after.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e3 / made;
+    // echo_series checks one call first, then the warm-up and timed calls.
+    let made = (plan.warmup + plan.calls + 1) as u64;
+    let caller = Usage::of(me).cpu_us_per_call_since(&before, made);
     Ok((latency.p50_us, caller))
 }
 
@@ -195,15 +199,17 @@ pub async fn module_cpu_under_load(
     clients: usize,
     calls: u64,
 ) -> anyhow::Result<f64> {
-    let before = Usage::of(module.pid());
-    let callers = (0..clients).map(|_| async {
-        for _ in 0..calls {
-            module.call("echo", payload).await?;
-        }
-        anyhow::Ok(())
-    });
-    futures::future::try_join_all(callers).await?;
-    let after = Usage::of(module.pid());
-    let made = (clients as u64 * calls) as f64;
-    Ok(after.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e3 / made)
+    let made = clients * calls as usize;
+    let cost = per_call(&[("module", module.pid())], made, || async {
+        let callers = (0..clients).map(|_| async {
+            for _ in 0..calls {
+                module.call("echo", payload).await?;
+            }
+            anyhow::Ok(())
+        });
+        futures::future::try_join_all(callers).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(cost[0].cpu_us)
 }
